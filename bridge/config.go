@@ -1,0 +1,525 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/hookbridge/hookbridge/sinks"
+)
+
+// Config is hookbridge's configuration file. LoadConfig reads it strictly:
+// unknown keys, unknown sink types, routes naming missing sinks, duplicate
+// names and malformed values are errors that name the file, line and key.
+type Config struct {
+	Server  ServerConfig   `yaml:"server"`
+	Sources []SourceConfig `yaml:"sources"`
+	Sinks   []SinkConfig   `yaml:"sinks"`
+	Routes  []RouteConfig  `yaml:"routes"`
+}
+
+// ServerConfig configures the webhook listener. The zero value is a valid
+// configuration: SetDefaults fills every field.
+type ServerConfig struct {
+	// Listen is the webhook listener's host:port. Default "127.0.0.1:8080".
+	Listen string `yaml:"listen"`
+	// MaxBodyBytes caps a webhook body; a larger one is answered 413.
+	// Default 1 MiB.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxHeaderBytes caps the request line and headers. Default 16 KiB.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxJSONDepth caps the nesting of a body; deeper is answered 400.
+	// Default 128.
+	MaxJSONDepth int `yaml:"max_json_depth"`
+	// ReadHeaderTimeout bounds reading the request headers. Default 5s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// ReadTimeout bounds reading a whole request. Default 30s.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds a request from the end of its headers to the end
+	// of the answer, publishing included. Default 30s; it must be longer
+	// than PublishTimeout.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// IdleTimeout bounds an idle keep-alive connection. Default 2m.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// PublishTimeout bounds how long a webhook waits for its sinks to
+	// confirm before it is answered 503. Default 10s.
+	PublishTimeout time.Duration `yaml:"publish_timeout"`
+	// RetryAfter is the Retry-After sent with a 503, rounded up to whole
+	// seconds. Default 5s.
+	RetryAfter time.Duration `yaml:"retry_after"`
+	// ShutdownTimeout bounds the graceful shutdown on SIGTERM or SIGINT.
+	// Default 15s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// SourceConfig is one webhook sender: a path and the secrets its deliveries
+// are signed with.
+type SourceConfig struct {
+	// Name identifies the source; it is the CloudEvents "source" attribute.
+	Name string `yaml:"name"`
+	// Path is the URL path deliveries are POSTed to. Default "/webhook".
+	Path string `yaml:"path"`
+	// Secrets are the signing secrets; a delivery signed with any one of
+	// them is accepted, so a secret can be rotated without downtime. Write
+	// them as ${VAR}: a secret never belongs in the file itself.
+	Secrets []Secret `yaml:"secrets"`
+	// Tolerance is how far the signed timestamp may be from now, in either
+	// direction. Default 5m; 0 turns the freshness check off.
+	Tolerance *time.Duration `yaml:"tolerance"`
+	// AllowUnparsedTimestamp accepts a correctly signed delivery whose
+	// timestamp header is neither Unix time nor RFC 3339 (the freshness
+	// check is then skipped for it). Default false.
+	AllowUnparsedTimestamp bool `yaml:"allow_unparsed_timestamp"`
+}
+
+// Secret is a signing secret. Its String method redacts it, so that
+// printing a config never shows one.
+type Secret string
+
+// String returns a placeholder, never the secret.
+func (Secret) String() string { return "[redacted]" }
+
+// GoString returns a placeholder, never the secret.
+func (Secret) GoString() string { return "[redacted]" }
+
+// SinkConfig is one named broker connection. Type picks the kind; the
+// remaining keys are the kind's own (Options).
+type SinkConfig struct {
+	Name string
+	Type string
+	// Options is the kind's configuration, e.g. *nats.Config.
+	Options SinkOptions
+}
+
+// SinkOptions is a sink kind's own configuration.
+type SinkOptions interface {
+	SetDefaults()
+	Validate() error
+}
+
+// RouteConfig sends the events whose status is in Status to every target in
+// To. Every matching route fires.
+type RouteConfig struct {
+	// Name identifies the route in logs and in `hookbridge check`.
+	Name string `yaml:"name"`
+	// Status lists the statuses the route takes; "*" takes every status.
+	Status []string `yaml:"status"`
+	// To lists where the events go.
+	To []TargetConfig `yaml:"to"`
+}
+
+// TargetConfig names a sink and, for kinds that have one, the target within
+// it: `subject` for nats. The target is a template that may use {status},
+// {source} and {task_id}; when it is absent, the sink's own default applies.
+type TargetConfig struct {
+	Sink string
+	// Key is the YAML key that named the target ("subject"), empty if none.
+	Key    string
+	Target string
+}
+
+// decodeNode implements nodeDecoder: a target is {sink: NAME} plus at most
+// one target key, checked against the sink's kind once all sinks are known.
+func (t *TargetConfig) decodeNode(d *decoder, n *yaml.Node, key string) {
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, key, "must be a mapping such as {sink: bus, subject: \"task.{status}\"}")
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		path := joinKey(key, k.Value)
+		var s string
+		d.decode(v, path, reflect.ValueOf(&s).Elem())
+		switch {
+		case k.Value == "sink":
+			t.Sink = s
+		case targetKeys[k.Value]:
+			if t.Key != "" {
+				d.errorf(k, path, "a target names one destination: remove %s or %s", t.Key, k.Value)
+				continue
+			}
+			t.Key, t.Target = k.Value, s
+		default:
+			d.errorf(k, path, "unknown key (a target takes sink and one of: %s)", strings.Join(sortedKeys(targetKeys), ", "))
+		}
+	}
+}
+
+// decodeNode implements nodeDecoder: `type` picks the options struct that
+// the remaining keys decode into.
+func (s *SinkConfig) decodeNode(d *decoder, n *yaml.Node, key string) {
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, key, "must be a mapping with name, type and the type's own keys")
+		return
+	}
+	rest := &yaml.Node{Kind: yaml.MappingNode, Line: n.Line, Column: n.Column}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch k.Value {
+		case "name":
+			d.decode(v, joinKey(key, "name"), reflect.ValueOf(&s.Name).Elem())
+		case "type":
+			d.decode(v, joinKey(key, "type"), reflect.ValueOf(&s.Type).Elem())
+			if _, ok := sinkKinds[s.Type]; !ok && s.Type != "" {
+				d.errorf(v, joinKey(key, "type"), "unknown sink type %q (known types: %s)", s.Type, strings.Join(sortedKeys(sinkKinds), ", "))
+				return
+			}
+		default:
+			rest.Content = append(rest.Content, k, v)
+		}
+	}
+	if s.Type == "" {
+		d.errorf(n, joinKey(key, "type"), "missing: say which broker this is (%s)", strings.Join(sortedKeys(sinkKinds), ", "))
+		return
+	}
+	s.Options = sinkKinds[s.Type].options()
+	d.decodeStruct(rest, key, reflect.ValueOf(s.Options).Elem())
+}
+
+// Defaults for ServerConfig and SourceConfig, documented on their fields.
+const (
+	DefaultListen       = "127.0.0.1:8080"
+	DefaultMaxBodyBytes = 1 << 20
+	DefaultPath         = "/webhook"
+	DefaultTolerance    = 5 * time.Minute
+)
+
+// SetDefaults fills every zero field with its default. It is the only place
+// defaults are applied, and is idempotent.
+func (c *Config) SetDefaults() {
+	s := &c.Server
+	setDefault(&s.Listen, DefaultListen)
+	setDefault(&s.MaxBodyBytes, DefaultMaxBodyBytes)
+	setDefault(&s.MaxHeaderBytes, 16<<10)
+	setDefault(&s.MaxJSONDepth, DefaultMaxDepth)
+	setDefault(&s.ReadHeaderTimeout, 5*time.Second)
+	setDefault(&s.ReadTimeout, 30*time.Second)
+	setDefault(&s.WriteTimeout, 30*time.Second)
+	setDefault(&s.IdleTimeout, 2*time.Minute)
+	setDefault(&s.PublishTimeout, 10*time.Second)
+	setDefault(&s.RetryAfter, 5*time.Second)
+	setDefault(&s.ShutdownTimeout, 15*time.Second)
+	for i := range c.Sources {
+		src := &c.Sources[i]
+		setDefault(&src.Path, DefaultPath)
+		if src.Tolerance == nil {
+			d := DefaultTolerance
+			src.Tolerance = &d
+		}
+	}
+	for _, sk := range c.Sinks {
+		if sk.Options != nil {
+			sk.Options.SetDefaults()
+		}
+	}
+}
+
+func setDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
+// problem is a validation error located by its key path, e.g.
+// "routes[1].to[0].sink"; LoadConfig turns the path into a line.
+type problem struct {
+	Key string
+	Msg string
+}
+
+func (p *problem) Error() string { return p.Key + ": " + p.Msg }
+
+func problemf(key, format string, args ...any) error {
+	return &problem{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Validate checks a config after SetDefaults: each part checks its own
+// fields, then cross-references (routes to sinks, unique names and paths)
+// are checked. It returns every problem found, joined.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	add(c.Server.validate())
+
+	if len(c.Sources) == 0 {
+		add(problemf("sources", "no source: add one with a name, a path and secrets"))
+	}
+	names, paths := map[string]bool{}, map[string]bool{}
+	for i, src := range c.Sources {
+		key := fmt.Sprintf("sources[%d]", i)
+		add(src.validate(key))
+		if names[src.Name] {
+			add(problemf(key+".name", "source name %q is used twice: names must be unique", src.Name))
+		}
+		if paths[src.Path] {
+			add(problemf(key+".path", "path %q is used by another source: give each source its own path", src.Path))
+		}
+		names[src.Name], paths[src.Path] = true, true
+	}
+
+	sinkByName := map[string]SinkConfig{}
+	for i, sk := range c.Sinks {
+		key := fmt.Sprintf("sinks[%d]", i)
+		switch {
+		case sk.Name == "":
+			add(problemf(key+".name", "missing: name the sink so routes can refer to it"))
+		case sinkByName[sk.Name].Name != "":
+			add(problemf(key+".name", "sink name %q is used twice: names must be unique", sk.Name))
+		default:
+			sinkByName[sk.Name] = sk
+		}
+		if sk.Options == nil {
+			continue // its type was already reported
+		}
+		for _, err := range errorList(sk.Options.Validate()) {
+			var ce *sinks.ConfigError
+			if errors.As(err, &ce) {
+				add(&problem{Key: key + "." + ce.Key, Msg: fmt.Sprintf("sink %q: %s", sk.Name, ce.Problem)})
+			} else {
+				add(&problem{Key: key, Msg: fmt.Sprintf("sink %q: %v", sk.Name, err)})
+			}
+		}
+	}
+
+	if len(c.Routes) == 0 {
+		add(problemf("routes", "no route: add one that sends some statuses to a sink"))
+	}
+	routeNames := map[string]bool{}
+	for i, r := range c.Routes {
+		key := fmt.Sprintf("routes[%d]", i)
+		switch {
+		case r.Name == "":
+			add(problemf(key+".name", "missing: name the route"))
+		case routeNames[r.Name]:
+			add(problemf(key+".name", "route name %q is used twice: names must be unique", r.Name))
+		}
+		routeNames[r.Name] = true
+		if len(r.Status) == 0 {
+			add(problemf(key+".status", "route %q: no status: list the statuses it takes, or \"*\" for all", r.Name))
+		}
+		for j, st := range r.Status {
+			if strings.TrimSpace(st) == "" {
+				add(problemf(fmt.Sprintf("%s.status[%d]", key, j), "route %q: empty status", r.Name))
+			}
+		}
+		if len(r.To) == 0 {
+			add(problemf(key+".to", "route %q: no target: add at least one {sink: NAME}", r.Name))
+		}
+		for j, t := range r.To {
+			add(t.validate(fmt.Sprintf("%s.to[%d]", key, j), r.Name, sinkByName))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *ServerConfig) validate() error {
+	var errs []error
+	if _, port, err := net.SplitHostPort(s.Listen); err != nil || port == "" {
+		errs = append(errs, problemf("server.listen", "%q is not host:port: write e.g. \"127.0.0.1:8080\" or \":8080\"", s.Listen))
+	}
+	positive := []struct {
+		key string
+		v   int64
+	}{
+		{"server.max_body_bytes", s.MaxBodyBytes},
+		{"server.max_header_bytes", int64(s.MaxHeaderBytes)},
+		{"server.max_json_depth", int64(s.MaxJSONDepth)},
+	}
+	for _, p := range positive {
+		if p.v < 0 {
+			errs = append(errs, problemf(p.key, "must be positive (or left out for the default)"))
+		}
+	}
+	if s.WriteTimeout <= s.PublishTimeout {
+		errs = append(errs, problemf("server.write_timeout", "%v must be longer than publish_timeout (%v): the answer is written after publishing", s.WriteTimeout, s.PublishTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+func (s *SourceConfig) validate(key string) error {
+	var errs []error
+	if s.Name == "" {
+		errs = append(errs, problemf(key+".name", "missing: name the source (it becomes the events' CloudEvents source)"))
+	}
+	if !strings.HasPrefix(s.Path, "/") {
+		errs = append(errs, problemf(key+".path", "%q must start with /", s.Path))
+	}
+	if len(s.Secrets) == 0 {
+		errs = append(errs, problemf(key+".secrets", "source %q has no secret: add the Browser Use webhook secret, e.g. secrets: [\"${BROWSER_USE_WEBHOOK_SECRET}\"]", s.Name))
+	}
+	for i, sec := range s.Secrets {
+		if sec == "" {
+			errs = append(errs, problemf(fmt.Sprintf("%s.secrets[%d]", key, i), "empty secret"))
+		}
+	}
+	if s.Tolerance != nil && *s.Tolerance < 0 {
+		errs = append(errs, problemf(key+".tolerance", "must not be negative (0 turns the check off)"))
+	}
+	return errors.Join(errs...)
+}
+
+func (t *TargetConfig) validate(key, route string, sinkByName map[string]SinkConfig) error {
+	if t.Sink == "" {
+		return problemf(key+".sink", "route %q: missing: name the sink to send to", route)
+	}
+	sk, ok := sinkByName[t.Sink]
+	if !ok {
+		return problemf(key+".sink", "route %q: unknown sink %q (declared sinks: %s)", route, t.Sink, strings.Join(sortedKeys(sinkByName), ", "))
+	}
+	kind := sinkKinds[sk.Type]
+	if t.Key != "" && t.Key != kind.targetKey {
+		if kind.targetKey == "" {
+			return problemf(key+"."+t.Key, "route %q: %s sink %q takes no target: remove %s", route, sk.Type, t.Sink, t.Key)
+		}
+		return problemf(key+"."+t.Key, "route %q: %s sink %q takes its target as %s, not %s", route, sk.Type, t.Sink, kind.targetKey, t.Key)
+	}
+	if t.Key != "" {
+		if _, err := ParseTemplate(t.Target); err != nil {
+			return problemf(key+"."+t.Key, "route %q: %v", route, err)
+		}
+	}
+	if t.Target == "" && kind.targetKey != "" && !kind.hasDefaultTarget(sk.Options) {
+		return problemf(key, "route %q: %s sink %q needs a %s here (or a default %s on the sink)", route, sk.Type, t.Sink, kind.targetKey, kind.targetKey)
+	}
+	return nil
+}
+
+// LoadConfig reads, decodes, defaults and validates the file at path.
+// lookupEnv resolves ${VAR} references; nil means os.LookupEnv. Every error
+// is prefixed with path:line.
+func LoadConfig(path string, lookupEnv func(string) (string, bool)) (*Config, error) {
+	return loadConfig(path, newDecoder(lookupEnv))
+}
+
+// LoadConfigIgnoringUnset is LoadConfig for tools that need only part of
+// the config (hookbridge tail needs the NATS sink, not the webhook secret):
+// a ${VAR} that is not set and has no default reads as "(unset)" instead
+// of being an error.
+func LoadConfigIgnoringUnset(path string, lookupEnv func(string) (string, bool)) (*Config, error) {
+	d := newDecoder(lookupEnv)
+	d.unsetPlaceholder = "(unset)"
+	return loadConfig(path, d)
+}
+
+func loadConfig(path string, d *decoder) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return parseConfig(path, data, d)
+}
+
+// ParseConfig is LoadConfig for bytes already read; name is used in errors.
+func ParseConfig(name string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	return parseConfig(name, data, newDecoder(lookupEnv))
+}
+
+func parseConfig(name string, data []byte, d *decoder) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		// yaml.v3 says "yaml: line N: ..."; make it name:N: ...
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		if rest, ok := strings.CutPrefix(msg, "line "); ok {
+			if n, after, ok := strings.Cut(rest, ":"); ok {
+				return nil, fmt.Errorf("%s:%s:%s", name, n, after)
+			}
+		}
+		return nil, fmt.Errorf("%s: %s", name, msg)
+	}
+	if len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("%s:1: %w", name, errNotMapping)
+	}
+	doc := root.Content[0]
+	cfg := new(Config)
+	d.decode(doc, "", reflect.ValueOf(cfg).Elem())
+	if len(d.errs) > 0 {
+		return nil, locate(name, doc, d.errs)
+	}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, locate(name, doc, errorList(err))
+	}
+	return cfg, nil
+}
+
+// locate prefixes each error with name:line, finding the line of problems
+// from their key path.
+func locate(name string, doc *yaml.Node, errs []error) error {
+	out := make([]error, 0, len(errs))
+	for _, err := range errs {
+		var de *decodeError
+		var p *problem
+		switch {
+		case errors.As(err, &de):
+			out = append(out, fmt.Errorf("%s:%d: %s", name, de.Line, strings.TrimPrefix(de.Error(), fmt.Sprintf("line %d: ", de.Line))))
+		case errors.As(err, &p):
+			out = append(out, fmt.Errorf("%s:%d: %s", name, lineAt(doc, p.Key), p.Error()))
+		default:
+			out = append(out, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	return errors.Join(out...)
+}
+
+// lineAt returns the line of the node at key path (e.g. "routes[1].to[0]")
+// in doc, or of the deepest ancestor present.
+func lineAt(doc *yaml.Node, key string) int {
+	n, line := doc, doc.Line
+	for _, part := range strings.Split(key, ".") {
+		name, idx := part, -1
+		if open := strings.IndexByte(part, '['); open >= 0 && strings.HasSuffix(part, "]") {
+			name = part[:open]
+			if i, err := strconv.Atoi(part[open+1 : len(part)-1]); err == nil {
+				idx = i
+			}
+		}
+		k, v := mappingEntry(n, name)
+		if k == nil {
+			return line
+		}
+		line, n = k.Line, v
+		if idx >= 0 {
+			if n.Kind != yaml.SequenceNode || idx >= len(n.Content) {
+				return line
+			}
+			n = n.Content[idx]
+			line = n.Line
+		}
+	}
+	return line
+}
+
+// mappingEntry returns the key and value nodes of key in mapping n.
+func mappingEntry(n *yaml.Node, key string) (k, v *yaml.Node) {
+	if n.Kind != yaml.MappingNode {
+		return nil, nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i], n.Content[i+1]
+		}
+	}
+	return nil, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,145 @@
+package bridge
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	filesink "github.com/hookbridge/hookbridge/sinks/file"
+	natssink "github.com/hookbridge/hookbridge/sinks/nats"
+)
+
+func testEnv(name string) (string, bool) {
+	switch name {
+	case "BROWSER_USE_WEBHOOK_SECRET":
+		return "whsec_from_env", true
+	case "EMPTY":
+		return "", true
+	}
+	return "", false
+}
+
+func TestLoadConfigIssueMinimal(t *testing.T) {
+	cfg, err := LoadConfig("testdata/config/ok-issue-minimal.yaml", testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.Listen != "127.0.0.1:8080" || cfg.Server.MaxBodyBytes != 1<<20 || cfg.Server.PublishTimeout != 10*time.Second {
+		t.Errorf("server = %+v", cfg.Server)
+	}
+	src := cfg.Sources[0]
+	if src.Name != "browser-use" || src.Path != "/webhook" || *src.Tolerance != 5*time.Minute ||
+		len(src.Secrets) != 1 || src.Secrets[0] != "whsec_from_env" {
+		t.Errorf("source = %+v", src)
+	}
+	bus, ok := cfg.Sinks[0].Options.(*natssink.Config)
+	if !ok || bus.URL != "nats://127.0.0.1:4222" || !bus.JetStream {
+		t.Errorf("sink bus = %#v", cfg.Sinks[0].Options)
+	}
+	audit, ok := cfg.Sinks[1].Options.(*filesink.Config)
+	if !ok || audit.Path != "./events.jsonl" {
+		t.Errorf("sink audit = %#v", cfg.Sinks[1].Options)
+	}
+	want := []TargetConfig{{Sink: "bus", Key: "subject", Target: "alerts.task.{status}"}}
+	if r := cfg.Routes[1]; r.Name != "alerting" || strings.Join(r.Status, ",") != "paused,stopped" || r.To[0] != want[0] {
+		t.Errorf("route alerting = %+v", r)
+	}
+}
+
+func TestLoadDefaultConfig(t *testing.T) {
+	if _, err := LoadConfig("../config.yaml", testEnv); err != nil {
+		t.Fatalf("the shipped config.yaml does not load: %v", err)
+	}
+}
+
+// TestLoadConfigErrors holds one file per failure, with the exact message:
+// file:line, the key, and what to change.
+func TestLoadConfigErrors(t *testing.T) {
+	tests := map[string]string{
+		"bad-duration.yaml":          `bad-duration.yaml:3: sources[0].tolerance: "5 minutes" is not a duration: write a Go duration such as 30s, 5m or 1h30m`,
+		"duplicate-route.yaml":       `duplicate-route.yaml:13: routes[1].name: route name "all" is used twice: names must be unique`,
+		"duplicate-sink.yaml":        `duplicate-sink.yaml:9: sinks[1].name: sink name "bus" is used twice: names must be unique`,
+		"nats-missing-url.yaml":      `nats-missing-url.yaml:5: sinks[0].url: sink "bus": missing: write "embedded" or your server's nats://host:4222`,
+		"nats-unknown-key.yaml":      `nats-unknown-key.yaml:7: sinks[0].jetstream_x: unknown key (known keys: url, jetstream, subject, stream, embedded, creds_file, token, user, password, connect_timeout)`,
+		"no-secret.yaml":             `no-secret.yaml:2: sources[0].secrets: source "browser-use" has no secret: add the Browser Use webhook secret, e.g. secrets: ["${BROWSER_USE_WEBHOOK_SECRET}"]`,
+		"not-mapping.yaml":           `not-mapping.yaml:1: the file must be a YAML mapping with the keys server, sources, sinks and routes`,
+		"status-not-list.yaml":       `status-not-list.yaml:11: routes[0].status: must be a list (e.g. [a, b])`,
+		"unknown-sink-in-route.yaml": `unknown-sink-in-route.yaml:13: routes[0].to[0].sink: route "all": unknown sink "buss" (declared sinks: bus)`,
+		"unknown-sink-type.yaml":     `unknown-sink-type.yaml:6: sinks[0].type: unknown sink type "natz" (known types: file, nats)`,
+		"unknown-template-var.yaml":  `unknown-template-var.yaml:13: routes[0].to[0].subject: route "all": target "task.{stauts}" uses unknown variable {stauts}: use {status}, {source} or {task_id}`,
+		"unknown-top-key.yaml":       `unknown-top-key.yaml:1: servre: unknown key (known keys: server, sources, sinks, routes)`,
+		"unset-env.yaml":             `unset-env.yaml:3: sources[0].secrets[0]: environment variable HOOKBRIDGE_UNSET_SECRET is not set: export it (or write ${HOOKBRIDGE_UNSET_SECRET:-default} for a fallback)`,
+		"write-timeout.yaml":         `write-timeout.yaml:1: server.write_timeout: 30s must be longer than publish_timeout (1m0s): the answer is written after publishing`,
+		"wrong-target-key.yaml":      `wrong-target-key.yaml:13: routes[0].to[0].topic: unknown key (a target takes sink and one of: subject)`,
+		"yaml-syntax.yaml":           `yaml-syntax.yaml:12: did not find expected ',' or '}'`,
+		"multiple-problems.yaml": `multiple-problems.yaml:5: sources[1].name: source name "browser-use" is used twice: names must be unique
+multiple-problems.yaml:5: sources[1].path: path "/webhook" is used by another source: give each source its own path
+multiple-problems.yaml:11: sinks[0].stream.storage: sink "bus": "disk": use "file" or "memory"
+multiple-problems.yaml:19: routes[1].to[0].sink: route "audit": unknown sink "audit" (declared sinks: bus)`,
+	}
+	for file, want := range tests {
+		t.Run(file, func(t *testing.T) {
+			_, err := LoadConfig(filepath.Join("testdata/config", file), testEnv)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			got := strings.ReplaceAll(err.Error(), "testdata/config/", "")
+			if got != want {
+				t.Errorf("error:\n%s\nwant:\n%s", got, want)
+			}
+			if strings.Contains(got, "whsec_from_env") {
+				t.Error("the error shows a secret")
+			}
+		})
+	}
+	// Every failure file has a case.
+	files, _ := filepath.Glob("testdata/config/*.yaml")
+	for _, f := range files {
+		base := filepath.Base(f)
+		if _, ok := tests[base]; !ok && !strings.HasPrefix(base, "ok-") {
+			t.Errorf("%s has no expected error in the table", base)
+		}
+	}
+}
+
+func TestExpandEnv(t *testing.T) {
+	tests := []struct {
+		in, want, err string
+	}{
+		{in: "plain", want: "plain"},
+		{in: "${BROWSER_USE_WEBHOOK_SECRET}", want: "whsec_from_env"},
+		{in: "a-${UNSET:-fallback}-b", want: "a-fallback-b"},
+		{in: "${EMPTY:-d}", want: "d"},
+		{in: "$$5 and $HOME", want: "$5 and $HOME"},
+		{in: "${UNSET}", err: "environment variable UNSET is not set: export it (or write ${UNSET:-default} for a fallback)"},
+		{in: "${EMPTY}", err: "environment variable EMPTY is set but empty: give it a value"},
+		{in: "${1BAD}", err: "${1BAD} is not a valid variable reference: write ${NAME} or ${NAME:-default}"},
+		{in: "${OPEN", err: "unterminated ${ in value: close it with } or write $$ for a literal $"},
+	}
+	for _, tt := range tests {
+		d := newDecoder(testEnv)
+		n := &yaml.Node{Kind: yaml.ScalarNode, Value: tt.in, Line: 1}
+		got, ok := d.expand(n, "k")
+		if tt.err != "" {
+			if ok || len(d.errs) != 1 || d.errs[0].Error() != "line 1: k: "+tt.err {
+				t.Errorf("expand(%q) = %q, %v; want error %q", tt.in, got, d.errs, tt.err)
+			}
+			continue
+		}
+		if !ok || got != tt.want {
+			t.Errorf("expand(%q) = %q, %v, want %q", tt.in, got, d.errs, tt.want)
+		}
+	}
+}
+
+func TestSecretIsRedacted(t *testing.T) {
+	s := Secret("hunter2")
+	for _, got := range []string{s.String(), s.GoString()} {
+		if strings.Contains(got, "hunter2") {
+			t.Errorf("Secret formats as %q", got)
+		}
+	}
+}

@@ -1,0 +1,284 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Header names Browser Use signs its deliveries with.
+const (
+	HeaderTimestamp = "X-Browser-Use-Timestamp"
+	HeaderSignature = "X-Browser-Use-Signature"
+)
+
+// Result classifies how a webhook was answered.
+type Result int
+
+// Results, one per kind of answer.
+const (
+	ResultAccepted     Result = iota // 200, routed and kept
+	ResultUnrouted                   // 200, verified but no route matched
+	ResultTest                       // 200, a verified test delivery
+	ResultNotFound                   // 404
+	ResultBadMethod                  // 405
+	ResultTooLarge                   // 413
+	ResultBadRequest                 // 400
+	ResultBadSignature               // 403, signature mismatch
+	ResultStale                      // 403, timestamp outside tolerance or unparseable
+	ResultNoStatus                   // 422
+	ResultUnavailable                // 503, a sink did not confirm
+	numResults
+)
+
+var resultNames = [numResults]string{
+	"accepted", "unrouted", "test", "not_found", "bad_method", "too_large",
+	"bad_request", "bad_signature", "stale", "no_status", "unavailable",
+}
+
+func (r Result) String() string { return resultNames[r] }
+
+// Ingress is the webhook HTTP handler: it verifies, normalizes, routes and
+// delivers each request, and answers only once the event is kept.
+//
+// Checks run in this order, each with its own status and a JSON body
+// {"error": "..."}: unknown path 404; method other than POST 405; body over
+// the limit 413; a missing or repeated signature header 400; body not JSON,
+// not UTF-8 or not an object 400; signature mismatch 403; timestamp outside
+// tolerance 403; no status 422; a sink that did not confirm 503 with
+// Retry-After. Accepted: 200 {"id": "<event id>", "routes": N}.
+type Ingress struct {
+	sources      map[string]*source // by path
+	router       *Router
+	deliverer    Deliverer
+	log          *slog.Logger
+	now          func() time.Time
+	maxBody      int64
+	maxDepth     int
+	publishLimit time.Duration
+	retryAfter   string
+
+	canon   sync.Pool // *Canonicalizer
+	bufs    sync.Pool // *bytes.Buffer
+	results [numResults]atomic.Uint64
+}
+
+type source struct {
+	name          string
+	verifier      *Verifier
+	tolerance     time.Duration
+	allowUnparsed bool
+}
+
+// NewIngress builds the handler for cfg's sources. now is the clock (nil:
+// time.Now).
+func NewIngress(cfg *Config, router *Router, d Deliverer, log *slog.Logger, now func() time.Time) (*Ingress, error) {
+	if now == nil {
+		now = time.Now
+	}
+	h := &Ingress{
+		sources:      make(map[string]*source, len(cfg.Sources)),
+		router:       router,
+		deliverer:    d,
+		log:          log,
+		now:          now,
+		maxBody:      cfg.Server.MaxBodyBytes,
+		maxDepth:     cfg.Server.MaxJSONDepth,
+		publishLimit: cfg.Server.PublishTimeout,
+		retryAfter:   strconv.Itoa(int((cfg.Server.RetryAfter + time.Second - 1) / time.Second)),
+	}
+	h.canon.New = func() any { return &Canonicalizer{MaxDepth: h.maxDepth} }
+	h.bufs.New = func() any { return new(bytes.Buffer) }
+	for _, sc := range cfg.Sources {
+		secrets := make([][]byte, len(sc.Secrets))
+		for i, s := range sc.Secrets {
+			secrets[i] = []byte(s)
+		}
+		v, err := NewVerifier(secrets)
+		if err != nil {
+			return nil, fmt.Errorf("source %q: %w", sc.Name, err)
+		}
+		h.sources[sc.Path] = &source{name: sc.Name, verifier: v, tolerance: *sc.Tolerance, allowUnparsed: sc.AllowUnparsedTimestamp}
+	}
+	return h, nil
+}
+
+// Count returns how many webhooks were answered with result r.
+func (h *Ingress) Count(r Result) uint64 { return h.results[r].Load() }
+
+// ServeHTTP implements http.Handler.
+func (h *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	src, ok := h.sources[r.URL.Path]
+	if !ok {
+		h.reject(w, r, "", ResultNotFound, http.StatusNotFound, fmt.Sprintf("no webhook source at path %q", r.URL.Path))
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		h.reject(w, r, src.name, ResultBadMethod, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed: webhooks are POSTed", r.Method))
+		return
+	}
+	if r.ContentLength > h.maxBody {
+		h.rejectTooLarge(w, r, src)
+		return
+	}
+
+	buf := h.bufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer h.bufs.Put(buf)
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.maxBody)); err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			h.rejectTooLarge(w, r, src)
+			return
+		}
+		h.reject(w, r, src.name, ResultBadRequest, http.StatusBadRequest, "could not read the body: "+err.Error())
+		return
+	}
+	body := buf.Bytes()
+
+	ts, msg := singleHeader(r, HeaderTimestamp)
+	if msg == "" {
+		_, msg = singleHeader(r, HeaderSignature)
+	}
+	if msg != "" {
+		h.reject(w, r, src.name, ResultBadRequest, http.StatusBadRequest, msg)
+		return
+	}
+	sig := r.Header.Get(HeaderSignature)
+
+	cz := h.canon.Get().(*Canonicalizer)
+	defer h.canon.Put(cz)
+	c, err := cz.Canonicalize(body)
+	if err != nil {
+		h.reject(w, r, src.name, ResultBadRequest, http.StatusBadRequest, "body is not valid JSON: "+err.Error())
+		return
+	}
+	if !c.Object {
+		h.reject(w, r, src.name, ResultBadRequest, http.StatusBadRequest, "body is not a JSON object")
+		return
+	}
+	if !src.verifier.Verify(ts, c.JSON, sig) {
+		h.reject(w, r, src.name, ResultBadSignature, http.StatusForbidden, "signature does not match: check the source's secret")
+		return
+	}
+	received := h.now()
+	if msg := checkFreshness(ts, received, src); msg != "" {
+		h.reject(w, r, src.name, ResultStale, http.StatusForbidden, msg)
+		return
+	}
+
+	ev, err := Normalize(src.name, ts, received, c)
+	if err != nil {
+		h.reject(w, r, src.name, ResultNoStatus, http.StatusUnprocessableEntity, err.Error())
+		return
+	}
+	if ev.Test {
+		h.results[ResultTest].Add(1)
+		h.log.Info("test delivery verified", "source", src.name, "id", ev.ID)
+		writeAccepted(w, ev.ID, 0, true)
+		return
+	}
+	deliveries, routes := h.router.Route(ev)
+	if len(deliveries) == 0 {
+		h.results[ResultUnrouted].Add(1)
+		h.log.Info("event matched no route", "source", src.name, "id", ev.ID, "status", ev.Status)
+		writeAccepted(w, ev.ID, 0, false)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.publishLimit)
+	defer cancel()
+	if err := h.deliverer.Deliver(ctx, ev, deliveries); err != nil {
+		w.Header().Set("Retry-After", h.retryAfter)
+		h.results[ResultUnavailable].Add(1)
+		h.log.Warn("event not delivered; answered 503 so the sender retries",
+			"source", src.name, "id", ev.ID, "status", ev.Status, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "event not delivered, retry later: "+err.Error())
+		return
+	}
+	h.results[ResultAccepted].Add(1)
+	writeAccepted(w, ev.ID, len(routes), false)
+}
+
+// singleHeader returns the one value of header name, or a message saying
+// why there is not exactly one.
+func singleHeader(r *http.Request, name string) (string, string) {
+	vs := r.Header.Values(name)
+	switch {
+	case len(vs) == 0 || vs[0] == "":
+		return "", "missing header " + name
+	case len(vs) > 1:
+		return "", "header " + name + " given more than once"
+	}
+	return vs[0], ""
+}
+
+// checkFreshness returns why ts is not acceptable for src, or "".
+func checkFreshness(ts string, now time.Time, src *source) string {
+	t, err := ParseTimestamp(ts)
+	if err != nil {
+		if src.allowUnparsed {
+			return ""
+		}
+		return "timestamp header is neither Unix time nor RFC 3339"
+	}
+	if src.tolerance == 0 {
+		return ""
+	}
+	skew := now.Sub(t)
+	switch {
+	case skew > src.tolerance:
+		return fmt.Sprintf("timestamp is %s old, more than the tolerance of %s", skew.Round(time.Second), src.tolerance)
+	case -skew > src.tolerance:
+		return fmt.Sprintf("timestamp is %s in the future, more than the tolerance of %s", (-skew).Round(time.Second), src.tolerance)
+	}
+	return ""
+}
+
+func (h *Ingress) rejectTooLarge(w http.ResponseWriter, r *http.Request, src *source) {
+	// Closing the connection stops a client that is still sending.
+	w.Header().Set("Connection", "close")
+	h.reject(w, r, src.name, ResultTooLarge, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than the limit of %d bytes", h.maxBody))
+}
+
+func (h *Ingress) reject(w http.ResponseWriter, r *http.Request, source string, res Result, status int, msg string) {
+	h.results[res].Add(1)
+	h.log.Info("webhook rejected", "status", status, "reason", msg, "source", source, "remote", r.RemoteAddr)
+	writeError(w, status, msg)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	b := make([]byte, 0, len(msg)+16)
+	b = append(b, `{"error":`...)
+	b = AppendQuote(b, msg)
+	b = append(b, '}', '\n')
+	writeJSON(w, status, b)
+}
+
+func writeAccepted(w http.ResponseWriter, id string, routes int, test bool) {
+	b := make([]byte, 0, 80)
+	b = append(b, `{"id":`...)
+	b = AppendQuote(b, id)
+	b = append(b, `,"routes":`...)
+	b = strconv.AppendInt(b, int64(routes), 10)
+	if test {
+		b = append(b, `,"test":true`...)
+	}
+	b = append(b, '}', '\n')
+	writeJSON(w, http.StatusOK, b)
+}
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

@@ -1,0 +1,207 @@
+package bridge
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"time"
+
+	"github.com/hookbridge/hookbridge/sinks"
+)
+
+// TypePrefix prefixes Browser Use's event types to make CloudEvents types.
+const TypePrefix = "com.browser-use."
+
+// StatusUpdateType is the CloudEvents type of a task status change.
+const StatusUpdateType = TypePrefix + "agent.task.status_update"
+
+// Event is one normalized delivery: a CloudEvents 1.0 event.
+type Event struct {
+	ID      string    // content-derived: a redelivery keeps it
+	Source  string    // the source's name
+	Type    string    // e.g. com.browser-use.agent.task.status_update
+	TaskID  string    // the CloudEvents subject; may be empty
+	Status  string    // the task status, an open string
+	Time    time.Time // the event's own time, else the signed header's, else receipt
+	Test    bool      // a test delivery: verified and answered, never routed
+	Attrs   []sinks.Attr
+	JSON    []byte // the structured CloudEvent
+	Payload []byte // the CloudEvent's data: the task payload, JSON
+}
+
+// ErrNoStatus is returned by Normalize for a body that is not a test
+// delivery and carries no status.
+var ErrNoStatus = errors.New(`no "status" string in the task payload`)
+
+// Normalize turns a verified, canonicalized body into an Event.
+//
+// Both shapes Browser Use sends are accepted. The envelope
+// {"type", "timestamp", "payload": {...}} yields data = payload, type =
+// TypePrefix + type and time = timestamp. The older flat form {"task_id",
+// "status", ...} yields data = the whole body. Test deliveries ({"test":
+// ...} without a status, or an envelope of type "test") come back with Test
+// set. Nothing in the body is lost: envelope keys other than type, payload
+// and a parseable timestamp travel in the "browseruseenvelope" extension
+// attribute as a JSON string.
+//
+// The id is a SHA-256 over the source and the canonical body; the flat form
+// has no time of its own, so headerTS joins the hash: a task that reports
+// the same status twice sends identical flat bodies, and two real events
+// must never be merged.
+func Normalize(source, headerTS string, received time.Time, c Canonical) (*Event, error) {
+	if !c.Object {
+		return nil, errors.New("body is not a JSON object")
+	}
+	ev := &Event{Source: source, Type: StatusUpdateType}
+
+	var envType, envTS, payload, status, taskID, test []byte
+	var extra [][2][]byte // envelope members to keep beside data
+	hasType := false
+	for k, v := range ObjectMembers(c.JSON) {
+		switch string(k) {
+		case "type":
+			envType, hasType = v, true
+		case "timestamp":
+			envTS = v
+		case "payload":
+			payload = v
+		case "status":
+			status = v
+		case "task_id":
+			taskID = v
+		case "test":
+			test = v
+		}
+	}
+	envelope := hasType && len(payload) > 0 && payload[0] == '{'
+	data := c.JSON
+	var eventTime time.Time
+	if envelope {
+		data = payload
+		status, taskID = nil, nil
+		for k, v := range ObjectMembers(payload) {
+			switch string(k) {
+			case "status":
+				status = v
+			case "task_id":
+				taskID = v
+			}
+		}
+		if t, ok := Unquote(envType); ok {
+			ev.Type = TypePrefix + t
+			ev.Test = t == "test"
+		} else {
+			extra = append(extra, [2][]byte{[]byte("type"), envType})
+		}
+		if ts, ok := Unquote(envTS); ok {
+			if t, err := ParseTimestamp(ts); err == nil {
+				eventTime = t
+			} else {
+				extra = append(extra, [2][]byte{[]byte("timestamp"), envTS})
+			}
+		} else if envTS != nil {
+			extra = append(extra, [2][]byte{[]byte("timestamp"), envTS})
+		}
+		for k, v := range ObjectMembers(c.JSON) {
+			switch string(k) {
+			case "type", "timestamp", "payload":
+			default:
+				extra = append(extra, [2][]byte{k, v})
+			}
+		}
+	}
+	ev.Status, _ = Unquote(status)
+	ev.TaskID, _ = Unquote(taskID)
+	if !envelope && status == nil && test != nil {
+		ev.Test = true
+	}
+	if !ev.Test && (status == nil || status[0] != '"') {
+		return nil, ErrNoStatus
+	}
+
+	// The id: the envelope carries its own time, so its body alone names
+	// the event; the flat form does not, so the signed timestamp joins in.
+	h := sha256.New()
+	h.Write([]byte(source))
+	h.Write([]byte{0})
+	h.Write(c.JSON)
+	if !envelope {
+		h.Write([]byte{0})
+		h.Write([]byte(headerTS))
+	}
+	var sum [sha256.Size]byte
+	ev.ID = hex.EncodeToString(h.Sum(sum[:0])[:16])
+
+	if eventTime.IsZero() {
+		if t, err := ParseTimestamp(headerTS); err == nil {
+			eventTime = t
+		} else {
+			eventTime = received
+		}
+	}
+	ev.Time = eventTime.UTC()
+
+	var envJSON []byte
+	if len(extra) > 0 {
+		envJSON = append(envJSON, '{')
+		for i, m := range extra {
+			if i > 0 {
+				envJSON = append(envJSON, ',')
+			}
+			envJSON = append(envJSON, '"')
+			envJSON = append(envJSON, m[0]...)
+			envJSON = append(envJSON, '"', ':')
+			envJSON = AppendJSONSafe(envJSON, m[1])
+		}
+		envJSON = append(envJSON, '}')
+	}
+	ev.build(data, c.NonFinite, envJSON)
+	return ev, nil
+}
+
+// build writes the structured CloudEvent and its attributes.
+func (ev *Event) build(data []byte, nonFinite bool, envelope []byte) {
+	timeStr := ev.Time.Format(time.RFC3339Nano)
+	ev.Attrs = make([]sinks.Attr, 0, 9)
+	ev.Attrs = append(ev.Attrs,
+		sinks.Attr{Name: "specversion", Value: "1.0"},
+		sinks.Attr{Name: "id", Value: ev.ID},
+		sinks.Attr{Name: "source", Value: ev.Source},
+		sinks.Attr{Name: "type", Value: ev.Type},
+	)
+	if ev.TaskID != "" {
+		ev.Attrs = append(ev.Attrs, sinks.Attr{Name: "subject", Value: ev.TaskID})
+	}
+	ev.Attrs = append(ev.Attrs,
+		sinks.Attr{Name: "time", Value: timeStr},
+		sinks.Attr{Name: "datacontenttype", Value: "application/json"},
+	)
+	if !ev.Test {
+		ev.Attrs = append(ev.Attrs, sinks.Attr{Name: "status", Value: ev.Status})
+	}
+	if envelope != nil {
+		ev.Attrs = append(ev.Attrs, sinks.Attr{Name: "browseruseenvelope", Value: string(envelope)})
+	}
+
+	b := make([]byte, 0, len(data)+256+len(envelope))
+	b = append(b, '{')
+	for i, a := range ev.Attrs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = AppendQuote(b, a.Name)
+		b = append(b, ':')
+		b = AppendQuote(b, a.Value)
+	}
+	b = append(b, `,"data":`...)
+	start := len(b)
+	if nonFinite && bytes.ContainsAny(data, "NI") {
+		b = AppendJSONSafe(b, data)
+	} else {
+		b = append(b, data...)
+	}
+	ev.Payload = b[start:]
+	b = append(b, '}')
+	ev.JSON = b
+}

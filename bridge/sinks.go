@@ -1,0 +1,127 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/hookbridge/hookbridge/sinks"
+	filesink "github.com/hookbridge/hookbridge/sinks/file"
+	natssink "github.com/hookbridge/hookbridge/sinks/nats"
+)
+
+// sinkKind is what the config loader and OpenSinks know of one broker
+// type. Adding a broker is one package under sinks/ and one entry here.
+type sinkKind struct {
+	// targetKey is the route key that names a target within the sink
+	// ("subject"), or "" for sinks that take none.
+	targetKey string
+	// options returns a new, empty configuration for the kind.
+	options func() SinkOptions
+	// defaultTarget returns the sink's own default target, "" if none.
+	defaultTarget func(SinkOptions) string
+	// open connects a sink. templates are the target templates routes use
+	// with it (some brokers provision for them, e.g. a JetStream stream).
+	open func(ctx context.Context, opts SinkOptions, templates []Template, log *slog.Logger) (sinks.Sink, error)
+}
+
+func (k sinkKind) hasDefaultTarget(opts SinkOptions) bool {
+	return k.defaultTarget != nil && k.defaultTarget(opts) != ""
+}
+
+// sinkKinds lists every broker type by its `type:` name. It is never
+// modified.
+var sinkKinds = map[string]sinkKind{
+	"nats": {
+		targetKey:     "subject",
+		options:       func() SinkOptions { return new(natssink.Config) },
+		defaultTarget: func(o SinkOptions) string { return o.(*natssink.Config).Subject },
+		open: func(ctx context.Context, o SinkOptions, templates []Template, log *slog.Logger) (sinks.Sink, error) {
+			cfg := o.(*natssink.Config)
+			if cfg.Subject != "" {
+				t, err := ParseTemplate(cfg.Subject)
+				if err != nil {
+					return nil, err
+				}
+				templates = append(templates, t)
+			}
+			subjects := make([]string, 0, len(templates))
+			for _, t := range templates {
+				subjects = appendUnique(subjects, t.Wildcard('.', "*"))
+			}
+			return natssink.New(ctx, *cfg, subjects, log)
+		},
+	},
+	"file": {
+		options: func() SinkOptions { return new(filesink.Config) },
+		open: func(_ context.Context, o SinkOptions, _ []Template, _ *slog.Logger) (sinks.Sink, error) {
+			return filesink.New(*o.(*filesink.Config))
+		},
+	},
+}
+
+// targetKeys is the set of every kind's target key.
+var targetKeys = func() map[string]bool {
+	m := map[string]bool{}
+	for _, k := range sinkKinds {
+		if k.targetKey != "" {
+			m[k.targetKey] = true
+		}
+	}
+	return m
+}()
+
+// OpenSinks connects every sink of cfg, in file order. On error it closes
+// the sinks it had opened.
+func OpenSinks(ctx context.Context, cfg *Config, log *slog.Logger) (map[string]sinks.Sink, error) {
+	opened := make(map[string]sinks.Sink, len(cfg.Sinks))
+	for _, sc := range cfg.Sinks {
+		s, err := sinkKinds[sc.Type].open(ctx, sc.Options, cfg.TargetTemplates(sc.Name), log.With("sink", sc.Name))
+		if err != nil {
+			err = fmt.Errorf("sink %q: %w", sc.Name, err)
+			return nil, errors.Join(err, CloseSinks(context.WithoutCancel(ctx), opened))
+		}
+		opened[sc.Name] = s
+	}
+	return opened, nil
+}
+
+// TargetTemplates returns the target templates routes use with the named
+// sink, in file order; routes using the sink's default add none.
+func (c *Config) TargetTemplates(sink string) []Template {
+	var out []Template
+	for _, r := range c.Routes {
+		for _, t := range r.To {
+			if t.Sink != sink || t.Target == "" {
+				continue
+			}
+			// Validate has parsed every template, so this cannot fail.
+			if tmpl, err := ParseTemplate(t.Target); err == nil {
+				out = append(out, tmpl)
+			}
+		}
+	}
+	return out
+}
+
+// CloseSinks closes every sink, flushing what they hold, and returns every
+// error.
+func CloseSinks(ctx context.Context, open map[string]sinks.Sink) error {
+	var errs []error
+	for name, s := range open {
+		if err := s.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("close sink %q: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func appendUnique(list []string, s string) []string {
+	for _, x := range list {
+		if x == s {
+			return list
+		}
+	}
+	return append(list, s)
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// runCmd runs the CLI in-process.
+func runCmd(t *testing.T, stdin string, envVars map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(context.Background(), args, env{
+		stdin: strings.NewReader(stdin), stdout: &out, stderr: &errb,
+		lookupEnv: func(k string) (string, bool) { v, ok := envVars[k]; return v, ok },
+	})
+	return code, out.String(), errb.String()
+}
+
+// The first CPython vector of ../../shared/vectors/signatures.json.
+const (
+	vecSecret = "whsec_test_secret"
+	vecTS     = "1776397250"
+	vecBody   = `{"session_id": "602c8809-61ee-461d-acfd-3e8783f23326", "task_id": "b9792a06-0411-4838-96de-c720f34206a2", "status": "initializing"}`
+	vecSig    = "1cff26ad2e4015ceb1ceadec6eda8f58ab932757598d00fb3266127ce2fbe47c"
+	vecSigned = `1776397250.{"session_id":"602c8809-61ee-461d-acfd-3e8783f23326","status":"initializing","task_id":"b9792a06-0411-4838-96de-c720f34206a2"}`
+)
+
+func TestMisuseIsOneLineAndExit2(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"frobnicate"}, `hookbridge: unknown command "frobnicate": run 'hookbridge help' for the list`},
+		{[]string{"verify", "-nope"}, `hookbridge verify: flag provided but not defined: -nope (run 'hookbridge help verify')`},
+		{[]string{"verify", "-secret", "s", "-timestamp", "1"}, `hookbridge verify: -signature is required (run 'hookbridge help verify')`},
+		{[]string{"sign"}, `hookbridge sign: -secret is required (run 'hookbridge help sign')`},
+		{[]string{"check", "extra"}, `hookbridge check: unexpected argument "extra" (run 'hookbridge help check')`},
+		{[]string{"verify", "-tolerance", "soon"}, `hookbridge verify: invalid value "soon" for flag -tolerance: parse error (run 'hookbridge help verify')`},
+		{[]string{"help", "nope"}, `hookbridge help: unknown help topic "nope": run 'hookbridge help' for the list`},
+		{[]string{"send"}, `hookbridge send: no secret: pass -secret or set BROWSER_USE_WEBHOOK_SECRET (run 'hookbridge help send')`},
+		{[]string{"serve", "-log-level", "loud"}, `hookbridge serve: -log-level "loud": use debug, info, warn or error (run 'hookbridge help serve')`},
+	}
+	for _, tt := range tests {
+		code, stdout, stderr := runCmd(t, "", nil, tt.args...)
+		if code != 2 || stdout != "" || stderr != tt.want+"\n" {
+			t.Errorf("%v: code %d stdout %q stderr %q; want 2 and %q", tt.args, code, stdout, stderr, tt.want)
+		}
+	}
+}
+
+func TestVerify(t *testing.T) {
+	args := []string{"verify", "-secret", vecSecret, "-timestamp", vecTS, "-signature", vecSig}
+	code, stdout, stderr := runCmd(t, vecBody, nil, append(args, "-v")...)
+	if code != 0 || stdout != vecSigned+"\nvalid\n" || stderr != "" {
+		t.Errorf("valid vector: code %d stdout %q stderr %q", code, stdout, stderr)
+	}
+	tests := []struct {
+		name  string
+		body  string
+		extra []string
+		want  string
+	}{
+		{"tampered body", strings.Replace(vecBody, "initializing", "finished", 1), nil, "hookbridge verify: invalid: signature does not match\n"},
+		{"not JSON", "status=finished", nil, "hookbridge verify: invalid: body is not valid JSON: "},
+		{"stale with -tolerance", vecBody, []string{"-tolerance", "5m"}, "hookbridge verify: invalid: timestamp is "},
+	}
+	for _, tt := range tests {
+		code, _, stderr := runCmd(t, tt.body, nil, append(args, tt.extra...)...)
+		if code != 1 || !strings.HasPrefix(stderr, tt.want) || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%s: code %d stderr %q, want 1 and %q", tt.name, code, stderr, tt.want)
+		}
+		if strings.Contains(stderr, vecSecret) {
+			t.Errorf("%s: the secret is in the output", tt.name)
+		}
+	}
+}
+
+func TestSignMatchesCPython(t *testing.T) {
+	code, stdout, stderr := runCmd(t, vecBody, nil, "sign", "-secret", vecSecret, "-timestamp", vecTS)
+	want := "X-Browser-Use-Timestamp: " + vecTS + "\nX-Browser-Use-Signature: " + vecSig + "\n"
+	if code != 0 || stdout != want {
+		t.Errorf("code %d stdout %q stderr %q, want %q", code, stdout, stderr, want)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	env := map[string]string{"BROWSER_USE_WEBHOOK_SECRET": "whsec_do_not_print"}
+	code, stdout, stderr := runCmd(t, "", env, "check", "-config", "../../config.yaml")
+	if code != 0 {
+		t.Fatalf("check of the default config: code %d stderr %s", code, stderr)
+	}
+	// Compare with runs of spaces folded: column widths are tabwriter's.
+	folded := strings.Join(strings.Fields(stdout), " ")
+	for _, want := range []string{
+		"../../config.yaml is valid.",
+		"publish_timeout: 10s",
+		"browser-use /webhook 1 (redacted) 5m0s rejected",
+		"STATUS ROUTE SINK TARGET paused all-statuses bus task.{status} paused alerting bus alerts.task.{status} " +
+			"stopped all-statuses bus task.{status} stopped alerting bus alerts.task.{status} * all-statuses bus task.{status}",
+	} {
+		if !strings.Contains(folded, want) {
+			t.Errorf("check output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout+stderr, "whsec_do_not_print") {
+		t.Error("check printed the secret")
+	}
+
+	code, _, stderr = runCmd(t, "", nil, "check", "-config", "../../config.yaml")
+	want := "hookbridge check: ../../config.yaml:20: sources[0].secrets[0]: environment variable BROWSER_USE_WEBHOOK_SECRET is not set: export it (or write ${BROWSER_USE_WEBHOOK_SECRET:-default} for a fallback)\n"
+	if code != 1 || stderr != want {
+		t.Errorf("unset secret: code %d stderr %q, want 1 and %q", code, stderr, want)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	code, stdout, _ := runCmd(t, "", nil, "help")
+	if code != 0 || !strings.Contains(stdout, "hookbridge <command> [arguments]") {
+		t.Errorf("help: %d %q", code, stdout)
+	}
+	for _, c := range commands() {
+		if !strings.Contains(stdout, "\t"+c.name) {
+			t.Errorf("help does not list %s", c.name)
+		}
+		code, stdout, _ := runCmd(t, "", nil, c.name, "-h")
+		if code != 0 || !strings.HasPrefix(stdout, "usage: hookbridge "+c.name) {
+			t.Errorf("%s -h: %d %q", c.name, code, stdout)
+		}
+	}
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"text/tabwriter"
+
+	"github.com/hookbridge/hookbridge/bridge"
+)
+
+const defaultConfig = "config.yaml"
+
+var serveCmd = &command{
+	name:  "serve",
+	args:  "[-config FILE] [-log-level LEVEL] [-log-format text|json]",
+	short: "run the webhook bridge (the default command)",
+	long: `
+Serve loads the config, connects every sink (starting the embedded NATS
+server if one is configured), and answers webhooks until SIGINT or SIGTERM.
+On a signal it stops accepting, finishes the webhooks in flight within
+server.shutdown_timeout, and closes the sinks.
+
+A webhook is answered 200 only once every sink it was routed to confirmed
+it; otherwise 503 with Retry-After, so Browser Use retries.`,
+	flags: func(fs *flag.FlagSet) func(context.Context, env) int {
+		config := fs.String("config", defaultConfig, "the config `file`")
+		level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+		format := fs.String("log-format", "text", "log `format`: text or json")
+		return func(ctx context.Context, e env) int {
+			log, err := newLogger(e, *level, *format)
+			if err != nil {
+				return fail(e, "serve", err)
+			}
+			cfg, err := bridge.LoadConfig(*config, e.lookupEnv)
+			if err != nil {
+				return fail(e, "serve", err)
+			}
+			svc, err := bridge.Start(ctx, cfg, log)
+			if err != nil {
+				return fail(e, "serve", err)
+			}
+			select {
+			case <-ctx.Done():
+				log.Info("shutting down", "timeout", cfg.Server.ShutdownTimeout)
+			case err := <-svc.Done():
+				log.Error("webhook server stopped", "err", err)
+			}
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownTimeout)
+			defer cancel()
+			if err := svc.Shutdown(sctx); err != nil {
+				return fail(e, "serve", err)
+			}
+			log.Info("stopped")
+			return exitOK
+		}
+	},
+}
+
+func newLogger(e env, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("-log-level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(e.stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(e.stderr, opts)), nil
+	}
+	return nil, usagef("-log-format %q: use text or json", format)
+}
+
+var checkCmd = &command{
+	name:  "check",
+	args:  "[-config FILE]",
+	short: "validate a config file and print its routing table",
+	long: `
+Check loads the config as serve would, without connecting to anything, and
+prints the effective server settings (defaults applied) and the routing
+table: for each status a route names, and for every other status ("*"), the
+route, sink and target it reaches. Secrets are never printed.
+
+It exits 0 when the config is valid and 1, with file:line and the key of
+each problem, when it is not.`,
+	flags: func(fs *flag.FlagSet) func(context.Context, env) int {
+		config := fs.String("config", defaultConfig, "the config `file`")
+		return func(ctx context.Context, e env) int {
+			cfg, err := bridge.LoadConfig(*config, e.lookupEnv)
+			if err != nil {
+				return fail(e, "check", err)
+			}
+			router, err := bridge.NewRouter(cfg.Routes)
+			if err != nil {
+				return fail(e, "check", err)
+			}
+			printCheck(e, *config, cfg, router)
+			return exitOK
+		}
+	},
+}
+
+func printCheck(e env, path string, cfg *bridge.Config, router *bridge.Router) {
+	s := cfg.Server
+	fmt.Fprintf(e.stdout, "%s is valid.\n\nserver:\n", path)
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	for _, kv := range [][2]any{
+		{"listen", s.Listen}, {"max_body_bytes", s.MaxBodyBytes}, {"max_header_bytes", s.MaxHeaderBytes},
+		{"max_json_depth", s.MaxJSONDepth}, {"read_header_timeout", s.ReadHeaderTimeout},
+		{"read_timeout", s.ReadTimeout}, {"write_timeout", s.WriteTimeout}, {"idle_timeout", s.IdleTimeout},
+		{"publish_timeout", s.PublishTimeout}, {"retry_after", s.RetryAfter}, {"shutdown_timeout", s.ShutdownTimeout},
+	} {
+		fmt.Fprintf(tw, "  %s:\t%v\n", kv[0], kv[1])
+	}
+	tw.Flush()
+
+	fmt.Fprintln(e.stdout, "\nsources:")
+	tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  NAME\tPATH\tSECRETS\tTOLERANCE\tUNPARSED TIMESTAMPS")
+	for _, src := range cfg.Sources {
+		tol := src.Tolerance.String()
+		if *src.Tolerance == 0 {
+			tol = "off"
+		}
+		unparsed := "rejected"
+		if src.AllowUnparsedTimestamp {
+			unparsed = "allowed"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%d (redacted)\t%s\t%s\n", src.Name, src.Path, len(src.Secrets), tol, unparsed)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(e.stdout, "\nsinks:")
+	tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  NAME\tTYPE")
+	for _, sk := range cfg.Sinks {
+		fmt.Fprintf(tw, "  %s\t%s\n", sk.Name, sk.Type)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(e.stdout, "\nrouting table (\"*\" = any other status):")
+	tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  STATUS\tROUTE\tSINK\tTARGET")
+	for _, row := range router.Table() {
+		if row.Route == "" {
+			fmt.Fprintf(tw, "  %s\t-\t-\t(unrouted: answered 200 and counted)\n", row.Status)
+			continue
+		}
+		target := row.Target
+		if target == "" {
+			target = "(sink default)"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", row.Status, row.Route, row.Sink, target)
+	}
+	tw.Flush()
+}
+
+var versionCmd = &command{
+	name:  "version",
+	short: "print the version",
+	long:  "Version prints hookbridge's version and the Go version it was built with.",
+	flags: func(fs *flag.FlagSet) func(context.Context, env) int {
+		return func(ctx context.Context, e env) int {
+			version, goVersion := "(unknown)", "(unknown)"
+			if bi, ok := debug.ReadBuildInfo(); ok {
+				version, goVersion = bi.Main.Version, bi.GoVersion
+			}
+			fmt.Fprintf(e.stdout, "hookbridge %s %s\n", version, goVersion)
+			return exitOK
+		}
+	},
+}

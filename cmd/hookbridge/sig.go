@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/hookbridge/hookbridge/bridge"
+)
+
+// maxStdin bounds what verify and sign read: a webhook body, not a stream.
+const maxStdin = 64 << 20
+
+var verifyCmd = &command{
+	name:  "verify",
+	args:  "-secret S -timestamp T -signature SIG [-tolerance D] [-v] < body",
+	short: "check a delivery's signature",
+	long: `
+Verify reads a webhook body on standard input and checks its signature the
+way serve does: HMAC-SHA256 over the timestamp, a dot and CPython's
+canonical JSON of the body.
+
+It exits 0 and prints "valid" when the signature matches, 1 with the reason
+on standard error when it does not, and 2 on misuse. The timestamp is not
+checked for freshness unless -tolerance is given. -v prints the exact string
+that is signed.`,
+	flags: func(fs *flag.FlagSet) func(context.Context, env) int {
+		secret := fs.String("secret", "", "the webhook `secret` (required)")
+		ts := fs.String("timestamp", "", "the X-Browser-Use-Timestamp `value` (required)")
+		sig := fs.String("signature", "", "the X-Browser-Use-Signature `value` (required)")
+		tolerance := fs.Duration("tolerance", 0, "reject a timestamp further than this `duration` from now (0: no check)")
+		verbose := fs.Bool("v", false, "print the signed string")
+		return func(ctx context.Context, e env) int {
+			if err := required("-secret", *secret, "-timestamp", *ts, "-signature", *sig); err != nil {
+				return fail(e, "verify", err)
+			}
+			body, err := readStdin(e)
+			if err != nil {
+				return fail(e, "verify", err)
+			}
+			var cz bridge.Canonicalizer
+			c, err := cz.Canonicalize(body)
+			if err != nil {
+				return fail(e, "verify", fmt.Errorf("invalid: body is not valid JSON: %w", err))
+			}
+			if *verbose {
+				fmt.Fprintf(e.stdout, "%s.%s\n", *ts, c.JSON)
+			}
+			v, err := bridge.NewVerifier([][]byte{[]byte(*secret)})
+			if err != nil {
+				return fail(e, "verify", usagef("-secret: %v", err))
+			}
+			if !v.Verify(*ts, c.JSON, *sig) {
+				return fail(e, "verify", fmt.Errorf("invalid: signature does not match"))
+			}
+			if *tolerance > 0 {
+				t, err := bridge.ParseTimestamp(*ts)
+				if err != nil {
+					return fail(e, "verify", fmt.Errorf("invalid: timestamp is neither Unix time nor RFC 3339"))
+				}
+				if skew := time.Since(t).Abs(); skew > *tolerance {
+					return fail(e, "verify", fmt.Errorf("invalid: timestamp is %s from now, more than the tolerance of %s", skew.Round(time.Second), *tolerance))
+				}
+			}
+			fmt.Fprintln(e.stdout, "valid")
+			return exitOK
+		}
+	},
+}
+
+var signCmd = &command{
+	name:  "sign",
+	args:  "-secret S [-timestamp T] < body",
+	short: "sign a body as Browser Use does",
+	long: `
+Sign reads a webhook body on standard input and prints the two headers
+Browser Use would send with it. The timestamp defaults to the current Unix
+time in seconds.`,
+	flags: func(fs *flag.FlagSet) func(context.Context, env) int {
+		secret := fs.String("secret", "", "the webhook `secret` (required)")
+		ts := fs.String("timestamp", "", "the timestamp `value` to sign (default: now, Unix seconds)")
+		return func(ctx context.Context, e env) int {
+			if err := required("-secret", *secret); err != nil {
+				return fail(e, "sign", err)
+			}
+			if *ts == "" {
+				*ts = strconv.FormatInt(time.Now().Unix(), 10)
+			}
+			body, err := readStdin(e)
+			if err != nil {
+				return fail(e, "sign", err)
+			}
+			var cz bridge.Canonicalizer
+			c, err := cz.Canonicalize(body)
+			if err != nil {
+				return fail(e, "sign", fmt.Errorf("body is not valid JSON: %w", err))
+			}
+			fmt.Fprintf(e.stdout, "%s: %s\n%s: %s\n", bridge.HeaderTimestamp, *ts,
+				bridge.HeaderSignature, bridge.Signature([]byte(*secret), *ts, c.JSON))
+			return exitOK
+		}
+	},
+}
+
+var sendCmd = &command{
+	name:  "send",
+	args:  "[-url URL] [-secret S] [-status S] [-task-id ID] [-flat]",
+	short: "sign and post a sample event",
+	long: `
+Send builds a sample task status event as Browser Use sends it (the current
+envelope form, or the older flat form with -flat), signs it with the current
+time and posts it, then prints the answer. The secret defaults to
+$BROWSER_USE_WEBHOOK_SECRET. It exits 0 on a 2xx answer and 1 otherwise.`,
+	flags: func(fs *flag.FlagSet) func(context.Context, env) int {
+		url := fs.String("url", "http://127.0.0.1:8080/webhook", "the webhook `URL`")
+		secret := fs.String("secret", "", "the webhook `secret` (default $BROWSER_USE_WEBHOOK_SECRET)")
+		status := fs.String("status", "finished", "the task `status`")
+		taskID := fs.String("task-id", "", "the task `id` (default: a random UUID)")
+		flat := fs.Bool("flat", false, "send the older flat body instead of the envelope")
+		test := fs.Bool("test", false, "send a test delivery, as the dashboard does when a webhook is created")
+		return func(ctx context.Context, e env) int {
+			if *secret == "" {
+				*secret, _ = e.lookupEnv("BROWSER_USE_WEBHOOK_SECRET")
+			}
+			if *secret == "" {
+				return fail(e, "send", usagef("no secret: pass -secret or set BROWSER_USE_WEBHOOK_SECRET"))
+			}
+			if *taskID == "" {
+				*taskID = newUUID()
+			}
+			now := time.Now().UTC()
+			body := sampleBody(*status, *taskID, newUUID(), now, *flat, *test)
+			var cz bridge.Canonicalizer
+			c, err := cz.Canonicalize(body)
+			if err != nil {
+				return fail(e, "send", err) // cannot happen: sampleBody writes JSON
+			}
+			ts := strconv.FormatInt(now.Unix(), 10)
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, *url, bytes.NewReader(body))
+			if err != nil {
+				return fail(e, "send", usagef("-url: %v", err))
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set(bridge.HeaderTimestamp, ts)
+			req.Header.Set(bridge.HeaderSignature, bridge.Signature([]byte(*secret), ts, c.JSON))
+			client := &http.Client{Timeout: 30 * time.Second}
+			resp, err := client.Do(req)
+			if err != nil {
+				return fail(e, "send", fmt.Errorf("post: %w", err))
+			}
+			defer resp.Body.Close()
+			answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			fmt.Fprintf(e.stdout, "%s\n%s", resp.Status, answer)
+			if resp.StatusCode/100 != 2 {
+				return exitFailure
+			}
+			return exitOK
+		}
+	},
+}
+
+// sampleBody writes a delivery the way Browser Use's Python sender does
+// (json.dumps with its default ", " and ": " separators).
+func sampleBody(status, taskID, sessionID string, now time.Time, flat, test bool) []byte {
+	q := func(s string) string { return string(bridge.AppendQuote(nil, s)) }
+	switch {
+	case test && flat:
+		return []byte(`{"test": "ok"}`)
+	case test:
+		return []byte(`{"type": "test", "timestamp": ` + q(now.Format("2006-01-02T15:04:05.000000+00:00")) + `, "payload": {"test": "ok"}}`)
+	case flat:
+		return []byte(`{"session_id": ` + q(sessionID) + `, "task_id": ` + q(taskID) + `, "status": ` + q(status) + `}`)
+	}
+	return []byte(`{"type": "agent.task.status_update", "timestamp": ` + q(now.Format("2006-01-02T15:04:05.000000+00:00")) +
+		`, "payload": {"session_id": ` + q(sessionID) + `, "task_id": ` + q(taskID) + `, "status": ` + q(status) +
+		`, "metadata": {"sent_by": "hookbridge send"}}}`)
+}
+
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40 // version 4
+	b[8] = b[8]&0x3f | 0x80 // RFC 4122 variant
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// required returns a usage error naming the first empty flag; pairs are
+// flag name, value, flag name, value...
+func required(pairs ...string) error {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if pairs[i+1] == "" {
+			return usagef("%s is required", pairs[i])
+		}
+	}
+	return nil
+}
+
+func readStdin(e env) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(e.stdin, maxStdin+1))
+	if err != nil {
+		return nil, fmt.Errorf("read standard input: %w", err)
+	}
+	if len(body) > maxStdin {
+		return nil, fmt.Errorf("standard input is larger than %d bytes", maxStdin)
+	}
+	return body, nil
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer safe for a command writing while the test
+// reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// waitFor polls cond until it holds; the test's own deadline bounds it.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestTour runs the README's tour in-process on the shipped config.yaml
+// (only its ports and storage moved): serve, tail, send.
+func TestTour(t *testing.T) {
+	dir := t.TempDir()
+	webhookAddr, natsAddr := freePort(t), freePort(t)
+	shipped, err := os.ReadFile("../../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.NewReplacer(
+		`listen: "127.0.0.1:8080"`, `listen: "`+webhookAddr+`"`,
+		`listen: "127.0.0.1:4222"`, `listen: "`+natsAddr+`"`,
+		`store_dir: ./data/nats`, `store_dir: `+filepath.Join(dir, "nats"),
+	).Replace(string(shipped))
+	if strings.Contains(cfg, `listen: "127.0.0.1:8080"`) || strings.Contains(cfg, `listen: "127.0.0.1:4222"`) || strings.Contains(cfg, "./data/nats") {
+		t.Fatal("config.yaml changed shape: update this test's replacements")
+	}
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{"BROWSER_USE_WEBHOOK_SECRET": "whsec_tour"}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e := func(out, errw *syncBuffer) env {
+		return env{stdin: strings.NewReader(""), stdout: out, stderr: errw,
+			lookupEnv: func(k string) (string, bool) { v, ok := vars[k]; return v, ok }}
+	}
+
+	var serveOut, serveErr syncBuffer
+	serveDone := make(chan int, 1)
+	go func() { serveDone <- run(ctx, []string{"serve", "-config", path}, e(&serveOut, &serveErr)) }()
+	waitFor(t, "serve to listen", func() bool { return strings.Contains(serveErr.String(), "hookbridge listening") })
+
+	tailCtx, stopTail := context.WithCancel(ctx)
+	var tailOut, tailErr syncBuffer
+	tailDone := make(chan int, 1)
+	go func() { tailDone <- run(tailCtx, []string{"tail", "-config", path}, e(&tailOut, &tailErr)) }()
+	waitFor(t, "tail to subscribe", func() bool {
+		select {
+		case code := <-tailDone:
+			t.Fatalf("tail exited %d: %s", code, tailErr.String())
+		default:
+		}
+		return strings.Contains(tailErr.String(), "following")
+	})
+
+	url := "http://" + webhookAddr + "/webhook"
+	for _, args := range [][]string{
+		{"send", "-url", url, "-status", "finished", "-task-id", "t-finished"},
+		{"send", "-url", url, "-status", "paused", "-task-id", "t-paused", "-flat"},
+		{"send", "-url", url, "-test"},
+	} {
+		var out, errw syncBuffer
+		if code := run(ctx, args, e(&out, &errw)); code != 0 || !strings.HasPrefix(out.String(), "200 OK\n{\"id\":") {
+			t.Fatalf("%v: code %d stdout %q stderr %q", args, code, out.String(), errw.String())
+		}
+	}
+	var out, errw syncBuffer
+	if code := run(ctx, []string{"send", "-url", url, "-secret", "wrong"}, e(&out, &errw)); code != 1 || !strings.HasPrefix(out.String(), "403 Forbidden\n") {
+		t.Errorf("send with a wrong secret: code %d stdout %q", code, out.String())
+	}
+
+	// finished once, paused on task.paused and alerts.task.paused; the test
+	// ping is never routed.
+	waitFor(t, "three events on tail", func() bool { return strings.Count(tailOut.String(), "\n") >= 3 })
+	stopTail()
+	if code := <-tailDone; code != 0 {
+		t.Errorf("tail exited %d: %s", code, tailErr.String())
+	}
+	seen := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(tailOut.String()), "\n") {
+		var ce struct {
+			Subject, Status, Type string
+		}
+		if err := json.Unmarshal([]byte(line), &ce); err != nil {
+			t.Fatalf("tail line %q: %v", line, err)
+		}
+		seen[ce.Subject+" "+ce.Status]++
+	}
+	if seen["t-finished finished"] != 1 || seen["t-paused paused"] != 2 || len(seen) != 2 {
+		t.Errorf("tail saw %v", seen)
+	}
+
+	cancel()
+	if code := <-serveDone; code != 0 {
+		t.Errorf("serve exited %d: %s", code, serveErr.String())
+	}
+	if strings.Contains(serveErr.String(), "whsec_tour") {
+		t.Error("serve logged the secret")
+	}
+}

@@ -1,0 +1,194 @@
+// Package file is a sink that appends one CloudEvent JSON per line to a
+// local file and fsyncs it before confirming: an audit log, or a bridge
+// for tools that tail files.
+package file
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/hookbridge/hookbridge/sinks"
+)
+
+// Config configures a file sink.
+type Config struct {
+	// Path is the file events are appended to, one JSON per line. It is
+	// created (mode 0640) if missing; its directory must exist. Required.
+	Path string `yaml:"path"`
+	// Fsync makes Publish return only after the data reached stable
+	// storage. Default true; false trades durability for speed.
+	Fsync *bool `yaml:"fsync"`
+}
+
+// SetDefaults fills unset fields with their defaults.
+func (c *Config) SetDefaults() {
+	if c.Fsync == nil {
+		t := true
+		c.Fsync = &t
+	}
+}
+
+// Validate reports every problem in c, as *sinks.ConfigError values.
+func (c *Config) Validate() error {
+	if c.Path == "" {
+		return sinks.Problemf("path", "missing: name the file events are appended to, e.g. ./events.jsonl")
+	}
+	return nil
+}
+
+// Sink appends events to a file. It is safe for concurrent use: one writer
+// goroutine writes whatever concurrent Publish calls queued with one write
+// and one fsync (group commit), so durability does not cap throughput at
+// the disk's fsync rate.
+type Sink struct {
+	f     *os.File
+	fsync bool
+
+	mu      sync.Mutex // guards pending, waiters and closed
+	pending []byte     // lines not yet written
+	waiters []chan error
+	closed  bool
+
+	wake    chan struct{} // capacity 1: something was queued, or Close
+	stopped chan struct{} // closed when the writer has exited
+}
+
+// New opens the file at cfg.Path for appending.
+func New(cfg Config) (*Sink, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(cfg.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("file sink: %w (the directory must exist and be writable)", err)
+	}
+	s := &Sink{f: f, fsync: *cfg.Fsync, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
+	go s.writer()
+	return s, nil
+}
+
+var (
+	errTarget  = errors.New("file sinks take no target: remove it from the route")
+	errNewline = errors.New("body contains a raw newline: it would break the one-event-per-line format")
+	errClosed  = errors.New("file sink is closed")
+)
+
+// Publish appends every message's body as one line and returns once it is
+// written and, with Fsync, synced. A message with a target or a body that
+// holds a raw newline fails alone; the others are still written.
+func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
+	var failed map[int]error
+	lines := make([]byte, 0, 256*len(batch))
+	for i, m := range batch {
+		var err error
+		switch {
+		case m.Target != "":
+			err = errTarget
+		case bytes.IndexByte(m.Body, '\n') >= 0:
+			err = errNewline
+		}
+		if err != nil {
+			if failed == nil {
+				failed = map[int]error{}
+			}
+			failed[i] = err
+			continue
+		}
+		lines = append(lines, m.Body...)
+		lines = append(lines, '\n')
+	}
+	if len(lines) > 0 {
+		if err := s.write(ctx, lines); err != nil {
+			return err // nothing of the batch can be counted as kept
+		}
+	}
+	if failed != nil {
+		return &sinks.BatchError{Failed: failed}
+	}
+	return nil
+}
+
+// write queues lines for the writer and waits until they are synced.
+func (s *Sink) write(ctx context.Context, lines []byte) error {
+	done := make(chan error, 1)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errClosed
+	}
+	s.pending = append(s.pending, lines...)
+	s.waiters = append(s.waiters, done)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default: // the writer is already due to run
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		// The lines may still be written; the caller must not count them
+		// as kept, and a retry may duplicate them (consumers dedupe on id).
+		return ctx.Err()
+	}
+}
+
+// writer writes everything queued since its last round with one write and
+// one fsync, then wakes those callers. It exits once closed and drained.
+func (s *Sink) writer() {
+	defer close(s.stopped)
+	var buf []byte
+	for {
+		s.mu.Lock()
+		for len(s.waiters) == 0 {
+			if s.closed {
+				s.mu.Unlock()
+				return
+			}
+			s.mu.Unlock()
+			<-s.wake
+			s.mu.Lock()
+		}
+		buf, s.pending = s.pending, buf[:0]
+		waiters := s.waiters
+		s.waiters = nil
+		s.mu.Unlock()
+
+		_, err := s.f.Write(buf)
+		if err == nil && s.fsync {
+			err = s.f.Sync()
+		}
+		if err != nil {
+			err = fmt.Errorf("file sink: %w", err)
+		}
+		for _, w := range waiters {
+			w <- err
+		}
+	}
+}
+
+// Close writes what is queued, stops the writer and closes the file.
+func (s *Sink) Close(ctx context.Context) error {
+	s.mu.Lock()
+	already := s.closed
+	s.closed = true
+	s.mu.Unlock()
+	if already {
+		return errClosed
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case <-s.stopped:
+		return s.f.Close()
+	case <-ctx.Done():
+		return fmt.Errorf("file sink: close: %w", ctx.Err())
+	}
+}

@@ -1,0 +1,482 @@
+// Package nats is the sink for NATS: core NATS, or JetStream with a
+// confirmed, de-duplicated publish. It can also run an embedded nats-server
+// so hookbridge needs nothing else installed.
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookbridge/hookbridge/sinks"
+)
+
+// Embedded is the URL value that starts an in-process nats-server.
+const Embedded = "embedded"
+
+// Config configures a NATS sink. SetDefaults fills the zero fields.
+type Config struct {
+	// URL is "embedded" or one or more comma-separated nats:// (or tls://)
+	// server URLs. Required.
+	URL string `yaml:"url"`
+	// JetStream publishes through JetStream: Publish waits for the PubAck
+	// and sets Nats-Msg-Id to "<event id>:<subject>", so a redelivered
+	// webhook is stored once per subject. False publishes on core NATS and flushes before
+	// returning. Default false.
+	JetStream bool `yaml:"jetstream"`
+	// Subject is the subject for messages whose route names none. Default
+	// empty: every route must name a subject.
+	Subject string `yaml:"subject"`
+	// Stream is the JetStream stream hookbridge publishes into.
+	Stream StreamConfig `yaml:"stream"`
+	// Embedded configures the in-process server when URL is "embedded".
+	Embedded EmbeddedConfig `yaml:"embedded"`
+	// CredsFile, Token, User and Password authenticate to NATS. Give
+	// secrets as ${VAR}; they never appear in logs or errors.
+	CredsFile string `yaml:"creds_file"`
+	Token     string `yaml:"token"`
+	User      string `yaml:"user"`
+	Password  string `yaml:"password"`
+	// ConnectTimeout bounds the first connection. Default 5s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+}
+
+// StreamConfig is the JetStream stream the sink publishes into.
+type StreamConfig struct {
+	// Name is the stream's name. Default "HOOKBRIDGE".
+	Name string `yaml:"name"`
+	// Create creates the stream when no stream covers the subjects.
+	// An existing stream is used as it is, never modified. Default true.
+	Create *bool `yaml:"create"`
+	// Subjects are the stream's subjects when it is created. Default: the
+	// subjects the routes publish to, with template variables as "*".
+	Subjects []string `yaml:"subjects"`
+	// Storage is "file" or "memory". Default "file".
+	Storage string `yaml:"storage"`
+	// Replicas is the stream's replica count, 1 to 5. Default 1.
+	Replicas int `yaml:"replicas"`
+	// MaxAge discards messages older than this. Default 0: unlimited.
+	MaxAge time.Duration `yaml:"max_age"`
+	// MaxBytes caps the stream's size. Default 0 (or -1): unlimited.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// Duplicates is the window in which JetStream drops a message whose
+	// Nats-Msg-Id it has seen. Default 2m.
+	Duplicates time.Duration `yaml:"duplicates"`
+}
+
+// EmbeddedConfig configures the in-process nats-server.
+type EmbeddedConfig struct {
+	// Listen is where NATS clients connect (hookbridge tail, consumers).
+	// Default "127.0.0.1:4222"; keep it on loopback unless you mean to
+	// expose it. Port 0 or -1 picks a free port.
+	Listen string `yaml:"listen"`
+	// StoreDir holds JetStream's data. Default "./data/nats".
+	StoreDir string `yaml:"store_dir"`
+}
+
+// SetDefaults fills zero fields with their defaults. It is idempotent.
+func (c *Config) SetDefaults() {
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 5 * time.Second
+	}
+	s := &c.Stream
+	if s.Name == "" {
+		s.Name = "HOOKBRIDGE"
+	}
+	if s.Create == nil {
+		t := true
+		s.Create = &t
+	}
+	if s.Storage == "" {
+		s.Storage = "file"
+	}
+	if s.Replicas == 0 {
+		s.Replicas = 1
+	}
+	if s.Duplicates == 0 {
+		s.Duplicates = 2 * time.Minute
+	}
+	if c.URL == Embedded {
+		if c.Embedded.Listen == "" {
+			c.Embedded.Listen = "127.0.0.1:4222"
+		}
+		if c.Embedded.StoreDir == "" {
+			c.Embedded.StoreDir = "./data/nats"
+		}
+	}
+}
+
+// Validate reports every problem in c (after SetDefaults) as
+// *sinks.ConfigError values.
+func (c *Config) Validate() error {
+	var errs []error
+	switch {
+	case c.URL == "":
+		errs = append(errs, sinks.Problemf("url", `missing: write "embedded" or your server's nats://host:4222`))
+	case c.URL == Embedded:
+		if _, err := listenAddr(c.Embedded.Listen); err != nil {
+			errs = append(errs, sinks.Problemf("embedded.listen", "%v", err))
+		}
+	default:
+		for _, u := range strings.Split(c.URL, ",") {
+			if err := checkURL(strings.TrimSpace(u)); err != nil {
+				errs = append(errs, sinks.Problemf("url", "%v", err))
+			}
+		}
+		if c.Embedded != (EmbeddedConfig{}) {
+			errs = append(errs, sinks.Problemf("embedded", `only applies with url: embedded: remove it`))
+		}
+	}
+	s := c.Stream
+	if s.Storage != "file" && s.Storage != "memory" {
+		errs = append(errs, sinks.Problemf("stream.storage", `%q: use "file" or "memory"`, s.Storage))
+	}
+	if s.Replicas < 1 || s.Replicas > 5 {
+		errs = append(errs, sinks.Problemf("stream.replicas", "%d: use 1 to 5", s.Replicas))
+	}
+	if strings.ContainsAny(s.Name, " \t.*>/\\") {
+		errs = append(errs, sinks.Problemf("stream.name", "%q: a stream name cannot hold spaces, dots, *, >, / or \\", s.Name))
+	}
+	if s.MaxBytes < -1 {
+		errs = append(errs, sinks.Problemf("stream.max_bytes", "%d: use a size in bytes, or 0 for unlimited", s.MaxBytes))
+	}
+	if c.Password != "" && c.User == "" {
+		errs = append(errs, sinks.Problemf("password", "a password needs a user"))
+	}
+	if strings.ContainsAny(c.Subject, " \t") {
+		errs = append(errs, sinks.Problemf("subject", "%q: a subject cannot hold spaces", c.Subject))
+	}
+	return errors.Join(errs...)
+}
+
+// checkURL checks one server URL without ever printing its credentials.
+func checkURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not a server URL: write nats://host:4222 (or embedded)", redact(raw))
+	}
+	switch u.Scheme {
+	case "nats", "tls", "ws", "wss":
+		return nil
+	}
+	return fmt.Errorf("%q: the scheme must be nats://, tls://, ws:// or wss://", redact(raw))
+}
+
+// listenAddr parses an embedded listen address into host and port, with
+// 0 turned into nats-server's "random port".
+func listenAddr(s string) (hostPort, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return hostPort{}, fmt.Errorf("%q is not host:port: write e.g. 127.0.0.1:4222", s)
+	}
+	p := 0
+	if _, err := fmt.Sscanf(port, "%d", &p); err != nil || p < -1 || p > 65535 {
+		return hostPort{}, fmt.Errorf("%q: the port must be a number from 0 to 65535", s)
+	}
+	if p == 0 {
+		p = server.RANDOM_PORT
+	}
+	return hostPort{host, p}, nil
+}
+
+type hostPort struct {
+	host string
+	port int
+}
+
+// redact drops user info from a URL or URL list.
+func redact(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		if at := strings.LastIndexByte(p, '@'); at >= 0 {
+			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
+				parts[i] = p[:scheme+3] + p[at+1:]
+			} else {
+				parts[i] = p[at+1:]
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// Sink publishes to NATS. It is safe for concurrent use.
+type Sink struct {
+	cfg       Config
+	nc        *natsgo.Conn
+	js        jetstream.JetStream // nil for core NATS
+	srv       *server.Server      // the embedded server, if any
+	clientURL string
+	warnings  []string
+}
+
+// New connects to NATS (starting the embedded server first when cfg.URL is
+// "embedded") and, with JetStream, makes sure a stream covers subjects: the
+// wildcard forms of the subjects routes publish to. log receives the
+// embedded server's warnings and the sink's own.
+func New(ctx context.Context, cfg Config, subjects []string, log *slog.Logger) (*Sink, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Sink{cfg: cfg}
+	s.clientURL = redact(strings.TrimSpace(strings.Split(cfg.URL, ",")[0]))
+	if cfg.URL == Embedded {
+		srv, err := startEmbedded(cfg.Embedded, log)
+		if err != nil {
+			return nil, err
+		}
+		s.srv, s.clientURL = srv, srv.ClientURL()
+	}
+	connectURL := cfg.URL
+	if s.srv != nil {
+		connectURL = s.clientURL
+	}
+	opts := []natsgo.Option{
+		natsgo.Name("hookbridge"),
+		natsgo.Timeout(cfg.ConnectTimeout),
+		natsgo.MaxReconnects(-1), // a broker outage must not end the sink
+	}
+	if cfg.CredsFile != "" {
+		opts = append(opts, natsgo.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.Token != "" {
+		opts = append(opts, natsgo.Token(cfg.Token))
+	}
+	if cfg.User != "" {
+		opts = append(opts, natsgo.UserInfo(cfg.User, cfg.Password))
+	}
+	nc, err := natsgo.Connect(connectURL, opts...)
+	if err != nil {
+		s.shutdownServer()
+		return nil, fmt.Errorf("nats: connect to %s: %v; is the server running? (or use url: embedded)", redact(connectURL), err)
+	}
+	s.nc = nc
+	if cfg.JetStream {
+		js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(time.Minute))
+		if err == nil {
+			err = s.ensureStream(ctx, js, subjects)
+		}
+		if err != nil {
+			nc.Close()
+			s.shutdownServer()
+			return nil, err
+		}
+		s.js = js
+	}
+	for _, w := range s.warnings {
+		log.Warn(w)
+	}
+	return s, nil
+}
+
+// ensureStream creates the stream unless one already covers the subjects,
+// then records a warning for each subject no stream covers.
+func (s *Sink) ensureStream(ctx context.Context, js jetstream.JetStream, subjects []string) error {
+	sc := s.cfg.Stream
+	if len(sc.Subjects) > 0 {
+		subjects = sc.Subjects
+	}
+	uncovered := func() ([]string, error) {
+		var out []string
+		for _, subj := range subjects {
+			_, err := js.StreamNameBySubject(ctx, subj)
+			switch {
+			case errors.Is(err, jetstream.ErrStreamNotFound):
+				out = append(out, subj)
+			case err != nil:
+				return nil, fmt.Errorf("nats: look up the stream for %q: %w", subj, err)
+			}
+		}
+		return out, nil
+	}
+	missing, err := uncovered()
+	if err != nil {
+		return err
+	}
+	_, err = js.Stream(ctx, sc.Name)
+	exists := err == nil
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("nats: look up stream %q: %w", sc.Name, err)
+	}
+	if !exists && len(missing) > 0 {
+		if !*sc.Create {
+			return fmt.Errorf("nats: no stream covers %s and stream.create is false: create stream %q or set stream.create: true", strings.Join(missing, ", "), sc.Name)
+		}
+		storage := jetstream.FileStorage
+		if sc.Storage == "memory" {
+			storage = jetstream.MemoryStorage
+		}
+		maxBytes := sc.MaxBytes
+		if maxBytes == 0 {
+			maxBytes = -1
+		}
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:        sc.Name,
+			Description: "Browser Use task events published by hookbridge",
+			Subjects:    subjects,
+			Storage:     storage,
+			Replicas:    sc.Replicas,
+			MaxAge:      sc.MaxAge,
+			MaxBytes:    maxBytes,
+			Duplicates:  sc.Duplicates,
+		}); err != nil {
+			return fmt.Errorf("nats: create stream %q for %s: %w", sc.Name, strings.Join(subjects, ", "), err)
+		}
+		if missing, err = uncovered(); err != nil {
+			return err
+		}
+	}
+	for _, subj := range missing {
+		s.warnings = append(s.warnings, fmt.Sprintf("nats: no JetStream stream covers subject %q: publishes to it will fail until one does", subj))
+	}
+	return nil
+}
+
+// ClientURL is where NATS clients reach the server: the embedded server's
+// URL, or the first configured URL without credentials.
+func (s *Sink) ClientURL() string { return s.clientURL }
+
+// Warnings lists problems found at start-up that do not stop the sink,
+// such as subjects no stream covers.
+func (s *Sink) Warnings() []string { return s.warnings }
+
+var errNoSubject = errors.New("no subject: name one in the route or set the sink's subject")
+
+// Publish implements sinks.Sink. With JetStream it publishes the batch
+// asynchronously and waits for every PubAck (a duplicate's ack counts: the
+// message is stored); on core NATS it publishes and flushes.
+func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
+	failed := map[int]error{}
+	msgs := make([]*natsgo.Msg, len(batch))
+	for i, m := range batch {
+		subj := m.Target
+		if subj == "" {
+			subj = s.cfg.Subject
+		}
+		if subj == "" {
+			failed[i] = errNoSubject
+			continue
+		}
+		h := make(natsgo.Header, len(m.Attrs)+2)
+		h.Set("Content-Type", sinks.ContentType)
+		// A JetStream stream de-duplicates across all its subjects, and one
+		// event may be routed to several subjects of the same stream: the
+		// subject joins the id so that only true repeats collapse.
+		h.Set(jetstream.MsgIDHeader, m.ID+":"+subj)
+		for _, a := range m.Attrs {
+			h["ce-"+a.Name] = []string{a.Value}
+		}
+		msgs[i] = &natsgo.Msg{Subject: subj, Header: h, Data: m.Body}
+	}
+	if s.js != nil {
+		s.publishJetStream(ctx, msgs, failed)
+	} else {
+		s.publishCore(ctx, msgs, failed)
+	}
+	if len(failed) > 0 {
+		return &sinks.BatchError{Failed: failed}
+	}
+	return nil
+}
+
+func (s *Sink) publishJetStream(ctx context.Context, msgs []*natsgo.Msg, failed map[int]error) {
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	for i, m := range msgs {
+		if m == nil {
+			continue
+		}
+		f, err := s.js.PublishMsgAsync(m)
+		if err != nil {
+			failed[i] = fmt.Errorf("nats: publish to %q: %w", m.Subject, err)
+			continue
+		}
+		futures[i] = f
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			if errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+				err = fmt.Errorf("no JetStream stream stores subject %q: %w", msgs[i].Subject, err)
+			}
+			failed[i] = fmt.Errorf("nats: publish to %q: %w", msgs[i].Subject, err)
+		case <-ctx.Done():
+			failed[i] = fmt.Errorf("nats: no PubAck for %q: %w", msgs[i].Subject, ctx.Err())
+		}
+	}
+}
+
+func (s *Sink) publishCore(ctx context.Context, msgs []*natsgo.Msg, failed map[int]error) {
+	sent := 0
+	for i, m := range msgs {
+		if m == nil {
+			continue
+		}
+		if err := s.nc.PublishMsg(m); err != nil {
+			failed[i] = fmt.Errorf("nats: publish to %q: %w", m.Subject, err)
+			continue
+		}
+		sent++
+	}
+	if sent == 0 {
+		return
+	}
+	// A flush round trip means the server has received everything before
+	// it: core NATS has no per-message acknowledgement.
+	if err := flush(ctx, s.nc); err != nil {
+		for i, m := range msgs {
+			if m != nil && failed[i] == nil {
+				failed[i] = fmt.Errorf("nats: flush: %w", err)
+			}
+		}
+	}
+}
+
+// Close closes the connection after flushing what it buffered, then stops
+// the embedded server, if any.
+func (s *Sink) Close(ctx context.Context) error {
+	var err error
+	if s.nc != nil {
+		if s.nc.IsConnected() {
+			err = flush(ctx, s.nc)
+		}
+		s.nc.Close()
+	}
+	s.shutdownServer()
+	if err != nil {
+		return fmt.Errorf("nats: close: %w", err)
+	}
+	return nil
+}
+
+// flush is nc.FlushWithContext, which insists on a deadline: without one,
+// flushTimeout bounds it.
+func flush(ctx context.Context, nc *natsgo.Conn) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, flushTimeout)
+		defer cancel()
+	}
+	return nc.FlushWithContext(ctx)
+}
+
+const flushTimeout = 10 * time.Second
+
+func (s *Sink) shutdownServer() {
+	if s.srv != nil {
+		s.srv.Shutdown()
+		s.srv.WaitForShutdown()
+	}
+}
