@@ -54,8 +54,9 @@ type Config struct {
 type StreamConfig struct {
 	// Name is the stream's name. Default "HOOKBRIDGE".
 	Name string `yaml:"name"`
-	// Create creates the stream when no stream covers the subjects.
-	// An existing stream is used as it is, never modified. Default true.
+	// Create creates the stream, for the subjects no existing stream
+	// covers, when it does not exist. An existing stream, this one or the
+	// user's, is used as it is and never modified. Default true.
 	Create *bool `yaml:"create"`
 	// Subjects are the stream's subjects when it is created. Default: the
 	// subjects the routes publish to, with template variables as "*".
@@ -319,17 +320,23 @@ func (s *Sink) ensureStream(ctx context.Context, js jetstream.JetStream, subject
 		if maxBytes == 0 {
 			maxBytes = -1
 		}
+		// Subjects another stream already stores stay there: a stream may
+		// not overlap another, and the user's stream is not ours to change.
+		create := missing
+		if len(sc.Subjects) > 0 {
+			create = sc.Subjects
+		}
 		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
 			Name:        sc.Name,
 			Description: "Browser Use task events published by hookbridge",
-			Subjects:    subjects,
+			Subjects:    create,
 			Storage:     storage,
 			Replicas:    sc.Replicas,
 			MaxAge:      sc.MaxAge,
 			MaxBytes:    maxBytes,
 			Duplicates:  sc.Duplicates,
 		}); err != nil {
-			return fmt.Errorf("nats: create stream %q for %s: %w", sc.Name, strings.Join(subjects, ", "), err)
+			return fmt.Errorf("nats: create stream %q for %s: %w", sc.Name, strings.Join(create, ", "), err)
 		}
 		if missing, err = uncovered(); err != nil {
 			return err

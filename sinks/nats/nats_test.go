@@ -1,0 +1,371 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookbridge/hookbridge/sinks"
+)
+
+var discard = slog.New(slog.DiscardHandler)
+
+// startServer runs a real nats-server with JetStream on a free loopback
+// port.
+func startServer(t *testing.T) *server.Server {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
+		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+func connect(t *testing.T, url string) (*natsgo.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := natsgo.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+func msg(id, target string) sinks.Message {
+	return sinks.Message{
+		Target: target, Key: "task-" + id, ID: id,
+		Attrs: []sinks.Attr{{Name: "specversion", Value: "1.0"}, {Name: "id", Value: id}, {Name: "status", Value: "finished"}},
+		Body:  []byte(`{"id":"` + id + `"}`),
+	}
+}
+
+// fetch reads exactly n messages from the start of a stream.
+func fetch(t *testing.T, js jetstream.JetStream, stream string, n int) []jetstream.Msg {
+	t.Helper()
+	ctx := context.Background()
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	for m := range batch.Messages() {
+		out = append(out, m)
+	}
+	if len(out) != n {
+		t.Fatalf("fetched %d messages, want %d", len(out), n)
+	}
+	return out
+}
+
+func streamMsgs(t *testing.T, js jetstream.JetStream, name string) uint64 {
+	t.Helper()
+	st, err := js.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func TestJetStreamPublish(t *testing.T) {
+	srv := startServer(t)
+	ctx := context.Background()
+	s, err := New(ctx, Config{URL: srv.ClientURL(), JetStream: true}, []string{"task.*", "alerts.task.*"}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	_, js := connect(t, srv.ClientURL())
+
+	st, err := js.Stream(ctx, "HOOKBRIDGE")
+	if err != nil {
+		t.Fatalf("stream not created: %v", err)
+	}
+	if got := st.CachedInfo().Config; strings.Join(got.Subjects, ",") != "task.*,alerts.task.*" || got.Duplicates != 2*time.Minute {
+		t.Errorf("stream config = %+v", got)
+	}
+
+	batch := []sinks.Message{msg("e1", "task.finished"), msg("e1", "alerts.task.finished"), msg("e2", "task.paused")}
+	if err := s.Publish(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	got := fetch(t, js, "HOOKBRIDGE", 3)
+	for i, m := range got {
+		want := batch[i]
+		h := m.Headers()
+		if m.Subject() != want.Target || string(m.Data()) != string(want.Body) {
+			t.Errorf("message %d: %s %s", i, m.Subject(), m.Data())
+		}
+		if h.Get("Nats-Msg-Id") != want.ID+":"+want.Target || h.Get("Content-Type") != sinks.ContentType {
+			t.Errorf("message %d headers %v", i, h)
+		}
+		for _, a := range want.Attrs {
+			if h.Get("ce-"+a.Name) != a.Value {
+				t.Errorf("message %d: ce-%s = %q, want %q", i, a.Name, h.Get("ce-"+a.Name), a.Value)
+			}
+		}
+	}
+
+	// A redelivery is confirmed and stored once.
+	if err := s.Publish(ctx, batch[:1]); err != nil {
+		t.Fatalf("duplicate publish: %v", err)
+	}
+	if n := streamMsgs(t, js, "HOOKBRIDGE"); n != 3 {
+		t.Errorf("stream holds %d messages after a duplicate, want 3", n)
+	}
+
+	// A subject no stream covers fails alone.
+	err = s.Publish(ctx, []sinks.Message{msg("e3", "task.started"), msg("e3", "nowhere.started"), msg("e4", "")})
+	var be *sinks.BatchError
+	if !errors.As(err, &be) || len(be.Failed) != 2 || be.Failed[0] != nil {
+		t.Fatalf("err = %v, want messages 1 and 2 failed", err)
+	}
+	if !strings.Contains(be.Failed[1].Error(), `no JetStream stream stores subject "nowhere.started"`) {
+		t.Errorf("uncovered subject error = %v", be.Failed[1])
+	}
+	if !errors.Is(be.Failed[2], errNoSubject) {
+		t.Errorf("no-subject error = %v", be.Failed[2])
+	}
+	if n := streamMsgs(t, js, "HOOKBRIDGE"); n != 4 {
+		t.Errorf("stream holds %d messages, want 4", n)
+	}
+}
+
+func TestJetStreamUsesExistingStream(t *testing.T) {
+	srv := startServer(t)
+	ctx := context.Background()
+	_, js := connect(t, srv.ClientURL())
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "MINE", Subjects: []string{"task.>"}, MaxMsgs: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(ctx, Config{URL: srv.ClientURL(), JetStream: true}, []string{"task.*", "alerts.task.*"}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	// task.* is covered by MINE, alerts.task.* by nothing: hookbridge
+	// creates its own stream for the uncovered subjects only.
+	if err := s.Publish(ctx, []sinks.Message{msg("a", "task.finished"), msg("a", "alerts.task.finished")}); err != nil {
+		t.Fatal(err)
+	}
+	if n := streamMsgs(t, js, "MINE"); n != 1 {
+		t.Errorf("MINE holds %d messages", n)
+	}
+	if n := streamMsgs(t, js, "HOOKBRIDGE"); n != 1 {
+		t.Errorf("HOOKBRIDGE holds %d messages", n)
+	}
+	ours, _ := js.Stream(ctx, "HOOKBRIDGE")
+	if got := ours.CachedInfo().Config.Subjects; strings.Join(got, ",") != "alerts.task.*" {
+		t.Errorf("HOOKBRIDGE subjects = %v, want only the uncovered alerts.task.*", got)
+	}
+	mine, _ := js.Stream(ctx, "MINE")
+	if cfg := mine.CachedInfo().Config; cfg.MaxMsgs != 1000 || strings.Join(cfg.Subjects, ",") != "task.>" {
+		t.Errorf("the user's stream was modified: %+v", cfg)
+	}
+}
+
+func TestJetStreamCoveredByUserStream(t *testing.T) {
+	srv := startServer(t)
+	ctx := context.Background()
+	_, js := connect(t, srv.ClientURL())
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "MINE", Subjects: []string{"task.>", "alerts.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(ctx, Config{URL: srv.ClientURL(), JetStream: true}, []string{"task.*", "alerts.task.*"}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	if _, err := js.Stream(ctx, "HOOKBRIDGE"); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Errorf("a stream was created although MINE covers every subject: %v", err)
+	}
+	if len(s.Warnings()) != 0 {
+		t.Errorf("warnings: %v", s.Warnings())
+	}
+}
+
+func TestJetStreamNoCreate(t *testing.T) {
+	srv := startServer(t)
+	no := false
+	_, err := New(context.Background(), Config{URL: srv.ClientURL(), JetStream: true, Stream: StreamConfig{Create: &no}}, []string{"task.*"}, discard)
+	want := `nats: no stream covers task.* and stream.create is false: create stream "HOOKBRIDGE" or set stream.create: true`
+	if err == nil || err.Error() != want {
+		t.Errorf("err = %v, want %q", err, want)
+	}
+}
+
+func TestCorePublish(t *testing.T) {
+	srv := startServer(t)
+	ctx := context.Background()
+	s, err := New(ctx, Config{URL: srv.ClientURL(), Subject: "default.subject"}, nil, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	nc, _ := connect(t, srv.ClientURL())
+	sub, err := nc.SubscribeSync(">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Publish(ctx, []sinks.Message{msg("c1", "task.finished"), msg("c2", "")}); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"task.finished", "default.subject"} {
+		m, err := sub.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Subject != want || m.Header.Get("ce-status") != "finished" || m.Header.Get("ce-id") != fmt.Sprintf("c%d", i+1) {
+			t.Errorf("message %d: %s %v", i, m.Subject, m.Header)
+		}
+	}
+}
+
+func TestEmbeddedServerKeepsData(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfg := Config{URL: Embedded, JetStream: true, Embedded: EmbeddedConfig{Listen: "127.0.0.1:0", StoreDir: dir}}
+	s, err := New(ctx, cfg, []string{"task.*"}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := s.ClientURL()
+	if err := s.Publish(ctx, []sinks.Message{msg("k1", "task.finished"), msg("k2", "task.stopped")}); err != nil {
+		t.Fatal(err)
+	}
+	// A separate client reaches it, as hookbridge tail does.
+	nc, err := natsgo.Connect(url)
+	if err != nil {
+		t.Fatalf("embedded server not reachable at %s: %v", url, err)
+	}
+	nc.Close()
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := natsgo.Connect(url, natsgo.Timeout(time.Second)); err == nil {
+		t.Error("the embedded server still answers after Close")
+	}
+
+	// Restarted on the same directory, the stream still holds both.
+	s, err = New(ctx, cfg, []string{"task.*"}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	_, js := connect(t, s.ClientURL())
+	if n := streamMsgs(t, js, "HOOKBRIDGE"); n != 2 {
+		t.Errorf("after restart the stream holds %d messages, want 2", n)
+	}
+}
+
+func TestConnectFailureHidesCredentials(t *testing.T) {
+	_, err := New(context.Background(), Config{URL: "nats://user:hunter2@127.0.0.1:1", ConnectTimeout: time.Second}, nil, discard)
+	if err == nil {
+		t.Fatal("connected to a closed port")
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("error shows the password: %v", err)
+	}
+	if !strings.Contains(err.Error(), "nats://127.0.0.1:1") || !strings.Contains(err.Error(), "is the server running?") {
+		t.Errorf("error = %v", err)
+	}
+}
+
+func TestPublishAfterServerStops(t *testing.T) {
+	for _, jetStream := range []bool{true, false} {
+		t.Run(fmt.Sprint("jetstream=", jetStream), func(t *testing.T) {
+			srv := startServer(t)
+			ctx := context.Background()
+			s, err := New(ctx, Config{URL: srv.ClientURL(), JetStream: jetStream}, []string{"task.*"}, discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close(ctx)
+			srv.Shutdown()
+			srv.WaitForShutdown()
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			if err := s.Publish(pctx, []sinks.Message{msg("x", "task.finished")}); err == nil {
+				t.Fatal("Publish confirmed a message with the server down")
+			}
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want []string // "key: problem"
+	}{
+		{"minimal", Config{URL: "nats://127.0.0.1:4222"}, nil},
+		{"embedded", Config{URL: Embedded}, nil},
+		{"cluster", Config{URL: "nats://a:4222, tls://b:4222"}, nil},
+		{"missing url", Config{}, []string{`url: missing: write "embedded" or your server's nats://host:4222`}},
+		{"bad scheme", Config{URL: "http://user:pw@host:4222"}, []string{`url: "http://host:4222": the scheme must be nats://, tls://, ws:// or wss://`}},
+		{"not a url", Config{URL: "localhost"}, []string{`url: "localhost" is not a server URL: write nats://host:4222 (or embedded)`}},
+		{"bad listen", Config{URL: Embedded, Embedded: EmbeddedConfig{Listen: "4222"}}, []string{`embedded.listen: "4222" is not host:port: write e.g. 127.0.0.1:4222`}},
+		{"embedded without embedded url", Config{URL: "nats://h:1", Embedded: EmbeddedConfig{Listen: ":1"}}, []string{`embedded: only applies with url: embedded: remove it`}},
+		{"stream", Config{URL: Embedded, Stream: StreamConfig{Storage: "disk", Replicas: 7, Name: "a.b", MaxBytes: -5}}, []string{
+			`stream.storage: "disk": use "file" or "memory"`,
+			`stream.replicas: 7: use 1 to 5`,
+			`stream.name: "a.b": a stream name cannot hold spaces, dots, *, >, / or \`,
+			`stream.max_bytes: -5: use a size in bytes, or 0 for unlimited`,
+		}},
+		{"password without user", Config{URL: Embedded, Password: "pw"}, []string{`password: a password needs a user`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.SetDefaults()
+			var got []string
+			for _, err := range unwrapAll(tt.cfg.Validate()) {
+				var ce *sinks.ConfigError
+				if !errors.As(err, &ce) {
+					t.Errorf("%v is not a *sinks.ConfigError", err)
+				}
+				got = append(got, err.Error())
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("Validate() =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
+
+func unwrapAll(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
