@@ -21,6 +21,12 @@ type sinkKind struct {
 	options func() SinkOptions
 	// defaultTarget returns the sink's own default target, "" if none.
 	defaultTarget func(SinkOptions) string
+	// skipProbe makes open start without contacting the broker (nil for
+	// kinds that have nothing to probe).
+	skipProbe func(SinkOptions)
+	// describe summarizes where the sink publishes, for `hookbridge check`
+	// (never a credential).
+	describe func(SinkOptions) string
 	// open connects a sink. templates are the target templates routes use
 	// with it (some brokers provision for them, e.g. a JetStream stream).
 	open func(ctx context.Context, opts SinkOptions, templates []Template, log *slog.Logger) (sinks.Sink, error)
@@ -37,6 +43,18 @@ var sinkKinds = map[string]sinkKind{
 		targetKey:     "subject",
 		options:       func() SinkOptions { return new(natssink.Config) },
 		defaultTarget: func(o SinkOptions) string { return o.(*natssink.Config).Subject },
+		skipProbe:     func(o SinkOptions) { o.(*natssink.Config).SkipProbe = true },
+		describe: func(o SinkOptions) string {
+			c := o.(*natssink.Config)
+			mode := "core NATS"
+			if c.JetStream {
+				mode = "JetStream stream " + c.Stream.Name
+			}
+			if c.URL == natssink.Embedded {
+				return fmt.Sprintf("embedded server on %s, %s", c.Embedded.Listen, mode)
+			}
+			return fmt.Sprintf("%s, %s", natssink.Redact(c.URL), mode)
+		},
 		open: func(ctx context.Context, o SinkOptions, templates []Template, log *slog.Logger) (sinks.Sink, error) {
 			cfg := o.(*natssink.Config)
 			if cfg.Subject != "" {
@@ -54,7 +72,8 @@ var sinkKinds = map[string]sinkKind{
 		},
 	},
 	"file": {
-		options: func() SinkOptions { return new(filesink.Config) },
+		options:  func() SinkOptions { return new(filesink.Config) },
+		describe: func(o SinkOptions) string { return o.(*filesink.Config).Path },
 		open: func(_ context.Context, o SinkOptions, _ []Template, _ *slog.Logger) (sinks.Sink, error) {
 			return filesink.New(*o.(*filesink.Config))
 		},
@@ -103,6 +122,34 @@ func (c *Config) TargetTemplates(sink string) []Template {
 		}
 	}
 	return out
+}
+
+// SkipProbes makes every sink start without contacting its broker, for
+// brokers that come up after hookbridge (serve -skip-probe).
+func (c *Config) SkipProbes() {
+	for _, sk := range c.Sinks {
+		if k := sinkKinds[sk.Type]; k.skipProbe != nil {
+			k.skipProbe(sk.Options)
+		}
+	}
+}
+
+// DescribeSink summarizes where the named sink publishes, and its default
+// target ("" if none), for `hookbridge check`. It never shows a credential.
+func (c *Config) DescribeSink(name string) (where, defaultTarget string) {
+	for _, sk := range c.Sinks {
+		if sk.Name != name {
+			continue
+		}
+		k := sinkKinds[sk.Type]
+		if k.describe != nil {
+			where = k.describe(sk.Options)
+		}
+		if k.defaultTarget != nil {
+			defaultTarget = k.defaultTarget(sk.Options)
+		}
+	}
+	return where, defaultTarget
 }
 
 // CloseSinks closes every sink, flushing what they hold, and returns every

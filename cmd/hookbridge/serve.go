@@ -15,7 +15,7 @@ const defaultConfig = "config.yaml"
 
 var serveCmd = &command{
 	name:  "serve",
-	args:  "[-config FILE] [-log-level LEVEL] [-log-format text|json]",
+	args:  "[-config FILE] [-skip-probe] [-log-level LEVEL] [-log-format text|json]",
 	short: "run the webhook bridge (the default command)",
 	long: `
 Serve loads the config, connects every sink (starting the embedded NATS
@@ -23,12 +23,18 @@ server if one is configured), and answers webhooks until SIGINT or SIGTERM.
 On a signal it stops accepting, finishes the webhooks in flight within
 server.shutdown_timeout, and closes the sinks.
 
+At start-up every sink checks its broker (NATS connection, Kafka metadata
+and topics, SQS queue attributes) and serve fails with a clear error when
+one is unreachable. -skip-probe starts anyway, for brokers that come up
+later; until they do, webhooks routed to them are answered 503.
+
 A webhook is answered 200 only once every sink it was routed to confirmed
 it; otherwise 503 with Retry-After, so Browser Use retries.`,
 	flags: func(fs *flag.FlagSet) func(context.Context, env) int {
 		config := fs.String("config", defaultConfig, "the config `file`")
 		level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 		format := fs.String("log-format", "text", "log `format`: text or json")
+		skipProbe := fs.Bool("skip-probe", false, "start without checking that the brokers are reachable")
 		return func(ctx context.Context, e env) int {
 			log, err := newLogger(e, *level, *format)
 			if err != nil {
@@ -37,6 +43,9 @@ it; otherwise 503 with Retry-After, so Browser Use retries.`,
 			cfg, err := bridge.LoadConfig(*config, e.lookupEnv)
 			if err != nil {
 				return fail(e, "serve", err)
+			}
+			if *skipProbe {
+				cfg.SkipProbes()
 			}
 			svc, err := bridge.Start(ctx, cfg, log)
 			if err != nil {
@@ -135,9 +144,10 @@ func printCheck(e env, path string, cfg *bridge.Config, router *bridge.Router) {
 
 	fmt.Fprintln(e.stdout, "\nsinks:")
 	tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NAME\tTYPE")
+	fmt.Fprintln(tw, "  NAME\tTYPE\tWHERE")
 	for _, sk := range cfg.Sinks {
-		fmt.Fprintf(tw, "  %s\t%s\n", sk.Name, sk.Type)
+		where, _ := cfg.DescribeSink(sk.Name)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", sk.Name, sk.Type, where)
 	}
 	tw.Flush()
 
@@ -151,7 +161,10 @@ func printCheck(e env, path string, cfg *bridge.Config, router *bridge.Router) {
 		}
 		target := row.Target
 		if target == "" {
-			target = "(sink default)"
+			target = "-"
+			if _, def := cfg.DescribeSink(row.Sink); def != "" {
+				target = def + " (sink default)"
+			}
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", row.Status, row.Route, row.Sink, target)
 	}

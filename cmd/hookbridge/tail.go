@@ -64,7 +64,7 @@ Without -subject it follows the subjects the config's routes publish to
 			}
 			conn, err := natsgo.Connect(*url, append(opts, natsgo.Name("hookbridge tail"))...)
 			if err != nil {
-				return fail(e, "tail", fmt.Errorf("connect to NATS at %s: %w (is hookbridge serve or your NATS server running?)", redactURL(*url), err))
+				return fail(e, "tail", fmt.Errorf("connect to NATS at %s: %w (is hookbridge serve or your NATS server running?)", natssink.Redact(*url), err))
 			}
 			defer conn.Close()
 			msgs := make(chan *natsgo.Msg, 1024)
@@ -76,7 +76,7 @@ Without -subject it follows the subjects the config's routes publish to
 			if err := conn.FlushTimeout(10 * time.Second); err != nil {
 				return fail(e, "tail", fmt.Errorf("subscribe: %w", err))
 			}
-			fmt.Fprintf(e.stderr, "hookbridge tail: following %s on %s\n", strings.Join(subjects, ", "), redactURL(*url))
+			fmt.Fprintf(e.stderr, "hookbridge tail: following %s on %s\n", strings.Join(subjects, ", "), natssink.Redact(*url))
 			for {
 				select {
 				case <-ctx.Done():
@@ -119,20 +119,6 @@ func natsAuth(c *natssink.Config) []natsgo.Option {
 		opts = append(opts, natsgo.UserInfo(c.User, c.Password))
 	}
 	return opts
-}
-
-// redactURL drops user info from a URL list so credentials are never
-// printed.
-func redactURL(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		if at := strings.LastIndexByte(p, '@'); at >= 0 {
-			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
-				parts[i] = p[:scheme+3] + p[at+1:]
-			}
-		}
-	}
-	return strings.Join(parts, ",")
 }
 
 func appendNew(list []string, s string) []string {

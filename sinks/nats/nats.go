@@ -48,6 +48,11 @@ type Config struct {
 	Password  string `yaml:"password"`
 	// ConnectTimeout bounds the first connection. Default 5s.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// SkipProbe starts without the server: New does not fail when NATS is
+	// unreachable but keeps connecting in the background, and sets up the
+	// stream once connected. Until then publishes fail (webhooks get 503).
+	// Default false: New fails with a clear error when NATS is unreachable.
+	SkipProbe bool `yaml:"skip_probe"`
 }
 
 // StreamConfig is the JetStream stream the sink publishes into.
@@ -163,13 +168,13 @@ func (c *Config) Validate() error {
 func checkURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
-		return fmt.Errorf("%q is not a server URL: write nats://host:4222 (or embedded)", redact(raw))
+		return fmt.Errorf("%q is not a server URL: write nats://host:4222 (or embedded)", Redact(raw))
 	}
 	switch u.Scheme {
 	case "nats", "tls", "ws", "wss":
 		return nil
 	}
-	return fmt.Errorf("%q: the scheme must be nats://, tls://, ws:// or wss://", redact(raw))
+	return fmt.Errorf("%q: the scheme must be nats://, tls://, ws:// or wss://", Redact(raw))
 }
 
 // listenAddr parses an embedded listen address into host and port, with
@@ -194,8 +199,8 @@ type hostPort struct {
 	port int
 }
 
-// redact drops user info from a URL or URL list.
-func redact(s string) string {
+// Redact drops user info from a URL or URL list, so it can be shown.
+func Redact(s string) string {
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
 		if at := strings.LastIndexByte(p, '@'); at >= 0 {
@@ -217,6 +222,8 @@ type Sink struct {
 	srv       *server.Server      // the embedded server, if any
 	clientURL string
 	warnings  []string
+	lateSetup chan struct{} // with skip_probe: closed once the late stream set-up is done
+	closing   chan struct{} // with skip_probe: closed by Close, ends the wait for a connection
 }
 
 // New connects to NATS (starting the embedded server first when cfg.URL is
@@ -229,7 +236,7 @@ func New(ctx context.Context, cfg Config, subjects []string, log *slog.Logger) (
 		return nil, err
 	}
 	s := &Sink{cfg: cfg}
-	s.clientURL = redact(strings.TrimSpace(strings.Split(cfg.URL, ",")[0]))
+	s.clientURL = Redact(strings.TrimSpace(strings.Split(cfg.URL, ",")[0]))
 	if cfg.URL == Embedded {
 		srv, err := startEmbedded(cfg.Embedded, log)
 		if err != nil {
@@ -255,26 +262,62 @@ func New(ctx context.Context, cfg Config, subjects []string, log *slog.Logger) (
 	if cfg.User != "" {
 		opts = append(opts, natsgo.UserInfo(cfg.User, cfg.Password))
 	}
+	connected := make(chan struct{}, 1)
+	if cfg.SkipProbe && s.srv == nil {
+		// Connect in the background; the stream is set up once connected.
+		opts = append(opts, natsgo.RetryOnFailedConnect(true),
+			natsgo.ConnectHandler(func(*natsgo.Conn) {
+				select {
+				case connected <- struct{}{}:
+				default:
+				}
+			}))
+	}
 	nc, err := natsgo.Connect(connectURL, opts...)
 	if err != nil {
 		s.shutdownServer()
-		return nil, fmt.Errorf("nats: connect to %s: %v; is the server running? (or use url: embedded)", redact(connectURL), err)
+		return nil, fmt.Errorf("nats: connect to %s: %v; is the server running? (or use url: embedded, or skip_probe: true if it comes up later)", Redact(connectURL), err)
 	}
 	s.nc = nc
 	if cfg.JetStream {
 		js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(time.Minute))
 		if err == nil {
-			err = s.ensureStream(ctx, js, subjects)
+			s.js = js
+			if nc.IsConnected() {
+				err = s.ensureStream(ctx, js, subjects)
+			}
 		}
 		if err != nil {
 			nc.Close()
 			s.shutdownServer()
 			return nil, err
 		}
-		s.js = js
 	}
-	for _, w := range s.warnings {
-		log.Warn(w)
+	if nc.IsConnected() {
+		for _, w := range s.warnings {
+			log.Warn(w)
+		}
+		return s, nil
+	}
+	log.Warn("nats: not connected yet; connecting in the background (skip_probe)", "url", Redact(connectURL))
+	if s.js != nil {
+		s.lateSetup, s.closing = make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(s.lateSetup)
+			select {
+			case <-connected:
+			case <-s.closing:
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.ConnectTimeout)
+			defer cancel()
+			if err := s.ensureStream(ctx, s.js, subjects); err != nil {
+				log.Error("nats: stream set-up after a late connect failed", "err", err)
+			}
+			for _, w := range s.warnings {
+				log.Warn(w)
+			}
+		}()
 	}
 	return s, nil
 }
@@ -353,8 +396,18 @@ func (s *Sink) ensureStream(ctx context.Context, js jetstream.JetStream, subject
 func (s *Sink) ClientURL() string { return s.clientURL }
 
 // Warnings lists problems found at start-up that do not stop the sink,
-// such as subjects no stream covers.
-func (s *Sink) Warnings() []string { return s.warnings }
+// such as subjects no stream covers. With skip_probe it is complete only
+// once the sink has connected.
+func (s *Sink) Warnings() []string {
+	if s.lateSetup != nil {
+		select {
+		case <-s.lateSetup:
+		default:
+			return nil
+		}
+	}
+	return s.warnings
+}
 
 var errNoSubject = errors.New("no subject: name one in the route or set the sink's subject")
 
@@ -455,11 +508,17 @@ func (s *Sink) publishCore(ctx context.Context, msgs []*natsgo.Msg, failed map[i
 // the embedded server, if any.
 func (s *Sink) Close(ctx context.Context) error {
 	var err error
+	if s.closing != nil {
+		close(s.closing)
+	}
 	if s.nc != nil {
 		if s.nc.IsConnected() {
 			err = flush(ctx, s.nc)
 		}
 		s.nc.Close()
+		if s.lateSetup != nil {
+			<-s.lateSetup
+		}
 	}
 	s.shutdownServer()
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -368,4 +369,57 @@ func unwrapAll(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
+}
+
+// TestSkipProbe starts the sink before its server: New succeeds, publishes
+// fail until the server is up, then the stream is set up and they succeed.
+func TestSkipProbe(t *testing.T) {
+	ctx := context.Background()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	s, err := New(ctx, Config{URL: url, JetStream: true, SkipProbe: true}, []string{"task.*"}, discard)
+	if err != nil {
+		t.Fatalf("New with skip_probe and no server: %v", err)
+	}
+	defer s.Close(ctx)
+	pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	err = s.Publish(pctx, []sinks.Message{msg("early", "task.finished")})
+	cancel()
+	if err == nil {
+		t.Fatal("a publish with no server was confirmed")
+	}
+
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true,
+		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	// The sink reconnects on its own schedule; retry until it has.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := s.Publish(pctx, []sinks.Message{msg("late", "task.finished")})
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still failing after the server came up: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, js := connect(t, srv.ClientURL())
+	if n := streamMsgs(t, js, "HOOKBRIDGE"); n != 1 {
+		t.Errorf("stream holds %d messages, want 1", n)
+	}
 }
