@@ -220,6 +220,24 @@ func (c *Config) SetDefaults() {
 			sk.Options.SetDefaults()
 		}
 	}
+	// A target that names no destination takes its sink's default, so the
+	// router expands templates in one place and `check` shows them.
+	for i := range c.Routes {
+		for j := range c.Routes[i].To {
+			t := &c.Routes[i].To[j]
+			if t.Target != "" {
+				continue
+			}
+			for _, sk := range c.Sinks {
+				k, ok := sinkKinds[sk.Type]
+				if sk.Name == t.Sink && ok && sk.Options != nil && k.defaultTarget != nil {
+					if def := k.defaultTarget(sk.Options); def != "" {
+						t.Key, t.Target = k.targetKey, def
+					}
+				}
+			}
+		}
+	}
 }
 
 func setDefault[T comparable](p *T, def T) {

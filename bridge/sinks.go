@@ -134,22 +134,15 @@ func (c *Config) SkipProbes() {
 	}
 }
 
-// DescribeSink summarizes where the named sink publishes, and its default
-// target ("" if none), for `hookbridge check`. It never shows a credential.
-func (c *Config) DescribeSink(name string) (where, defaultTarget string) {
+// DescribeSink summarizes where the named sink publishes, for `hookbridge
+// check`. It never shows a credential.
+func (c *Config) DescribeSink(name string) string {
 	for _, sk := range c.Sinks {
-		if sk.Name != name {
-			continue
-		}
-		k := sinkKinds[sk.Type]
-		if k.describe != nil {
-			where = k.describe(sk.Options)
-		}
-		if k.defaultTarget != nil {
-			defaultTarget = k.defaultTarget(sk.Options)
+		if k := sinkKinds[sk.Type]; sk.Name == name && k.describe != nil {
+			return k.describe(sk.Options)
 		}
 	}
-	return where, defaultTarget
+	return ""
 }
 
 // CloseSinks closes every sink, flushing what they hold, and returns every

@@ -146,7 +146,7 @@ func printCheck(e env, path string, cfg *bridge.Config, router *bridge.Router) {
 	tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  NAME\tTYPE\tWHERE")
 	for _, sk := range cfg.Sinks {
-		where, _ := cfg.DescribeSink(sk.Name)
+		where := cfg.DescribeSink(sk.Name)
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", sk.Name, sk.Type, where)
 	}
 	tw.Flush()
@@ -161,10 +161,7 @@ func printCheck(e env, path string, cfg *bridge.Config, router *bridge.Router) {
 		}
 		target := row.Target
 		if target == "" {
-			target = "-"
-			if _, def := cfg.DescribeSink(row.Sink); def != "" {
-				target = def + " (sink default)"
-			}
+			target = "-" // the sink takes no target (file)
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", row.Status, row.Route, row.Sink, target)
 	}

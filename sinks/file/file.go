@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/hookbridge/hookbridge/sinks"
@@ -45,7 +47,7 @@ func (c *Config) Validate() error {
 // and one fsync (group commit), so durability does not cap throughput at
 // the disk's fsync rate.
 type Sink struct {
-	f     *os.File
+	f     syncFile
 	fsync bool
 
 	mu      sync.Mutex // guards pending, waiters and closed
@@ -65,11 +67,25 @@ func New(cfg Config) (*Sink, error) {
 	}
 	f, err := os.OpenFile(cfg.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("file sink: cannot create %q: directory %q does not exist: create it or change path", cfg.Path, filepath.Dir(cfg.Path))
+		}
 		return nil, fmt.Errorf("file sink: %w (the directory must exist and be writable)", err)
 	}
-	s := &Sink{f: f, fsync: *cfg.Fsync, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
+	return newSink(f, *cfg.Fsync), nil
+}
+
+// syncFile is the part of *os.File the sink uses.
+type syncFile interface {
+	Write(p []byte) (int, error)
+	Sync() error
+	Close() error
+}
+
+func newSink(f syncFile, fsync bool) *Sink {
+	s := &Sink{f: f, fsync: fsync, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
 	go s.writer()
-	return s, nil
+	return s
 }
 
 var (
@@ -80,7 +96,9 @@ var (
 
 // Publish appends every message's body as one line and returns once it is
 // written and, with Fsync, synced. A message with a target or a body that
-// holds a raw newline fails alone; the others are still written.
+// holds a raw newline fails alone; the others are still written. A failed
+// write or fsync fails the whole batch; should it leave half a line behind,
+// the next write starts on a new line so that later events stay whole.
 func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 	var failed map[int]error
 	lines := make([]byte, 0, 256*len(batch))
@@ -143,6 +161,7 @@ func (s *Sink) write(ctx context.Context, lines []byte) error {
 func (s *Sink) writer() {
 	defer close(s.stopped)
 	var buf []byte
+	torn := false // the last write failed after writing part of buf
 	for {
 		s.mu.Lock()
 		for len(s.waiters) == 0 {
@@ -159,7 +178,13 @@ func (s *Sink) writer() {
 		s.waiters = nil
 		s.mu.Unlock()
 
-		_, err := s.f.Write(buf)
+		if torn {
+			// The last write failed, maybe half way through a line: end
+			// that line so it cannot swallow the first event of this one.
+			buf = append([]byte{'\n'}, buf...)
+		}
+		n, err := s.f.Write(buf)
+		torn = err != nil && n > 0 || torn && n == 0
 		if err == nil && s.fsync {
 			err = s.f.Sync()
 		}

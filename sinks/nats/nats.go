@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -155,11 +157,28 @@ func (c *Config) Validate() error {
 	if s.MaxBytes < -1 {
 		errs = append(errs, sinks.Problemf("stream.max_bytes", "%d: use a size in bytes, or 0 for unlimited", s.MaxBytes))
 	}
+	if s.MaxAge < 0 {
+		errs = append(errs, sinks.Problemf("stream.max_age", "%q: use a positive duration such as 720h, or 0 for unlimited", s.MaxAge))
+	}
+	switch {
+	case s.Duplicates < 0:
+		errs = append(errs, sinks.Problemf("stream.duplicates", "%q: use a positive duration such as 2m", s.Duplicates))
+	case s.MaxAge > 0 && s.Duplicates > s.MaxAge:
+		errs = append(errs, sinks.Problemf("stream.duplicates", "%q is longer than stream.max_age %q: JetStream refuses that; shorten it", s.Duplicates, s.MaxAge))
+	}
+	for i, subj := range s.Subjects {
+		if !server.IsValidSubject(subj) {
+			errs = append(errs, sinks.Problemf(fmt.Sprintf("stream.subjects[%d]", i), "%q is not a NATS subject: write tokens separated by dots, e.g. task.>", subj))
+		}
+	}
+	if c.ConnectTimeout < 0 {
+		errs = append(errs, sinks.Problemf("connect_timeout", "%q: use a positive duration such as 5s", c.ConnectTimeout))
+	}
 	if c.Password != "" && c.User == "" {
 		errs = append(errs, sinks.Problemf("password", "a password needs a user"))
 	}
-	if strings.ContainsAny(c.Subject, " \t") {
-		errs = append(errs, sinks.Problemf("subject", "%q: a subject cannot hold spaces", c.Subject))
+	if c.Subject != "" && !server.IsValidPublishSubject(c.Subject) {
+		errs = append(errs, sinks.Problemf("subject", "%q: a subject to publish to is tokens separated by dots, without spaces, * or >", c.Subject))
 	}
 	return errors.Join(errs...)
 }
@@ -184,8 +203,8 @@ func listenAddr(s string) (hostPort, error) {
 	if err != nil {
 		return hostPort{}, fmt.Errorf("%q is not host:port: write e.g. 127.0.0.1:4222", s)
 	}
-	p := 0
-	if _, err := fmt.Sscanf(port, "%d", &p); err != nil || p < -1 || p > 65535 {
+	p, err := strconv.Atoi(port)
+	if err != nil || p < -1 || p > 65535 {
 		return hostPort{}, fmt.Errorf("%q: the port must be a number from 0 to 65535", s)
 	}
 	if p == 0 {
@@ -234,6 +253,9 @@ func New(ctx context.Context, cfg Config, subjects []string, log *slog.Logger) (
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Sink{cfg: cfg}
 	s.clientURL = Redact(strings.TrimSpace(strings.Split(cfg.URL, ",")[0]))
@@ -329,18 +351,25 @@ func (s *Sink) ensureStream(ctx context.Context, js jetstream.JetStream, subject
 	if len(sc.Subjects) > 0 {
 		subjects = sc.Subjects
 	}
-	uncovered := func() ([]string, error) {
-		var out []string
+	// missing: subjects no stream stores any part of; partial: subjects
+	// streams store only part of (say task.finished of task.*), with the
+	// names of those streams. Both fail to publish for want of a stream.
+	var partial map[string][]string
+	uncovered := func() (missing []string, err error) {
+		partial = map[string][]string{}
 		for _, subj := range subjects {
-			_, err := js.StreamNameBySubject(ctx, subj)
+			covered, overlapping, err := coverage(ctx, js, subj)
 			switch {
-			case errors.Is(err, jetstream.ErrStreamNotFound):
-				out = append(out, subj)
 			case err != nil:
-				return nil, fmt.Errorf("nats: look up the stream for %q: %w", subj, err)
+				return nil, s.jetStreamErr(fmt.Sprintf("look up the streams for %q", subj), err)
+			case covered:
+			case len(overlapping) > 0:
+				partial[subj] = overlapping
+			default:
+				missing = append(missing, subj)
 			}
 		}
-		return out, nil
+		return missing, nil
 	}
 	missing, err := uncovered()
 	if err != nil {
@@ -349,7 +378,7 @@ func (s *Sink) ensureStream(ctx context.Context, js jetstream.JetStream, subject
 	_, err = js.Stream(ctx, sc.Name)
 	exists := err == nil
 	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("nats: look up stream %q: %w", sc.Name, err)
+		return s.jetStreamErr(fmt.Sprintf("look up stream %q", sc.Name), err)
 	}
 	if !exists && len(missing) > 0 {
 		if !*sc.Create {
@@ -385,10 +414,56 @@ func (s *Sink) ensureStream(ctx context.Context, js jetstream.JetStream, subject
 			return err
 		}
 	}
-	for _, subj := range missing {
-		s.warnings = append(s.warnings, fmt.Sprintf("nats: no JetStream stream covers subject %q: publishes to it will fail until one does", subj))
+	for _, subj := range subjects {
+		if streams := partial[subj]; len(streams) > 0 {
+			s.warnings = append(s.warnings, fmt.Sprintf("nats: JetStream stream %s stores only part of subject %q: publishes to the rest of it will fail until a stream covers it", quoteList(streams), subj))
+		} else if slices.Contains(missing, subj) {
+			s.warnings = append(s.warnings, fmt.Sprintf("nats: no JetStream stream covers subject %q: publishes to it will fail until one does", subj))
+		}
 	}
 	return nil
+}
+
+// coverage reports whether one stream stores every subject subj matches,
+// and otherwise which streams store part of it. Unlike
+// StreamNameBySubject, whose server-side filter matches any overlap, it
+// does not take a stream of task.finished for one of task.*.
+func coverage(ctx context.Context, js jetstream.JetStream, subj string) (covered bool, overlapping []string, err error) {
+	streams := js.ListStreams(ctx, jetstream.WithStreamListSubject(subj))
+	for info := range streams.Info() { // drain it: the lister's goroutine waits on us
+		if covered {
+			continue
+		}
+		for _, ss := range info.Config.Subjects {
+			if server.SubjectMatchesFilter(subj, ss) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			overlapping = append(overlapping, info.Config.Name)
+		}
+	}
+	if err := streams.Err(); err != nil {
+		return false, nil, err
+	}
+	return covered, overlapping, nil
+}
+
+// jetStreamErr words err from a JetStream API call made to do what.
+func (s *Sink) jetStreamErr(what string, err error) error {
+	if errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+		return fmt.Errorf("nats: %s: JetStream is not enabled on %s for this account: start nats-server with -js (or set jetstream: false): %w", what, s.clientURL, err)
+	}
+	return fmt.Errorf("nats: %s: %w", what, err)
+}
+
+func quoteList(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, ", ")
 }
 
 // ClientURL is where NATS clients reach the server: the embedded server's
@@ -406,7 +481,7 @@ func (s *Sink) Warnings() []string {
 			return nil
 		}
 	}
-	return s.warnings
+	return slices.Clone(s.warnings)
 }
 
 var errNoSubject = errors.New("no subject: name one in the route or set the sink's subject")
@@ -431,7 +506,11 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 		// A JetStream stream de-duplicates across all its subjects, and one
 		// event may be routed to several subjects of the same stream: the
 		// subject joins the id so that only true repeats collapse.
-		h.Set(jetstream.MsgIDHeader, m.ID+":"+subj)
+		// Without an id there is nothing to de-duplicate on: ":"+subj alone
+		// would make JetStream drop every later id-less message as a repeat.
+		if m.ID != "" {
+			h.Set(jetstream.MsgIDHeader, m.ID+":"+subj)
+		}
 		for _, a := range m.Attrs {
 			h["ce-"+a.Name] = []string{a.Value}
 		}
@@ -465,16 +544,33 @@ func (s *Sink) publishJetStream(ctx context.Context, msgs []*natsgo.Msg, failed 
 		if f == nil {
 			continue
 		}
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
+		if err := waitAck(ctx, f); err != nil {
 			if errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
 				err = fmt.Errorf("no JetStream stream stores subject %q: %w", msgs[i].Subject, err)
 			}
 			failed[i] = fmt.Errorf("nats: publish to %q: %w", msgs[i].Subject, err)
-		case <-ctx.Done():
-			failed[i] = fmt.Errorf("nats: no PubAck for %q: %w", msgs[i].Subject, ctx.Err())
 		}
+	}
+}
+
+// waitAck waits for f's PubAck. A duplicate's ack is a success: the
+// message is stored. An answer that has already arrived wins over a done
+// ctx, so a late caller does not report a stored message as failed.
+func waitAck(ctx context.Context, f jetstream.PubAckFuture) error {
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return err
+	default:
+	}
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("no PubAck yet: %w", ctx.Err())
 	}
 }
 

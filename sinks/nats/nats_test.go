@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -342,6 +344,25 @@ func TestConfigValidate(t *testing.T) {
 			`stream.max_bytes: -5: use a size in bytes, or 0 for unlimited`,
 		}},
 		{"password without user", Config{URL: Embedded, Password: "pw"}, []string{`password: a password needs a user`}},
+		{"negative replicas", Config{URL: Embedded, Stream: StreamConfig{Replicas: -1}}, []string{`stream.replicas: -1: use 1 to 5`}},
+		{"unlimited bytes", Config{URL: Embedded, Stream: StreamConfig{MaxBytes: -1}}, nil},
+		{"port not a number", Config{URL: Embedded, Embedded: EmbeddedConfig{Listen: "127.0.0.1:42x"}}, []string{`embedded.listen: "127.0.0.1:42x": the port must be a number from 0 to 65535`}},
+		{"port too big", Config{URL: Embedded, Embedded: EmbeddedConfig{Listen: "127.0.0.1:65536"}}, []string{`embedded.listen: "127.0.0.1:65536": the port must be a number from 0 to 65535`}},
+		{"free port", Config{URL: Embedded, Embedded: EmbeddedConfig{Listen: "127.0.0.1:-1"}}, nil},
+		{"durations", Config{URL: Embedded, ConnectTimeout: -time.Second, Stream: StreamConfig{MaxAge: time.Minute, Duplicates: 2 * time.Minute}}, []string{
+			`stream.duplicates: "2m0s" is longer than stream.max_age "1m0s": JetStream refuses that; shorten it`,
+			`connect_timeout: "-1s": use a positive duration such as 5s`,
+		}},
+		{"negative durations", Config{URL: Embedded, Stream: StreamConfig{MaxAge: -time.Hour, Duplicates: -time.Second}}, []string{
+			`stream.max_age: "-1h0m0s": use a positive duration such as 720h, or 0 for unlimited`,
+			`stream.duplicates: "-1s": use a positive duration such as 2m`,
+		}},
+		{"subjects", Config{URL: Embedded, Subject: "task.*", Stream: StreamConfig{Subjects: []string{"task.>", "bad subject", ""}}}, []string{
+			`stream.subjects[1]: "bad subject" is not a NATS subject: write tokens separated by dots, e.g. task.>`,
+			`stream.subjects[2]: "" is not a NATS subject: write tokens separated by dots, e.g. task.>`,
+			`subject: "task.*": a subject to publish to is tokens separated by dots, without spaces, * or >`,
+		}},
+		{"template subject", Config{URL: Embedded, Subject: "task.{status}"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -421,5 +442,106 @@ func TestSkipProbe(t *testing.T) {
 	_, js := connect(t, srv.ClientURL())
 	if n := streamMsgs(t, js, "HOOKBRIDGE"); n != 1 {
 		t.Errorf("stream holds %d messages, want 1", n)
+	}
+}
+
+// TestJetStreamPartlyCoveredSubject checks that a user's stream storing
+// only part of a route's subjects is not taken as covering them all.
+func TestJetStreamPartlyCoveredSubject(t *testing.T) {
+	srv := startServer(t)
+	ctx := context.Background()
+	_, js := connect(t, srv.ClientURL())
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "MINE", Subjects: []string{"task.finished"}}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(ctx, Config{URL: srv.ClientURL(), JetStream: true}, []string{"task.*", "alerts.task.*"}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	want := []string{`nats: JetStream stream "MINE" stores only part of subject "task.*": publishes to the rest of it will fail until a stream covers it`}
+	if got := s.Warnings(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("Warnings() = %q, want %q", got, want)
+	}
+	// alerts.task.* overlapped nothing, so hookbridge's stream took it.
+	ours, err := js.Stream(ctx, "HOOKBRIDGE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ours.CachedInfo().Config.Subjects; strings.Join(got, ",") != "alerts.task.*" {
+		t.Errorf("HOOKBRIDGE subjects = %v", got)
+	}
+	err = s.Publish(ctx, []sinks.Message{msg("p", "task.finished"), msg("p", "task.paused"), msg("p", "alerts.task.paused")})
+	if sinks.MessageErr(err, 0) != nil || sinks.MessageErr(err, 2) != nil || sinks.MessageErr(err, 1) == nil {
+		t.Errorf("Publish = %v, want only task.paused failed", err)
+	}
+}
+
+func TestJetStreamNotEnabled(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(srv.Shutdown)
+	_, err = New(context.Background(), Config{URL: srv.ClientURL(), JetStream: true}, []string{"task.*"}, discard)
+	want := fmt.Sprintf(`nats: look up the streams for "task.*": JetStream is not enabled on %s for this account: start nats-server with -js (or set jetstream: false)`, srv.ClientURL())
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("err = %v, want it to start with %q", err, want)
+	}
+}
+
+// TestJetStreamMessagesWithoutID checks that id-less messages are not
+// de-duplicated against each other, and that the sink takes a nil logger.
+func TestJetStreamMessagesWithoutID(t *testing.T) {
+	srv := startServer(t)
+	ctx := context.Background()
+	s, err := New(ctx, Config{URL: srv.ClientURL(), JetStream: true}, []string{"task.*"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	a, b := msg("", "task.finished"), msg("", "task.finished")
+	b.Body = []byte(`{"other":true}`)
+	if err := s.Publish(ctx, []sinks.Message{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	_, js := connect(t, srv.ClientURL())
+	got := fetch(t, js, "HOOKBRIDGE", 2)
+	if h := got[0].Headers(); h.Get(jetstream.MsgIDHeader) != "" {
+		t.Errorf("an id-less message got Nats-Msg-Id %q", h.Get(jetstream.MsgIDHeader))
+	}
+}
+
+// TestEmbeddedStartFailure checks that the embedded server's fatal start-up
+// problems come back as errors that say what went wrong.
+func TestEmbeddedStartFailure(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		embedded EmbeddedConfig
+		want     string
+	}{
+		{"port in use", EmbeddedConfig{Listen: busy.Addr().String(), StoreDir: t.TempDir()}, "address already in use"},
+		{"store dir is a file", EmbeddedConfig{Listen: "127.0.0.1:-1", StoreDir: notDir}, "storage directory is not a directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(context.Background(), Config{URL: Embedded, JetStream: true, Embedded: tt.embedded}, []string{"task.*"}, discard)
+			if err == nil || !strings.HasPrefix(err.Error(), "nats: embedded server: ") || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want an embedded server error about %q", err, tt.want)
+			}
+		})
 	}
 }
