@@ -405,8 +405,14 @@ func (t *TargetConfig) validate(key, route string, sinkByName map[string]SinkCon
 		return problemf(key+"."+t.Key, "route %q: %s sink %q takes its target as %s, not %s", route, sk.Type, t.Sink, kind.targetKey, t.Key)
 	}
 	if t.Key != "" {
-		if _, err := ParseTemplate(t.Target); err != nil {
+		tmpl, err := ParseTemplate(t.Target)
+		if err != nil {
 			return problemf(key+"."+t.Key, "route %q: %v", route, err)
+		}
+		if kind.checkTarget != nil && tmpl.static() {
+			if err := kind.checkTarget(t.Target); err != nil {
+				return problemf(key+"."+t.Key, "route %q: %v", route, err)
+			}
 		}
 	}
 	if t.Target == "" && kind.targetKey != "" && !kind.hasDefaultTarget(sk.Options) {

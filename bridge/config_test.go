@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -49,6 +50,28 @@ func TestLoadConfigIssueMinimal(t *testing.T) {
 	}
 }
 
+func TestLoadWorkedExample(t *testing.T) {
+	cfg, err := LoadConfig("testdata/config/ok-kafka-sqs.yaml", testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRouter(cfg.Routes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const queue = "https://sqs.eu-west-1.amazonaws.com/123456789012/task-alerts.fifo"
+	for status, want := range map[string][]Delivery{
+		"finished": {{Sink: "events", Target: "task.finished"}, {Sink: "bus", Target: "task.finished"}},
+		"paused":   {{Sink: "alerts", Target: queue}, {Sink: "bus", Target: "task.paused"}},
+		"started":  {{Sink: "bus", Target: "task.started"}},
+	} {
+		got, _ := r.Route(&Event{Status: status})
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: %v, want %v", status, got, want)
+		}
+	}
+}
+
 func TestLoadDefaultConfig(t *testing.T) {
 	if _, err := LoadConfig("../config.yaml", testEnv); err != nil {
 		t.Fatalf("the shipped config.yaml does not load: %v", err)
@@ -68,13 +91,18 @@ func TestLoadConfigErrors(t *testing.T) {
 		"not-mapping.yaml":           `not-mapping.yaml:1: the file must be a YAML mapping with the keys server, sources, sinks and routes`,
 		"status-not-list.yaml":       `status-not-list.yaml:11: routes[0].status: must be a list (e.g. [a, b])`,
 		"unknown-sink-in-route.yaml": `unknown-sink-in-route.yaml:13: routes[0].to[0].sink: route "all": unknown sink "buss" (declared sinks: bus)`,
-		"unknown-sink-type.yaml":     `unknown-sink-type.yaml:6: sinks[0].type: unknown sink type "natz" (known types: file, nats)`,
+		"unknown-sink-type.yaml":     `unknown-sink-type.yaml:6: sinks[0].type: unknown sink type "natz" (known types: file, kafka, nats, sqs)`,
 		"unknown-template-var.yaml":  `unknown-template-var.yaml:13: routes[0].to[0].subject: route "all": target "task.{stauts}" uses unknown variable {stauts}: use {status}, {source} or {task_id}`,
 		"unknown-top-key.yaml":       `unknown-top-key.yaml:1: servre: unknown key (known keys: server, sources, sinks, routes)`,
 		"unset-env.yaml":             `unset-env.yaml:3: sources[0].secrets[0]: environment variable HOOKBRIDGE_UNSET_SECRET is not set: export it (or write ${HOOKBRIDGE_UNSET_SECRET:-default} for a fallback)`,
 		"write-timeout.yaml":         `write-timeout.yaml:1: server.write_timeout: 30s must be longer than publish_timeout (1m0s): the answer is written after publishing`,
-		"wrong-target-key.yaml":      `wrong-target-key.yaml:13: routes[0].to[0].topic: unknown key (a target takes sink and one of: subject)`,
+		"wrong-target-key.yaml":      `wrong-target-key.yaml:13: routes[0].to[0].topic: route "all": nats sink "bus" takes its target as subject, not topic`,
 		"yaml-syntax.yaml":           `yaml-syntax.yaml:12: did not find expected ',' or '}'`,
+		"kafka-sqs-problems.yaml": `kafka-sqs-problems.yaml:5: sinks[0].brokers: sink "events": missing: list your brokers, e.g. [kafka-1:9092]
+kafka-sqs-problems.yaml:7: sinks[0].compression: sink "events": "brotli": use "none", "gzip", "snappy", "lz4" or "zstd"
+kafka-sqs-problems.yaml:15: routes[0].to[0].topic: route "finished": "task finished": a topic name holds only letters, digits, '.', '_' and '-'
+kafka-sqs-problems.yaml:19: routes[1].to[0].queue_url: route "alerting": "sqs/alerts" is not an http(s) URL: write the queue's URL, e.g. https://sqs.us-east-1.amazonaws.com/123456789012/tasks
+kafka-sqs-problems.yaml:20: routes[1].to[1]: route "alerting": sqs sink "alerts" needs a queue_url here (or a default queue_url on the sink)`,
 		"multiple-problems.yaml": `multiple-problems.yaml:5: sources[1].name: source name "browser-use" is used twice: names must be unique
 multiple-problems.yaml:5: sources[1].path: path "/webhook" is used by another source: give each source its own path
 multiple-problems.yaml:11: sinks[0].stream.storage: sink "bus": "disk": use "file" or "memory"

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/hookbridge/hookbridge/sinks"
 	filesink "github.com/hookbridge/hookbridge/sinks/file"
+	kafkasink "github.com/hookbridge/hookbridge/sinks/kafka"
 	natssink "github.com/hookbridge/hookbridge/sinks/nats"
+	sqssink "github.com/hookbridge/hookbridge/sinks/sqs"
 )
 
 // sinkKind is what the config loader and OpenSinks know of one broker
@@ -21,6 +24,9 @@ type sinkKind struct {
 	options func() SinkOptions
 	// defaultTarget returns the sink's own default target, "" if none.
 	defaultTarget func(SinkOptions) string
+	// checkTarget checks a target without template variables at load
+	// time (nil: anything goes).
+	checkTarget func(string) error
 	// skipProbe makes open start without contacting the broker (nil for
 	// kinds that have nothing to probe).
 	skipProbe func(SinkOptions)
@@ -69,6 +75,42 @@ var sinkKinds = map[string]sinkKind{
 				subjects = appendUnique(subjects, t.Wildcard('.', "*"))
 			}
 			return natssink.New(ctx, *cfg, subjects, log)
+		},
+	},
+	"kafka": {
+		targetKey:     "topic",
+		checkTarget:   kafkasink.CheckTopic,
+		options:       func() SinkOptions { return new(kafkasink.Config) },
+		defaultTarget: func(o SinkOptions) string { return o.(*kafkasink.Config).Topic },
+		skipProbe:     func(o SinkOptions) { o.(*kafkasink.Config).SkipProbe = true },
+		describe: func(o SinkOptions) string {
+			return "brokers " + strings.Join(o.(*kafkasink.Config).Brokers, ",")
+		},
+		open: func(ctx context.Context, o SinkOptions, templates []Template, log *slog.Logger) (sinks.Sink, error) {
+			cfg := o.(*kafkasink.Config)
+			return kafkasink.New(ctx, *cfg, staticTargets(templates, cfg.Topic), log)
+		},
+	},
+	"sqs": {
+		targetKey:     "queue_url",
+		checkTarget:   sqssink.CheckQueueURL,
+		options:       func() SinkOptions { return new(sqssink.Config) },
+		defaultTarget: func(o SinkOptions) string { return o.(*sqssink.Config).QueueURL },
+		skipProbe:     func(o SinkOptions) { o.(*sqssink.Config).SkipProbe = true },
+		describe: func(o SinkOptions) string {
+			c := o.(*sqssink.Config)
+			where := "region " + c.Region
+			if c.Region == "" {
+				where = "region from the AWS environment"
+			}
+			if c.Endpoint != "" {
+				where += ", endpoint " + c.Endpoint
+			}
+			return where
+		},
+		open: func(ctx context.Context, o SinkOptions, templates []Template, log *slog.Logger) (sinks.Sink, error) {
+			cfg := o.(*sqssink.Config)
+			return sqssink.New(ctx, *cfg, staticTargets(templates, cfg.QueueURL), log)
 		},
 	},
 	"file": {
@@ -155,6 +197,21 @@ func CloseSinks(ctx context.Context, open map[string]sinks.Sink) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// staticTargets returns the targets that hold no template variable, plus
+// def when set: what a sink can check exists at start-up.
+func staticTargets(templates []Template, def string) []string {
+	var out []string
+	for _, t := range templates {
+		if t.static() {
+			out = appendUnique(out, t.String())
+		}
+	}
+	if def != "" {
+		out = appendUnique(out, def)
+	}
+	return out
 }
 
 func appendUnique(list []string, s string) []string {

@@ -174,7 +174,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.Topic != "" {
-		if err := checkTopic(c.Topic); err != nil {
+		// A default topic may be a template such as "task.{status}", which
+		// the router expands; only a literal one can be checked here.
+		if err := CheckTopic(c.Topic); err != nil && !strings.Contains(c.Topic, "{") {
 			errs = append(errs, sinks.Problemf("topic", "%v", err))
 		}
 	}
@@ -234,8 +236,8 @@ func checkBroker(b string) error {
 	return nil
 }
 
-// checkTopic applies Kafka's rules for topic names.
-func checkTopic(t string) error {
+// CheckTopic applies Kafka's rules for topic names.
+func CheckTopic(t string) error {
 	if t == "." || t == ".." {
 		return fmt.Errorf("%q is not a valid topic name", t)
 	}

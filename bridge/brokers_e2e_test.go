@@ -1,0 +1,222 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sivchari/kumo"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	natssink "github.com/hookbridge/hookbridge/sinks/nats"
+)
+
+// TestServiceFansOutToEveryBroker is the README's worked example, end to
+// end against real protocol peers in-process: signed deliveries of every
+// status come in over HTTP; finished goes to a Kafka topic (kfake), paused
+// and stopped to an SQS FIFO alerting queue (kumo), everything to a
+// JetStream stream (embedded nats-server).
+func TestServiceFansOutToEveryBroker(t *testing.T) {
+	ctx := context.Background()
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "task.finished"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kafka.Close()
+	sqsServer := kumo.NewServer()
+	defer sqsServer.Close()
+	sqsClient := awssqs.New(awssqs.Options{Region: "us-east-1", BaseEndpoint: aws.String(sqsServer.URL),
+		Credentials: awsCreds{}})
+	q, err := sqsClient.CreateQueue(ctx, &awssqs.CreateQueueInput{QueueName: aws.String(fmt.Sprintf("alerts-%d.fifo", time.Now().UnixNano())),
+		Attributes: map[string]string{"FifoQueue": "true", "VisibilityTimeout": "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	yaml := fmt.Sprintf(`
+server:
+  listen: "127.0.0.1:0"
+sources:
+  - name: browser-use
+    secrets: ["${SECRET}"]
+sinks:
+  - name: bus
+    type: nats
+    url: embedded
+    jetstream: true
+    embedded: {listen: "127.0.0.1:-1", store_dir: %q}
+  - name: events
+    type: kafka
+    brokers: [%q]
+  - name: alerts
+    type: sqs
+    region: us-east-1
+    endpoint: %q
+    queue_url: %q
+    access_key_id: "${KEY}"
+    secret_access_key: "${KEY}"
+routes:
+  - name: finished-to-kafka
+    status: [finished]
+    to:
+      - {sink: events, topic: task.finished}
+  - name: alerting
+    status: [paused, stopped]
+    to:
+      - {sink: alerts}
+  - name: everything
+    status: ["*"]
+    to:
+      - {sink: bus, subject: "task.{status}"}
+`, filepath.Join(t.TempDir(), "nats"), kafka.ListenAddrs()[0], sqsServer.URL, *q.QueueUrl)
+	env := map[string]string{"SECRET": "whsec_e2e", "KEY": "x"}
+	cfg, err := ParseConfig("e2e.yaml", []byte(yaml), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := Start(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Shutdown(ctx)
+	url := "http://" + svc.Addr().String() + "/webhook"
+
+	post := func(body string, ts time.Time) string {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header = signedRequest(t, "/webhook", "whsec_e2e", strconv.FormatInt(ts.Unix(), 10), body).Header
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var answer struct {
+			ID    string
+			Error string
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&answer)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", body, resp.StatusCode, answer.Error)
+		}
+		return answer.ID
+	}
+	ids := map[string]string{} // status -> event id
+	statuses := []string{"initializing", "started", "paused", "stopped", "finished"}
+	now := time.Now()
+	for i, st := range statuses {
+		body := fmt.Sprintf(`{"type": "agent.task.status_update", "timestamp": "%s", "payload": {"session_id": "s", "task_id": "task-%s", "status": %q, "metadata": {"team": "ops"}}}`,
+			now.Add(time.Duration(i)*time.Millisecond).UTC().Format("2006-01-02T15:04:05.000000+00:00"), st, st)
+		ids[st] = post(body, now)
+		if st == "paused" {
+			// Browser Use retries with a new timestamp and signature: the
+			// same event, which SQS FIFO and JetStream store once.
+			if again := post(body, now.Add(time.Second)); again != ids[st] {
+				t.Fatalf("a redelivery changed the id: %s vs %s", again, ids[st])
+			}
+		}
+	}
+
+	// Kafka: the finished event, keyed by task id, with ce_ headers.
+	kc, err := kgo.NewClient(kgo.SeedBrokers(kafka.ListenAddrs()...), kgo.ConsumeTopics("task.finished"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	var records []*kgo.Record
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for len(records) < 1 {
+		fetches := kc.PollFetches(fctx)
+		if fctx.Err() != nil {
+			t.Fatalf("kafka: %d records before the deadline", len(records))
+		}
+		records = append(records, fetches.Records()...)
+	}
+	r := records[0]
+	headers := map[string]string{}
+	for _, h := range r.Headers {
+		headers[h.Key] = string(h.Value)
+	}
+	if string(r.Key) != "task-finished" || headers["ce_id"] != ids["finished"] || headers["ce_status"] != "finished" ||
+		headers["ce_source"] != "browser-use" || headers["content-type"] != "application/cloudevents+json" {
+		t.Errorf("kafka record key %q headers %v", r.Key, headers)
+	}
+	if len(records) != 1 {
+		t.Errorf("kafka got %d records, want 1", len(records))
+	}
+
+	// SQS: paused and stopped, in order, the paused redelivery dropped.
+	var got []sqstypes.Message
+	for range 20 {
+		out, err := sqsClient.ReceiveMessage(ctx, &awssqs.ReceiveMessageInput{QueueUrl: q.QueueUrl,
+			MaxNumberOfMessages: 10, MessageAttributeNames: []string{"All"}, WaitTimeSeconds: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range out.Messages {
+			got = append(got, m)
+			if _, err := sqsClient.DeleteMessage(ctx, &awssqs.DeleteMessageInput{QueueUrl: q.QueueUrl, ReceiptHandle: m.ReceiptHandle}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(got) >= 2 && len(out.Messages) == 0 {
+			break
+		}
+	}
+	var sqsStatuses []string
+	for _, m := range got {
+		attr := func(k string) string {
+			if v, ok := m.MessageAttributes[k]; ok && v.StringValue != nil {
+				return *v.StringValue
+			}
+			return ""
+		}
+		st := attr("ce_status")
+		sqsStatuses = append(sqsStatuses, st)
+		if attr("ce_id") != ids[st] || attr("ce_subject") != "task-"+st || attr("ce_type") != StatusUpdateType {
+			t.Errorf("sqs message attributes %v", m.MessageAttributes)
+		}
+	}
+	if strings.Join(sqsStatuses, ",") != "paused,stopped" {
+		t.Errorf("sqs received %v, want paused,stopped once each", sqsStatuses)
+	}
+
+	// NATS: every status once.
+	nc, err := natsgo.Connect(svc.Sinks["bus"].(*natssink.Sink).ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	stream, err := js.Stream(ctx, "HOOKBRIDGE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := stream.Info(ctx)
+	if info.State.Msgs != uint64(len(statuses)) {
+		t.Errorf("stream holds %d messages, want %d", info.State.Msgs, len(statuses))
+	}
+}
+
+type awsCreds struct{}
+
+func (awsCreds) Retrieve(context.Context) (aws.Credentials, error) {
+	return aws.Credentials{AccessKeyID: "x", SecretAccessKey: "x"}, nil
+}

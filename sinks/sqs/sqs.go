@@ -1,0 +1,693 @@
+// Package sqs is the sink for Amazon SQS and SQS-compatible services
+// (LocalStack, ElasticMQ, ...). Publish returns only once SQS answered
+// with a MessageId for every message it counts as sent.
+//
+// CloudEvents defines no SQS binding, so hookbridge uses this mapping:
+//
+//   - The message body is the structured CloudEvent (JSON), unchanged.
+//   - Message attributes, all of DataType "String": "content-type" =
+//     "application/cloudevents+json", and each CloudEvents context
+//     attribute as "ce_<name>": first ce_id, ce_type, ce_source,
+//     ce_subject, ce_time, ce_status and ce_specversion, then the event's
+//     other attributes in order (e.g. ce_datacontenttype) until SQS's
+//     limit of 10 attributes per message is reached; the rest are left
+//     out (they stay in the body). Attributes with empty values are left
+//     out: SQS rejects them.
+//   - On a FIFO queue (URL ending in ".fifo"): MessageGroupId is the task
+//     id (Message.Key), or "no-task" when there is none, so the events of
+//     one task are delivered in order; MessageDeduplicationId is the
+//     event's stable id (Message.ID), so SQS drops a resent event within
+//     its 5-minute deduplication window. A message with no id is sent
+//     without one, which only a queue with ContentBasedDeduplication
+//     accepts. A task id or event id SQS would reject (over 128
+//     characters, or other than printable ASCII) is replaced by its hex
+//     SHA-256.
+//
+// A message is at most 256 KiB, counting its body and its attributes'
+// names, types and values; a larger one fails alone with ErrTooLarge.
+package sqs
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/hookbridge/hookbridge/sinks"
+)
+
+// Config configures an SQS sink. SetDefaults fills the zero fields.
+//
+// Credentials come from the AWS SDK's default chain: environment
+// (AWS_ACCESS_KEY_ID, ...), shared config and credentials files
+// (AWS_PROFILE), web identity (EKS IRSA), ECS task role or EC2 instance
+// role. AccessKeyID and SecretAccessKey override the chain, for
+// SQS-compatible services.
+type Config struct {
+	// QueueURL is the queue for messages whose route names none, e.g.
+	// https://sqs.eu-west-1.amazonaws.com/123456789012/tasks (or
+	// .../tasks.fifo for a FIFO queue). Default empty: every route must
+	// name its queue_url.
+	QueueURL string `yaml:"queue_url"`
+	// Region is the AWS region. Default: the SDK's (AWS_REGION,
+	// AWS_DEFAULT_REGION, the shared config file), else the region in the
+	// host of an AWS queue URL (sqs.<region>.amazonaws.com), else
+	// us-east-1 when Endpoint is set. A queue URL naming another AWS
+	// region is sent to that region.
+	Region string `yaml:"region"`
+	// Endpoint is the base URL of an SQS-compatible service, e.g.
+	// http://localhost:4566 for LocalStack. Default empty: AWS's endpoint
+	// for Region (or AWS_ENDPOINT_URL_SQS / AWS_ENDPOINT_URL if set).
+	// Requests go to Endpoint whatever host the queue URLs name.
+	Endpoint string `yaml:"endpoint"`
+	// AccessKeyID, SecretAccessKey and SessionToken are static
+	// credentials. Default empty: the SDK's default chain. Give them as
+	// ${VAR}; they never appear in logs or errors.
+	AccessKeyID     string `yaml:"access_key_id"`
+	SecretAccessKey string `yaml:"secret_access_key"`
+	SessionToken    string `yaml:"session_token"`
+	// SkipProbe starts without contacting SQS. Default false: New checks
+	// (GetQueueAttributes) that every queue known at start-up exists and
+	// is reachable, and fails with a clear error otherwise.
+	SkipProbe bool `yaml:"skip_probe"`
+}
+
+// SetDefaults fills zero fields with their defaults. It is idempotent.
+// Every default of Config is resolved by the SDK or by New, so it only
+// trims stray spaces around the URLs and the region.
+func (c *Config) SetDefaults() {
+	c.QueueURL = strings.TrimSpace(c.QueueURL)
+	c.Region = strings.TrimSpace(c.Region)
+	c.Endpoint = strings.TrimSpace(c.Endpoint)
+}
+
+// Validate reports every problem in c (after SetDefaults) as
+// *sinks.ConfigError values. It never prints a credential.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.QueueURL != "" {
+		if err := checkQueueURL(c.QueueURL); err != nil {
+			errs = append(errs, sinks.Problemf("queue_url", "%v", err))
+		}
+	}
+	if c.Region != "" && !validRegion(c.Region) {
+		errs = append(errs, sinks.Problemf("region", "%q is not a region: write e.g. us-east-1", c.Region))
+	}
+	if c.Endpoint != "" {
+		u, err := url.Parse(c.Endpoint)
+		switch {
+		case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
+			errs = append(errs, sinks.Problemf("endpoint", "%q is not an http(s) URL: write e.g. http://localhost:4566", redactURL(c.Endpoint)))
+		case u.User != nil:
+			errs = append(errs, sinks.Problemf("endpoint", "%q holds credentials: remove them and use access_key_id and secret_access_key", redactURL(c.Endpoint)))
+		}
+	}
+	switch {
+	case c.AccessKeyID != "" && c.SecretAccessKey == "":
+		errs = append(errs, sinks.Problemf("secret_access_key", "missing: access_key_id needs secret_access_key (or remove both to use the default credential chain)"))
+	case c.AccessKeyID == "" && c.SecretAccessKey != "":
+		errs = append(errs, sinks.Problemf("access_key_id", "missing: secret_access_key needs access_key_id (or remove both to use the default credential chain)"))
+	}
+	if c.SessionToken != "" && (c.AccessKeyID == "" || c.SecretAccessKey == "") {
+		errs = append(errs, sinks.Problemf("session_token", "a session token needs access_key_id and secret_access_key"))
+	}
+	return errors.Join(errs...)
+}
+
+// checkQueueURL checks that raw is an http(s) URL with a queue path.
+func checkQueueURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return fmt.Errorf("%q is not an http(s) URL: write the queue's URL, e.g. https://sqs.us-east-1.amazonaws.com/123456789012/tasks", redactURL(raw))
+	}
+	if strings.Trim(u.Path, "/") == "" {
+		return fmt.Errorf("%q names no queue: write the queue's URL, e.g. https://sqs.us-east-1.amazonaws.com/123456789012/tasks", redactURL(raw))
+	}
+	return nil
+}
+
+// CheckQueueURL reports whether raw can be a queue URL; config loaders use
+// it for the queue_url of routes.
+func CheckQueueURL(raw string) error { return checkQueueURL(strings.TrimSpace(raw)) }
+
+// redactURL drops user info from a URL.
+func redactURL(s string) string {
+	if at := strings.LastIndexByte(s, '@'); at >= 0 {
+		if scheme := strings.Index(s, "://"); scheme >= 0 && scheme < at {
+			return s[:scheme+3] + s[at+1:]
+		}
+		return s[at+1:]
+	}
+	return s
+}
+
+func validRegion(r string) bool {
+	if r == "" || len(r) > 64 {
+		return false
+	}
+	for i := 0; i < len(r); i++ {
+		c := r[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// regionFromQueueURL returns the region in the host of an AWS queue URL
+// (https://sqs.<region>.amazonaws.com/..., or the legacy
+// <region>.queue.amazonaws.com), or "".
+func regionFromQueueURL(raw string) string {
+	host := raw
+	if i := strings.Index(host, "://"); i >= 0 {
+		host = host[i+3:]
+	}
+	if i := strings.IndexByte(host, '/'); i >= 0 {
+		host = host[:i]
+	}
+	if i := strings.LastIndexByte(host, ':'); i >= 0 {
+		host = host[:i]
+	}
+	host = strings.ToLower(host)
+	var rest string
+	for _, suffix := range []string{".amazonaws.com", ".amazonaws.com.cn"} {
+		if r, ok := strings.CutSuffix(host, suffix); ok {
+			rest = r
+			break
+		}
+	}
+	if rest == "" {
+		return ""
+	}
+	if r, ok := strings.CutPrefix(rest, "sqs."); ok && validRegion(r) && !strings.Contains(r, ".") {
+		return r
+	}
+	if r, ok := strings.CutSuffix(rest, ".queue"); ok && validRegion(r) {
+		return r
+	}
+	if rest == "queue" {
+		return "us-east-1"
+	}
+	return ""
+}
+
+// isFIFO reports whether queueURL names a FIFO queue.
+func isFIFO(queueURL string) bool { return strings.HasSuffix(queueURL, ".fifo") }
+
+// Limits SQS sets on SendMessageBatch.
+const (
+	maxEntries    = 10         // entries per request
+	maxBatchBytes = 256 * 1024 // payload per message and per request
+	maxAttrs      = 10         // message attributes per message
+)
+
+// noTaskGroup is the MessageGroupId of messages with no task id.
+const noTaskGroup = "no-task"
+
+// priorityAttrs are the CloudEvents attributes sent first, before the
+// attribute limit can cut any.
+var priorityAttrs = [...]string{"id", "type", "source", "subject", "time", "status", "specversion"}
+
+var (
+	// ErrTooLarge is the error of a message over SQS's 256 KiB limit.
+	// Retrying cannot help.
+	ErrTooLarge = errors.New("too large for sqs")
+	// ErrInvalidChars is the error of a message whose body or attribute
+	// value holds characters SQS rejects. Retrying cannot help.
+	ErrInvalidChars = errors.New("holds characters sqs rejects")
+	// ErrNoQueue is the error of a message with no queue: its route names
+	// no queue_url and the sink has none.
+	ErrNoQueue = errors.New("no queue: name a queue_url in the route or set the sink's queue_url")
+
+	errClosed = errors.New("sqs: sink is closed")
+)
+
+// SendError is the error SQS returned for one message of a batch.
+type SendError struct {
+	QueueURL    string
+	Code        string // e.g. "InvalidParameterValue"
+	Message     string
+	SenderFault bool // the message itself was at fault: resending it unchanged fails again
+}
+
+func (e *SendError) Error() string {
+	fault := "sqs fault"
+	if e.SenderFault {
+		fault = "sender fault"
+	}
+	return fmt.Sprintf("sqs: send to %q: %s: %s (%s)", e.QueueURL, e.Code, e.Message, fault)
+}
+
+// Sink publishes to SQS. It is safe for concurrent use.
+type Sink struct {
+	cfg       Config
+	client    *awssqs.Client
+	region    string          // the client's region
+	transport *http.Transport // closed by Close
+	log       *slog.Logger
+	closed    atomic.Bool
+}
+
+// New loads the AWS configuration and, unless cfg.SkipProbe, checks that
+// each queue of queueURLs (the queues routes name without template
+// variables) and cfg.QueueURL exists. log receives the sink's warnings.
+func New(ctx context.Context, cfg Config, queueURLs []string, log *slog.Logger) (*Sink, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	queues := make([]string, 0, len(queueURLs)+1)
+	seen := map[string]bool{}
+	for _, q := range append([]string{cfg.QueueURL}, queueURLs...) {
+		q = strings.TrimSpace(q)
+		if q == "" || seen[q] {
+			continue
+		}
+		seen[q] = true
+		if err := checkQueueURL(q); err != nil {
+			return nil, fmt.Errorf("sqs: %v", err)
+		}
+		queues = append(queues, q)
+	}
+
+	var opts []func(*awsconfig.LoadOptions) error
+	if cfg.Region != "" {
+		opts = append(opts, awsconfig.WithRegion(cfg.Region))
+	}
+	if cfg.AccessKeyID != "" {
+		opts = append(opts, awsconfig.WithCredentialsProvider(
+			credentials.NewStaticCredentialsProvider(cfg.AccessKeyID, cfg.SecretAccessKey, cfg.SessionToken)))
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		// The loader's errors name files and profiles, not secrets.
+		return nil, fmt.Errorf("sqs: load the AWS configuration: %w", err)
+	}
+	// Own the transport (as configured by the loader, e.g. with
+	// AWS_CA_BUNDLE) so that Close can release its connections.
+	bc, ok := awsCfg.HTTPClient.(*awshttp.BuildableClient)
+	if !ok {
+		bc = awshttp.NewBuildableClient()
+	}
+	tr := bc.GetTransport()
+	tr.MaxIdleConnsPerHost = 64 // concurrent webhooks all talk to one host
+	awsCfg.HTTPClient = &http.Client{
+		Transport:     tr,
+		Timeout:       bc.GetTimeout(),
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	if awsCfg.Region == "" {
+		for _, q := range queues {
+			if r := regionFromQueueURL(q); r != "" {
+				awsCfg.Region = r
+				break
+			}
+		}
+	}
+	if awsCfg.Region == "" {
+		if cfg.Endpoint == "" {
+			return nil, sinks.Problemf("region", "missing: set region (e.g. us-east-1) or AWS_REGION; it cannot be read from the queue URLs")
+		}
+		// A compatible service ignores the region, but SigV4 needs one.
+		awsCfg.Region = "us-east-1"
+	}
+	s := &Sink{cfg: cfg, region: awsCfg.Region, transport: tr, log: log}
+	s.client = awssqs.NewFromConfig(awsCfg, func(o *awssqs.Options) {
+		if cfg.Endpoint != "" {
+			o.BaseEndpoint = aws.String(cfg.Endpoint)
+		}
+	})
+	log.Debug("sqs: configured", "region", s.region, "endpoint", cfg.Endpoint, "queues", len(queues), "skip_probe", cfg.SkipProbe)
+	if cfg.SkipProbe {
+		return s, nil
+	}
+	for _, q := range queues {
+		if err := s.probe(ctx, q); err != nil {
+			tr.CloseIdleConnections()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// probe checks that queueURL exists and that the credentials may read it.
+func (s *Sink) probe(ctx context.Context, queueURL string) error {
+	_, err := s.client.GetQueueAttributes(ctx, &awssqs.GetQueueAttributesInput{
+		QueueUrl:       aws.String(queueURL),
+		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn},
+	}, s.queueRegion(queueURL))
+	if err == nil {
+		return nil
+	}
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode() == "QueueDoesNotExist" || apiErr.ErrorCode() == "AWS.SimpleQueueService.NonExistentQueue") {
+		return fmt.Errorf("sqs: queue %q does not exist (region %s): %w; create it or fix the queue_url (or set skip_probe: true if it comes up later)", queueURL, s.regionFor(queueURL), err)
+	}
+	return fmt.Errorf("sqs: cannot reach queue %q (region %s): %w; check the endpoint, region and credentials (or set skip_probe: true if it comes up later)", queueURL, s.regionFor(queueURL), err)
+}
+
+// regionFor is the region requests for queueURL are sent to.
+func (s *Sink) regionFor(queueURL string) string {
+	if s.cfg.Endpoint == "" {
+		if r := regionFromQueueURL(queueURL); r != "" {
+			return r
+		}
+	}
+	return s.region
+}
+
+// queueRegion returns the per-request option that sends requests for an
+// AWS queue URL of another region to that region's endpoint.
+func (s *Sink) queueRegion(queueURL string) func(*awssqs.Options) {
+	r := s.regionFor(queueURL)
+	if r == s.region {
+		return func(*awssqs.Options) {}
+	}
+	return func(o *awssqs.Options) { o.Region = r }
+}
+
+// entry is one message ready to send.
+type entry struct {
+	index int // in the batch
+	size  int
+	req   types.SendMessageBatchRequestEntry
+}
+
+// queueBatch is the part of a Publish batch bound for one queue.
+type queueBatch struct {
+	url     string
+	entries []entry
+}
+
+// failures collects per-message errors from concurrent senders.
+type failures struct {
+	mu     sync.Mutex
+	failed map[int]error
+}
+
+func (f *failures) add(i int, err error) {
+	f.mu.Lock()
+	if f.failed == nil {
+		f.failed = map[int]error{}
+	}
+	f.failed[i] = err
+	f.mu.Unlock()
+}
+
+// Publish implements sinks.Sink. It groups the batch by queue and sends
+// each queue's messages with SendMessageBatch, in order, in requests of at
+// most 10 messages and 256 KiB; different queues are sent to at once. A
+// message fails alone when it has no queue, is too large, or SQS rejects
+// it. On a FIFO queue the messages of one task keep their batch order;
+// a failed message that is retried later lands after the ones sent.
+func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
+	if s.closed.Load() {
+		return errClosed
+	}
+	var f failures
+	var queues []queueBatch
+	for i := range batch {
+		m := &batch[i]
+		q := m.Target
+		if q == "" {
+			q = s.cfg.QueueURL
+		}
+		if q == "" {
+			f.add(i, fmt.Errorf("sqs: %w", ErrNoQueue))
+			continue
+		}
+		e, err := buildEntry(i, m, isFIFO(q))
+		if err != nil {
+			f.add(i, fmt.Errorf("sqs: message for %q: %w", q, err))
+			continue
+		}
+		found := false
+		for j := range queues {
+			if queues[j].url == q {
+				queues[j].entries = append(queues[j].entries, e)
+				found = true
+				break
+			}
+		}
+		if !found {
+			queues = append(queues, queueBatch{url: q, entries: []entry{e}})
+		}
+	}
+	// The last queue is sent from this goroutine: the common single-queue
+	// batch starts none.
+	var wg sync.WaitGroup
+	for j := range len(queues) - 1 {
+		wg.Go(func() { s.sendQueue(ctx, queues[j], &f) })
+	}
+	if len(queues) > 0 {
+		s.sendQueue(ctx, queues[len(queues)-1], &f)
+	}
+	wg.Wait()
+	if len(f.failed) > 0 {
+		return &sinks.BatchError{Failed: f.failed}
+	}
+	return nil
+}
+
+// buildEntry maps message i to a SendMessageBatch entry.
+func buildEntry(i int, m *sinks.Message, fifo bool) (entry, error) {
+	if !validChars(m.Body) {
+		return entry{}, fmt.Errorf("body %w", ErrInvalidChars)
+	}
+	attrs := make(map[string]types.MessageAttributeValue, maxAttrs)
+	size := len(m.Body)
+	add := func(name, value string) error {
+		if value == "" || len(attrs) >= maxAttrs {
+			return nil
+		}
+		if _, dup := attrs[name]; dup {
+			return nil
+		}
+		if !validString(value) {
+			return fmt.Errorf("attribute %q %w", name, ErrInvalidChars)
+		}
+		attrs[name] = types.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(value)}
+		size += len(name) + len("String") + len(value)
+		return nil
+	}
+	if err := add("content-type", sinks.ContentType); err != nil {
+		return entry{}, err
+	}
+	for _, name := range priorityAttrs {
+		for _, a := range m.Attrs {
+			if a.Name == name {
+				if err := add("ce_"+name, a.Value); err != nil {
+					return entry{}, err
+				}
+				break
+			}
+		}
+	}
+	for _, a := range m.Attrs {
+		if len(attrs) >= maxAttrs {
+			break
+		}
+		if validAttrName(a.Name) {
+			if err := add("ce_"+a.Name, a.Value); err != nil {
+				return entry{}, err
+			}
+		}
+	}
+	if size > maxBatchBytes {
+		return entry{}, fmt.Errorf("%d bytes with its attributes is %w (the limit is %d bytes)", size, ErrTooLarge, maxBatchBytes)
+	}
+	e := entry{index: i, size: size}
+	e.req = types.SendMessageBatchRequestEntry{
+		Id:                aws.String(strconv.Itoa(i)),
+		MessageBody:       aws.String(string(m.Body)),
+		MessageAttributes: attrs,
+	}
+	if fifo {
+		group := m.Key
+		if group == "" {
+			group = noTaskGroup
+		}
+		e.req.MessageGroupId = aws.String(fifoID(group))
+		if m.ID != "" {
+			e.req.MessageDeduplicationId = aws.String(fifoID(m.ID))
+		}
+	}
+	return e, nil
+}
+
+// fifoID returns s if SQS accepts it as a MessageGroupId or
+// MessageDeduplicationId (1 to 128 printable ASCII characters), else the
+// hex SHA-256 of s, which keeps equal values equal.
+func fifoID(s string) string {
+	ok := len(s) >= 1 && len(s) <= 128
+	for i := 0; ok && i < len(s); i++ {
+		ok = s[i] >= '!' && s[i] <= '~'
+	}
+	if ok {
+		return s
+	}
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// validAttrName reports whether "ce_"+name is a valid SQS attribute name
+// (CloudEvents names are lower-case letters and digits).
+func validAttrName(name string) bool {
+	if name == "" || len(name) > 20 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// validChars reports whether b holds only characters SQS accepts in a body
+// or string attribute: #x9, #xA, #xD, #x20 to #xD7FF, #xE000 to #xFFFD and
+// #x10000 to #x10FFFF, in valid UTF-8.
+func validChars(b []byte) bool {
+	for i := 0; i < len(b); {
+		c := b[i]
+		if c >= 0x20 && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < 0x20 {
+			if c != '\t' && c != '\n' && c != '\r' {
+				return false
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(b[i:])
+		if !validRune(r, n) {
+			return false
+		}
+		i += n
+	}
+	return true
+}
+
+// validString is validChars for a string.
+func validString(s string) bool {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < 0x20 {
+			if c != '\t' && c != '\n' && c != '\r' {
+				return false
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if !validRune(r, n) {
+			return false
+		}
+		i += n
+	}
+	return true
+}
+
+// validRune checks a decoded non-ASCII rune of n bytes. utf8 never decodes
+// surrogates, so only invalid bytes and U+FFFE, U+FFFF remain to reject.
+func validRune(r rune, n int) bool {
+	return !(r == utf8.RuneError && n <= 1) && r != 0xFFFE && r != 0xFFFF
+}
+
+// sendQueue sends one queue's entries in order, in requests within SQS's
+// limits.
+func (s *Sink) sendQueue(ctx context.Context, qb queueBatch, f *failures) {
+	opt := s.queueRegion(qb.url)
+	entries := qb.entries
+	for len(entries) > 0 {
+		n, size := 0, 0
+		for n < len(entries) && n < maxEntries && (n == 0 || size+entries[n].size <= maxBatchBytes) {
+			size += entries[n].size
+			n++
+		}
+		s.sendChunk(ctx, qb.url, entries[:n], opt, f)
+		entries = entries[n:]
+	}
+}
+
+// sendChunk sends one SendMessageBatch request and records its failures.
+func (s *Sink) sendChunk(ctx context.Context, queueURL string, chunk []entry, opt func(*awssqs.Options), f *failures) {
+	reqs := make([]types.SendMessageBatchRequestEntry, len(chunk))
+	for i := range chunk {
+		reqs[i] = chunk[i].req
+	}
+	out, err := s.client.SendMessageBatch(ctx, &awssqs.SendMessageBatchInput{
+		QueueUrl: aws.String(queueURL),
+		Entries:  reqs,
+	}, opt)
+	if err != nil {
+		err = fmt.Errorf("sqs: send to %q: %w", queueURL, err)
+		for _, e := range chunk {
+			f.add(e.index, err)
+		}
+		return
+	}
+	// Every entry must come back either confirmed with a MessageId or
+	// failed; anything else is not confirmed.
+	confirmed := make(map[string]bool, len(out.Successful))
+	for _, r := range out.Successful {
+		if r.Id != nil && aws.ToString(r.MessageId) != "" {
+			confirmed[*r.Id] = true
+		}
+	}
+	rejected := make(map[string]*SendError, len(out.Failed))
+	for _, r := range out.Failed {
+		rejected[aws.ToString(r.Id)] = &SendError{
+			QueueURL:    queueURL,
+			Code:        aws.ToString(r.Code),
+			Message:     aws.ToString(r.Message),
+			SenderFault: r.SenderFault,
+		}
+	}
+	for _, e := range chunk {
+		id := *e.req.Id
+		switch {
+		case confirmed[id]:
+		case rejected[id] != nil:
+			f.add(e.index, rejected[id])
+		default:
+			f.add(e.index, fmt.Errorf("sqs: send to %q: sqs returned no message id for the message", queueURL))
+		}
+	}
+}
+
+// Close releases the sink's idle connections. Publish confirms every
+// message before it returns, so nothing is left to flush.
+func (s *Sink) Close(ctx context.Context) error {
+	if s.closed.Swap(true) {
+		return errClosed
+	}
+	s.transport.CloseIdleConnections()
+	return nil
+}

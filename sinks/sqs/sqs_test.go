@@ -1,0 +1,707 @@
+package sqs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/sivchari/kumo"
+
+	"github.com/hookbridge/hookbridge/sinks"
+)
+
+// harness is a kumo server, a plain SDK client to inspect it, and helpers.
+type harness struct {
+	t   testing.TB
+	srv *kumo.Server
+	c   *awssqs.Client
+}
+
+func newHarness(t testing.TB) *harness {
+	t.Helper()
+	srv := kumo.NewServer()
+	t.Cleanup(srv.Close)
+	c := awssqs.New(awssqs.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(srv.URL),
+		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{AccessKeyID: "x", SecretAccessKey: "x"}, nil
+		}),
+	})
+	return &harness{t: t, srv: srv, c: c}
+}
+
+// queueSeq makes queue names unique: kumo keeps one SQS store per
+// process, shared by every kumo.Server (and by -count runs).
+var queueSeq atomic.Int64
+
+// queue creates a queue (FIFO when name ends in ".fifo") under a unique
+// name and returns the URL kumo gives it (http://localhost:4566/...;
+// requests still reach srv).
+func (h *harness) queue(name string) string {
+	h.t.Helper()
+	base, fifo := strings.CutSuffix(name, ".fifo")
+	name = fmt.Sprintf("%s-%d", base, queueSeq.Add(1))
+	if fifo {
+		name += ".fifo"
+	}
+	in := &awssqs.CreateQueueInput{QueueName: aws.String(name)}
+	if isFIFO(name) {
+		in.Attributes = map[string]string{"FifoQueue": "true"}
+	}
+	out, err := h.c.CreateQueue(context.Background(), in)
+	if err != nil {
+		h.t.Fatalf("create queue %s: %v", name, err)
+	}
+	return aws.ToString(out.QueueUrl)
+}
+
+func (h *harness) config(queueURL string) Config {
+	return Config{QueueURL: queueURL, Region: "us-east-1", Endpoint: h.srv.URL, AccessKeyID: "x", SecretAccessKey: "x"}
+}
+
+func (h *harness) sink(cfg Config, queues ...string) *Sink {
+	h.t.Helper()
+	s, err := New(context.Background(), cfg, queues, slog.New(slog.DiscardHandler))
+	if err != nil {
+		h.t.Fatalf("New: %v", err)
+	}
+	h.t.Cleanup(func() { s.Close(context.Background()) })
+	return s
+}
+
+// count is the number of messages waiting in the queue.
+func (h *harness) count(queueURL string) int {
+	h.t.Helper()
+	out, err := h.c.GetQueueAttributes(context.Background(), &awssqs.GetQueueAttributesInput{
+		QueueUrl:       aws.String(queueURL),
+		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameApproximateNumberOfMessages},
+	})
+	if err != nil {
+		h.t.Fatalf("queue attributes: %v", err)
+	}
+	n, _ := strconv.Atoi(out.Attributes[string(types.QueueAttributeNameApproximateNumberOfMessages)])
+	return n
+}
+
+// drain receives (and deletes) messages until it has n, with a bounded
+// number of receive calls, and fails if more than n arrive.
+func (h *harness) drain(queueURL string, n int) []types.Message {
+	h.t.Helper()
+	var got []types.Message
+	for range 30 {
+		if len(got) >= n {
+			break
+		}
+		out, err := h.c.ReceiveMessage(context.Background(), &awssqs.ReceiveMessageInput{
+			QueueUrl:              aws.String(queueURL),
+			MaxNumberOfMessages:   10,
+			MessageAttributeNames: []string{"All"},
+			VisibilityTimeout:     2,
+			WaitTimeSeconds:       1,
+		})
+		if err != nil {
+			h.t.Fatalf("receive: %v", err)
+		}
+		for _, m := range out.Messages {
+			got = append(got, m)
+			if _, err := h.c.DeleteMessage(context.Background(), &awssqs.DeleteMessageInput{
+				QueueUrl: aws.String(queueURL), ReceiptHandle: m.ReceiptHandle,
+			}); err != nil {
+				h.t.Fatalf("delete: %v", err)
+			}
+		}
+	}
+	if len(got) != n {
+		h.t.Fatalf("received %d messages from %s, want %d", len(got), queueURL, n)
+	}
+	return got
+}
+
+func bodies(msgs []types.Message) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = aws.ToString(m.Body)
+	}
+	return out
+}
+
+// event builds a message shaped like the bridge's: the same attributes in
+// the same order.
+func event(task, id string) sinks.Message {
+	body, _ := json.Marshal(map[string]string{"specversion": "1.0", "id": id, "subject": task, "type": "com.browser-use.task.finished"})
+	return sinks.Message{
+		Key: task,
+		ID:  id,
+		Attrs: []sinks.Attr{
+			{Name: "specversion", Value: "1.0"},
+			{Name: "id", Value: id},
+			{Name: "source", Value: "https://api.browser-use.com"},
+			{Name: "type", Value: "com.browser-use.task.finished"},
+			{Name: "subject", Value: task},
+			{Name: "time", Value: "2026-01-02T03:04:05Z"},
+			{Name: "datacontenttype", Value: "application/json"},
+			{Name: "status", Value: "finished"},
+			{Name: "browseruseenvelope", Value: `{"type":"agent.task.status_update"}`},
+			{Name: "extra", Value: "dropped: over the limit"},
+		},
+		Body: body,
+	}
+}
+
+func TestPublishStandard(t *testing.T) {
+	h := newHarness(t)
+	q := h.queue("tasks")
+	s := h.sink(h.config(q))
+	batch := []sinks.Message{event("t1", "e1"), event("t2", "e2"), event("t3", "e3")}
+	if err := s.Publish(context.Background(), batch); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	got := h.drain(q, 3)
+	want := map[string]string{}
+	for _, m := range batch {
+		want[string(m.Body)] = m.ID
+	}
+	for _, m := range got {
+		id, ok := want[aws.ToString(m.Body)]
+		if !ok {
+			t.Fatalf("unexpected body %q", aws.ToString(m.Body))
+		}
+		delete(want, aws.ToString(m.Body))
+		attrs := map[string]string{}
+		for k, v := range m.MessageAttributes {
+			if aws.ToString(v.DataType) != "String" {
+				t.Errorf("attribute %s has type %q, want String", k, aws.ToString(v.DataType))
+			}
+			attrs[k] = aws.ToString(v.StringValue)
+		}
+		wantAttrs := map[string]string{
+			"content-type":          sinks.ContentType,
+			"ce_id":                 id,
+			"ce_type":               "com.browser-use.task.finished",
+			"ce_source":             "https://api.browser-use.com",
+			"ce_subject":            "t" + strings.TrimPrefix(id, "e"),
+			"ce_time":               "2026-01-02T03:04:05Z",
+			"ce_status":             "finished",
+			"ce_specversion":        "1.0",
+			"ce_datacontenttype":    "application/json",
+			"ce_browseruseenvelope": `{"type":"agent.task.status_update"}`,
+		}
+		if !maps.Equal(attrs, wantAttrs) {
+			t.Errorf("attributes of %s:\n got %v\nwant %v", id, attrs, wantAttrs)
+		}
+	}
+}
+
+func TestAttributesSkipEmptyAndLimit(t *testing.T) {
+	m := sinks.Message{Body: []byte(`{}`), Attrs: []sinks.Attr{
+		{Name: "subject", Value: ""}, // empty: skipped
+		{Name: "a1", Value: "1"}, {Name: "a2", Value: "2"}, {Name: "a3", Value: "3"},
+		{Name: "a4", Value: "4"}, {Name: "a5", Value: "5"}, {Name: "a6", Value: "6"},
+		{Name: "a7", Value: "7"}, {Name: "a8", Value: "8"}, {Name: "a9", Value: "9"},
+		{Name: "id", Value: "x"}, // a priority attribute comes first whatever its place
+		{Name: "Bad.Name", Value: "skipped"},
+	}}
+	e, err := buildEntry(0, &m, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := slices.Sorted(maps.Keys(e.req.MessageAttributes))
+	want := []string{"ce_a1", "ce_a2", "ce_a3", "ce_a4", "ce_a5", "ce_a6", "ce_a7", "ce_a8", "ce_id", "content-type"}
+	if !slices.Equal(names, want) {
+		t.Fatalf("attributes %v, want %v", names, want)
+	}
+	if e.req.MessageGroupId != nil || e.req.MessageDeduplicationId != nil {
+		t.Fatal("standard queue message has FIFO ids")
+	}
+}
+
+func TestPublishMoreThanTen(t *testing.T) {
+	h := newHarness(t)
+	q := h.queue("many")
+	s := h.sink(h.config(q))
+	var batch []sinks.Message
+	for i := range 23 {
+		batch = append(batch, event(fmt.Sprintf("t%d", i), fmt.Sprintf("e%d", i)))
+	}
+	if err := s.Publish(context.Background(), batch); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	got := bodies(h.drain(q, len(batch)))
+	var want []string
+	for _, m := range batch {
+		want = append(want, string(m.Body))
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("bodies differ:\n got %v\nwant %v", got, want)
+	}
+}
+
+func TestPublishSplitsBySize(t *testing.T) {
+	h := newHarness(t)
+	q := h.queue("big")
+	s := h.sink(h.config(q))
+	// Four messages of ~100 KiB: at most two fit one 256 KiB request.
+	var batch []sinks.Message
+	for i := range 4 {
+		m := event("t", fmt.Sprintf("e%d", i))
+		m.Body = []byte(fmt.Sprintf(`{"id":"e%d","pad":%q}`, i, strings.Repeat("x", 100*1024)))
+		batch = append(batch, m)
+	}
+	if err := s.Publish(context.Background(), batch); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	if n := h.count(q); n != 4 {
+		t.Fatalf("%d messages in the queue, want 4", n)
+	}
+}
+
+func TestPublishFIFO(t *testing.T) {
+	h := newHarness(t)
+	q := h.queue("tasks.fifo")
+	s := h.sink(h.config(q))
+	ctx := context.Background()
+
+	// The same event twice, in two Publish calls: SQS keeps one.
+	dup := event("task-a", "a1")
+	for range 2 {
+		if err := s.Publish(ctx, []sinks.Message{dup}); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+	}
+	if n := h.count(q); n != 1 {
+		t.Fatalf("%d messages after publishing one event twice, want 1", n)
+	}
+	// More events of task-a, interleaved with task-b, some in one batch
+	// over two requests, one with no task id.
+	var batch []sinks.Message
+	for i := 2; i <= 12; i++ {
+		batch = append(batch, event("task-a", fmt.Sprintf("a%d", i)), event("task-b", fmt.Sprintf("b%d", i)))
+	}
+	noTask := event("", "n1")
+	batch = append(batch, noTask)
+	if err := s.Publish(ctx, batch); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	if err := s.Publish(ctx, []sinks.Message{event("task-a", "a13")}); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	got := h.drain(q, 1+len(batch)+1)
+	var order []string
+	sawNoTask := false
+	for _, m := range got {
+		var b struct{ ID, Subject string }
+		if err := json.Unmarshal([]byte(aws.ToString(m.Body)), &b); err != nil {
+			t.Fatal(err)
+		}
+		switch b.Subject {
+		case "task-a":
+			order = append(order, b.ID)
+		case "":
+			sawNoTask = true
+		}
+	}
+	var want []string
+	for i := 1; i <= 13; i++ {
+		want = append(want, fmt.Sprintf("a%d", i))
+	}
+	if !slices.Equal(order, want) {
+		t.Fatalf("task-a events came out as %v, want %v", order, want)
+	}
+	if !sawNoTask {
+		t.Fatal("the message without task id did not arrive")
+	}
+}
+
+func TestFIFOEntryIDs(t *testing.T) {
+	m := event("", "ev")
+	e, err := buildEntry(3, &m, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := aws.ToString(e.req.MessageGroupId); got != noTaskGroup {
+		t.Errorf("group %q, want %q", got, noTaskGroup)
+	}
+	if got := aws.ToString(e.req.MessageDeduplicationId); got != "ev" {
+		t.Errorf("dedup id %q, want ev", got)
+	}
+	if got := aws.ToString(e.req.Id); got != "3" {
+		t.Errorf("entry id %q, want 3", got)
+	}
+}
+
+func TestFIFOIDReplaced(t *testing.T) {
+	long := strings.Repeat("k", 129)
+	for in, want := range map[string]string{
+		"task-1":                 "task-1",
+		strings.Repeat("k", 128): strings.Repeat("k", 128),
+	} {
+		if got := fifoID(in); got != want {
+			t.Errorf("fifoID(%q) = %q", in, got)
+		}
+	}
+	for _, in := range []string{long, "has space", "tâche"} {
+		got := fifoID(in)
+		if len(got) != 64 || got != fifoID(in) || fifoID(got) != got {
+			t.Errorf("fifoID(%q) = %q, want a stable 64-char hash", in, got)
+		}
+	}
+}
+
+// batchErr returns the *sinks.BatchError in err, failing the test if
+// there is none.
+func batchErr(t *testing.T, err error) *sinks.BatchError {
+	t.Helper()
+	var be *sinks.BatchError
+	if !errors.As(err, &be) {
+		t.Fatalf("Publish returned %v, want a *sinks.BatchError", err)
+	}
+	return be
+}
+
+func failedIndexes(be *sinks.BatchError) []int {
+	return slices.Sorted(maps.Keys(be.Failed))
+}
+
+func TestPartialFailureRejectedBySQS(t *testing.T) {
+	h := newHarness(t)
+	q := h.queue("partial")
+	s := h.sink(h.config(q))
+	batch := []sinks.Message{event("t", "e0"), event("t", "e1"), event("t", "e2")}
+	batch[1].Body = nil // SQS rejects an empty body for this entry only
+	be := batchErr(t, s.Publish(context.Background(), batch))
+	if got := failedIndexes(be); !slices.Equal(got, []int{1}) {
+		t.Fatalf("failed %v, want [1]", got)
+	}
+	var se *SendError
+	if !errors.As(be.Failed[1], &se) {
+		t.Fatalf("error %v is not a *SendError", be.Failed[1])
+	}
+	if se.Code != "MissingParameter" || !se.SenderFault || se.QueueURL != q || se.Message == "" {
+		t.Fatalf("SendError %+v", se)
+	}
+	if sinks.MessageErr(be, 0) != nil || sinks.MessageErr(be, 2) != nil {
+		t.Fatal("confirmed messages reported as failed")
+	}
+	got := bodies(h.drain(q, 2))
+	slices.Sort(got)
+	if want := []string{string(batch[0].Body), string(batch[2].Body)}; !slices.Equal(got, want) {
+		t.Fatalf("bodies %v, want %v", got, want)
+	}
+}
+
+func TestPartialFailureFIFONoDedupID(t *testing.T) {
+	h := newHarness(t)
+	q := h.queue("nodedup.fifo") // no ContentBasedDeduplication
+	s := h.sink(h.config(q))
+	batch := []sinks.Message{event("t", "e0"), event("t", ""), event("u", "e2")}
+	be := batchErr(t, s.Publish(context.Background(), batch))
+	if got := failedIndexes(be); !slices.Equal(got, []int{1}) {
+		t.Fatalf("failed %v, want [1]", got)
+	}
+	var se *SendError
+	if !errors.As(be.Failed[1], &se) || se.Code != "InvalidParameterValue" {
+		t.Fatalf("error %v, want an InvalidParameterValue *SendError", be.Failed[1])
+	}
+	h.drain(q, 2)
+}
+
+func TestPartialFailureLocal(t *testing.T) {
+	h := newHarness(t)
+	q := h.queue("local")
+	s := h.sink(h.config(q))
+	batch := []sinks.Message{event("t", "e0"), event("t", "e1"), event("t", "e2"), event("t", "e3")}
+	batch[1].Body = []byte(`{"pad":"` + strings.Repeat("x", maxBatchBytes) + `"}`)
+	batch[3].Attrs = append(slices.Clone(batch[3].Attrs[:1]), sinks.Attr{Name: "subject", Value: "bad\x00id"})
+	be := batchErr(t, s.Publish(context.Background(), batch))
+	if got := failedIndexes(be); !slices.Equal(got, []int{1, 3}) {
+		t.Fatalf("failed %v, want [1 3]", got)
+	}
+	if !errors.Is(be.Failed[1], ErrTooLarge) || !strings.Contains(be.Failed[1].Error(), "too large") {
+		t.Errorf("message 1: %v, want ErrTooLarge", be.Failed[1])
+	}
+	if !errors.Is(be.Failed[3], ErrInvalidChars) || !strings.Contains(be.Failed[3].Error(), `"ce_subject"`) {
+		t.Errorf("message 3: %v, want ErrInvalidChars naming ce_subject", be.Failed[3])
+	}
+	got := bodies(h.drain(q, 2))
+	slices.Sort(got)
+	if want := []string{string(batch[0].Body), string(batch[2].Body)}; !slices.Equal(got, want) {
+		t.Fatalf("bodies %v, want %v", got, want)
+	}
+}
+
+func TestValidChars(t *testing.T) {
+	for s, want := range map[string]bool{
+		"":                  true,
+		"plain {\"json\"}":  true,
+		"tab\tnl\ncr\r":     true,
+		"é, 日本, \U0001F600": true,
+		"\uFFFD":            true,
+		"nul\x00":           false,
+		"bell\x07":          false,
+		"bad utf8 \xff":     false,
+		"\uFFFE":            false,
+		"\uFFFF":            false,
+	} {
+		if got := validString(s); got != want {
+			t.Errorf("validString(%q) = %v, want %v", s, got, want)
+		}
+		if got := validChars([]byte(s)); got != want {
+			t.Errorf("validChars(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+func TestRouting(t *testing.T) {
+	h := newHarness(t)
+	q1, q2 := h.queue("one"), h.queue("two.fifo")
+	s := h.sink(h.config(""), q1, q2) // no default queue
+	batch := []sinks.Message{event("t", "e0"), event("t", "e1"), event("t", "e2"), event("t", "e3")}
+	batch[0].Target = q1
+	batch[1].Target = q2
+	batch[3].Target = q1
+	be := batchErr(t, s.Publish(context.Background(), batch))
+	if got := failedIndexes(be); !slices.Equal(got, []int{2}) {
+		t.Fatalf("failed %v, want [2]", got)
+	}
+	if !errors.Is(be.Failed[2], ErrNoQueue) {
+		t.Fatalf("message 2: %v, want ErrNoQueue", be.Failed[2])
+	}
+	got := bodies(h.drain(q1, 2))
+	slices.Sort(got)
+	if want := []string{string(batch[0].Body), string(batch[3].Body)}; !slices.Equal(got, want) {
+		t.Fatalf("queue one got %v, want %v", got, want)
+	}
+	if got := bodies(h.drain(q2, 1)); got[0] != string(batch[1].Body) {
+		t.Fatalf("queue two got %v", got)
+	}
+
+	// A default queue takes the messages with no target.
+	s2 := h.sink(h.config(q2), q1)
+	if err := s2.Publish(context.Background(), []sinks.Message{event("t", "e9")}); err != nil {
+		t.Fatal(err)
+	}
+	h.drain(q2, 1)
+}
+
+func TestProbe(t *testing.T) {
+	h := newHarness(t)
+	good := h.queue("exists")
+	missing := good + "-missing"
+	cfg := h.config(good)
+	_, err := New(context.Background(), cfg, []string{missing}, nil)
+	if err == nil {
+		t.Fatal("New succeeded with a missing queue")
+	}
+	for _, want := range []string{fmt.Sprintf("queue %q does not exist", missing), "create it or fix the queue_url", "skip_probe: true"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+	t.Log(err)
+	cfg.SkipProbe = true
+	h.sink(cfg, missing)
+
+	// An unreachable endpoint names the queue too.
+	down := newHarness(t)
+	down.srv.Close()
+	cfg = h.config(good)
+	cfg.Endpoint = down.srv.URL
+	_, err = New(context.Background(), cfg, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("cannot reach queue %q", good)) || !strings.Contains(err.Error(), "skip_probe: true") {
+		t.Fatalf("New with an unreachable endpoint: %v", err)
+	}
+	t.Log(err)
+}
+
+func TestCloseThenPublish(t *testing.T) {
+	h := newHarness(t)
+	q := h.queue("closing")
+	s, err := New(context.Background(), h.config(q), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Publish(context.Background(), []sinks.Message{event("t", "e")}); err == nil {
+		t.Fatal("Publish after Close succeeded")
+	}
+}
+
+func TestRegion(t *testing.T) {
+	for raw, want := range map[string]string{
+		"https://sqs.eu-west-1.amazonaws.com/123456789012/q":          "eu-west-1",
+		"https://sqs.cn-north-1.amazonaws.com.cn/123456789012/q.fifo": "cn-north-1",
+		"https://ap-south-1.queue.amazonaws.com/123456789012/q":       "ap-south-1",
+		"https://queue.amazonaws.com/123456789012/q":                  "us-east-1",
+		"http://localhost:4566/000000000000/q":                        "",
+		"https://sqs.example.com/1/q":                                 "",
+	} {
+		if got := regionFromQueueURL(raw); got != want {
+			t.Errorf("regionFromQueueURL(%q) = %q, want %q", raw, got, want)
+		}
+	}
+
+	// No region anywhere: from the queue URL's host, else an error.
+	t.Setenv("AWS_REGION", "")
+	t.Setenv("AWS_DEFAULT_REGION", "")
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
+	cfg := Config{QueueURL: "https://sqs.eu-west-1.amazonaws.com/123456789012/q", AccessKeyID: "x", SecretAccessKey: "x", SkipProbe: true}
+	s, err := New(context.Background(), cfg, []string{"https://sqs.us-west-2.amazonaws.com/123456789012/other"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.region != "eu-west-1" || s.regionFor("https://sqs.us-west-2.amazonaws.com/123456789012/other") != "us-west-2" {
+		t.Fatalf("region %q", s.region)
+	}
+	s.Close(context.Background())
+	cfg.QueueURL = "https://queues.example.com/q"
+	_, err = New(context.Background(), cfg, nil, nil)
+	var ce *sinks.ConfigError
+	if !errors.As(err, &ce) || ce.Key != "region" {
+		t.Fatalf("New without a region: %v, want a region ConfigError", err)
+	}
+}
+
+func TestConfig(t *testing.T) {
+	const secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+	tests := []struct {
+		name string
+		cfg  Config
+		want []string // "key: problem", in order
+	}{
+		{"empty", Config{}, nil},
+		{"ok", Config{QueueURL: " https://sqs.us-east-1.amazonaws.com/1/q ", Region: "us-east-1", Endpoint: "http://localhost:4566", AccessKeyID: "AK", SecretAccessKey: secret, SessionToken: "tok"}, nil},
+		{"queue not a URL", Config{QueueURL: "tasks"}, []string{
+			`queue_url: "tasks" is not an http(s) URL: write the queue's URL, e.g. https://sqs.us-east-1.amazonaws.com/123456789012/tasks`}},
+		{"queue wrong scheme", Config{QueueURL: "sqs://x/q"}, []string{
+			`queue_url: "sqs://x/q" is not an http(s) URL: write the queue's URL, e.g. https://sqs.us-east-1.amazonaws.com/123456789012/tasks`}},
+		{"queue without path", Config{QueueURL: "https://sqs.us-east-1.amazonaws.com/"}, []string{
+			`queue_url: "https://sqs.us-east-1.amazonaws.com/" names no queue: write the queue's URL, e.g. https://sqs.us-east-1.amazonaws.com/123456789012/tasks`}},
+		{"region", Config{Region: "US East"}, []string{
+			`region: "US East" is not a region: write e.g. us-east-1`}},
+		{"endpoint", Config{Endpoint: "localhost:4566"}, []string{
+			`endpoint: "localhost:4566" is not an http(s) URL: write e.g. http://localhost:4566`}},
+		{"endpoint credentials", Config{Endpoint: "http://user:pass-word@localhost:4566"}, []string{
+			`endpoint: "http://localhost:4566" holds credentials: remove them and use access_key_id and secret_access_key`}},
+		{"key without secret", Config{AccessKeyID: "AK"}, []string{
+			`secret_access_key: missing: access_key_id needs secret_access_key (or remove both to use the default credential chain)`}},
+		{"secret without key", Config{SecretAccessKey: secret}, []string{
+			`access_key_id: missing: secret_access_key needs access_key_id (or remove both to use the default credential chain)`}},
+		{"token alone", Config{SessionToken: secret}, []string{
+			`session_token: a session token needs access_key_id and secret_access_key`}},
+		{"several", Config{QueueURL: "q", Endpoint: "x", SecretAccessKey: secret}, []string{
+			`queue_url: "q" is not an http(s) URL: write the queue's URL, e.g. https://sqs.us-east-1.amazonaws.com/123456789012/tasks`,
+			`endpoint: "x" is not an http(s) URL: write e.g. http://localhost:4566`,
+			`access_key_id: missing: secret_access_key needs access_key_id (or remove both to use the default credential chain)`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := tt.cfg
+			cfg.SetDefaults()
+			again := cfg
+			again.SetDefaults()
+			if again != cfg {
+				t.Fatal("SetDefaults is not idempotent")
+			}
+			err := cfg.Validate()
+			var got []string
+			if err != nil {
+				for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+					var ce *sinks.ConfigError
+					if !errors.As(e, &ce) {
+						t.Fatalf("%v is not a *sinks.ConfigError", e)
+					}
+					got = append(got, ce.Error())
+				}
+				if strings.Contains(err.Error(), secret) {
+					t.Fatalf("error shows the secret: %v", err)
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("Validate:\n got %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+	c := Config{QueueURL: " https://sqs.us-east-1.amazonaws.com/1/q\n"}
+	c.SetDefaults()
+	if c.QueueURL != "https://sqs.us-east-1.amazonaws.com/1/q" {
+		t.Fatalf("SetDefaults left %q", c.QueueURL)
+	}
+}
+
+func TestSecretNeverInErrors(t *testing.T) {
+	const secret = "s3cr3t-Value-That-Must-Not-Leak"
+	h := newHarness(t)
+	q := h.queue("secret")
+	var errs []error
+	collect := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	cfg := h.config(q)
+	cfg.SecretAccessKey = secret
+	cfg.SessionToken = secret
+	// Validation, probe of a missing queue, unreachable endpoint.
+	bad := cfg
+	bad.AccessKeyID = ""
+	collect(bad.Validate())
+	_, err := New(context.Background(), bad, nil, nil)
+	collect(err)
+	_, err = New(context.Background(), cfg, []string{q + "-missing"}, nil)
+	collect(err)
+	down := newHarness(t)
+	down.srv.Close()
+	unreachable := cfg
+	unreachable.Endpoint = down.srv.URL
+	_, err = New(context.Background(), unreachable, nil, nil)
+	collect(err)
+	// Publish failures: missing queue, rejected entry, too large.
+	cfg.SkipProbe = true
+	s := h.sink(cfg)
+	m := event("t", "e")
+	m.Target = q + "-missing"
+	collect(s.Publish(context.Background(), []sinks.Message{m}))
+	empty := event("t", "e")
+	empty.Body = nil
+	collect(s.Publish(context.Background(), []sinks.Message{empty}))
+	if len(errs) != 6 {
+		t.Fatalf("%d errors, want 6: %v", len(errs), errs)
+	}
+	for _, err := range errs {
+		if strings.Contains(err.Error(), secret) || strings.Contains(fmt.Sprintf("%+v", err), secret) {
+			t.Fatalf("error shows the secret: %v", err)
+		}
+	}
+}
+
+func BenchmarkPublish(b *testing.B) {
+	h := newHarness(b)
+	q := h.queue("bench")
+	s := h.sink(h.config(q))
+	batch := []sinks.Message{event("task", "e")}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.Publish(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
