@@ -568,56 +568,37 @@ func validAttrName(name string) bool {
 // or string attribute: #x9, #xA, #xD, #x20 to #xD7FF, #xE000 to #xFFFD and
 // #x10000 to #x10FFFF, in valid UTF-8.
 func validChars(b []byte) bool {
-	for i := 0; i < len(b); {
-		c := b[i]
-		if c >= 0x20 && c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		if c < 0x20 {
-			if c != '\t' && c != '\n' && c != '\r' {
-				return false
-			}
-			i++
-			continue
-		}
-		r, n := utf8.DecodeRune(b[i:])
-		if !validRune(r, n) {
+	if !utf8.Valid(b) {
+		return false
+	}
+	for _, r := range string(b) { // ranging over the conversion does not copy
+		if !allowedRune(r) {
 			return false
 		}
-		i += n
 	}
 	return true
 }
 
 // validString is validChars for a string.
 func validString(s string) bool {
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		if c < 0x20 {
-			if c != '\t' && c != '\n' && c != '\r' {
-				return false
-			}
-			i++
-			continue
-		}
-		r, n := utf8.DecodeRuneInString(s[i:])
-		if !validRune(r, n) {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if !allowedRune(r) {
 			return false
 		}
-		i += n
 	}
 	return true
 }
 
-// validRune checks a decoded non-ASCII rune of n bytes. utf8 never decodes
-// surrogates, so only invalid bytes and U+FFFE, U+FFFF remain to reject.
-func validRune(r rune, n int) bool {
-	return !(r == utf8.RuneError && n <= 1) && r != 0xFFFE && r != 0xFFFF
+// allowedRune reports whether SQS accepts r (utf8 never decodes
+// surrogates, so they need no check).
+func allowedRune(r rune) bool {
+	if r < 0x20 {
+		return r == '\t' || r == '\n' || r == '\r'
+	}
+	return r != 0xFFFE && r != 0xFFFF
 }
 
 // sendQueue sends one queue's entries in order, in requests within SQS's
