@@ -49,6 +49,7 @@ func TestServiceFansOutToEveryBroker(t *testing.T) {
 	yaml := fmt.Sprintf(`
 server:
   listen: "127.0.0.1:0"
+delivery: sync
 sources:
   - name: browser-use
     secrets: ["${SECRET}"]

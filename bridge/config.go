@@ -20,10 +20,37 @@ import (
 // unknown keys, unknown sink types, routes naming missing sinks, duplicate
 // names and malformed values are errors that name the file, line and key.
 type Config struct {
-	Server  ServerConfig   `yaml:"server"`
-	Sources []SourceConfig `yaml:"sources"`
-	Sinks   []SinkConfig   `yaml:"sinks"`
-	Routes  []RouteConfig  `yaml:"routes"`
+	Server ServerConfig `yaml:"server"`
+	// Delivery is what a 200 answer waits for: "spool" (the default) once
+	// the event is fsynced in the local spool, which delivers it in the
+	// background with retries; "sync" once every sink confirmed it. A
+	// route may override it.
+	Delivery string         `yaml:"delivery"`
+	Spool    SpoolConfig    `yaml:"spool"`
+	Sources  []SourceConfig `yaml:"sources"`
+	Sinks    []SinkConfig   `yaml:"sinks"`
+	Routes   []RouteConfig  `yaml:"routes"`
+}
+
+// Delivery modes.
+const (
+	DeliverySpool = "spool"
+	DeliverySync  = "sync"
+)
+
+// SpoolConfig configures the durable local spool behind delivery: spool.
+type SpoolConfig struct {
+	// Backend is where the spool lives: "local" (a bbolt file in Dir).
+	// Default "local".
+	Backend string `yaml:"backend"`
+	// Dir holds the spool file. Default "./data/spool".
+	Dir string `yaml:"dir"`
+	// MaxBytes caps the size of the events waiting in the spool; when it
+	// is reached webhooks are answered 503 with Retry-After. Default 1 GiB.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// MaxEvents caps the number of messages waiting in the spool (one per
+	// event and sink target). Default 1,000,000.
+	MaxEvents int `yaml:"max_events"`
 }
 
 // ServerConfig configures the webhook listener. The zero value is a valid
@@ -90,13 +117,35 @@ func (Secret) String() string { return "[redacted]" }
 // GoString returns a placeholder, never the secret.
 func (Secret) GoString() string { return "[redacted]" }
 
-// SinkConfig is one named broker connection. Type picks the kind; the
-// remaining keys are the kind's own (Options).
+// SinkConfig is one named broker connection. Type picks the kind; retry
+// and dead_letter are hookbridge's own; the remaining keys are the kind's
+// (Options).
 type SinkConfig struct {
 	Name string
 	Type string
+	// Retry is how the spool retries this sink's failed publishes.
+	Retry RetryConfig
+	// DeadLetter is where messages the sink will not take go; nil keeps
+	// them in the spool only (hookbridge spool ls -dead).
+	DeadLetter *TargetConfig
 	// Options is the kind's configuration, e.g. *nats.Config.
 	Options SinkOptions
+}
+
+// RetryConfig is a sink's retry policy under delivery: spool. The zero
+// value is valid: SetDefaults fills it.
+type RetryConfig struct {
+	// MinBackoff is the wait after the first failure; it doubles with
+	// each failure, with jitter. Default 200ms.
+	MinBackoff time.Duration `yaml:"min_backoff"`
+	// MaxBackoff caps the wait between attempts. Default 30s.
+	MaxBackoff time.Duration `yaml:"max_backoff"`
+	// MaxAttempts dead-letters a message after this many failed attempts.
+	// Default 0: no limit by count (MaxAge applies).
+	MaxAttempts int `yaml:"max_attempts"`
+	// MaxAge dead-letters a message still undelivered this long after its
+	// webhook was accepted. Default 72h.
+	MaxAge time.Duration `yaml:"max_age"`
 }
 
 // SinkOptions is a sink kind's own configuration.
@@ -110,6 +159,9 @@ type SinkOptions interface {
 type RouteConfig struct {
 	// Name identifies the route in logs and in `hookbridge check`.
 	Name string `yaml:"name"`
+	// Delivery overrides the top-level delivery mode for this route's
+	// targets: "spool" or "sync". Default: the top-level mode.
+	Delivery string `yaml:"delivery"`
 	// Status lists the statuses the route takes; "*" takes every status.
 	Status []string `yaml:"status"`
 	// To lists where the events go.
@@ -172,6 +224,11 @@ func (s *SinkConfig) decodeNode(d *decoder, n *yaml.Node, key string) {
 				d.errorf(v, joinKey(key, "type"), "unknown sink type %q (known types: %s)", s.Type, strings.Join(sortedKeys(sinkKinds), ", "))
 				return
 			}
+		case "retry":
+			d.decode(v, joinKey(key, "retry"), reflect.ValueOf(&s.Retry).Elem())
+		case "dead_letter":
+			s.DeadLetter = new(TargetConfig)
+			d.decode(v, joinKey(key, "dead_letter"), reflect.ValueOf(s.DeadLetter).Elem())
 		default:
 			rest.Content = append(rest.Content, k, v)
 		}
@@ -195,6 +252,20 @@ const (
 // SetDefaults fills every zero field with its default. It is the only place
 // defaults are applied, and is idempotent.
 func (c *Config) SetDefaults() {
+	setDefault(&c.Delivery, DeliverySpool)
+	setDefault(&c.Spool.Backend, "local")
+	setDefault(&c.Spool.Dir, "./data/spool")
+	setDefault(&c.Spool.MaxBytes, 1<<30)
+	setDefault(&c.Spool.MaxEvents, 1_000_000)
+	for i := range c.Sinks {
+		r := &c.Sinks[i].Retry
+		setDefault(&r.MinBackoff, 200*time.Millisecond)
+		setDefault(&r.MaxBackoff, 30*time.Second)
+		setDefault(&r.MaxAge, 72*time.Hour)
+	}
+	for i := range c.Routes {
+		setDefault(&c.Routes[i].Delivery, c.Delivery)
+	}
 	s := &c.Server
 	setDefault(&s.Listen, DefaultListen)
 	setDefault(&s.MaxBodyBytes, DefaultMaxBodyBytes)
@@ -224,17 +295,25 @@ func (c *Config) SetDefaults() {
 	// router expands templates in one place and `check` shows them.
 	for i := range c.Routes {
 		for j := range c.Routes[i].To {
-			t := &c.Routes[i].To[j]
-			if t.Target != "" {
-				continue
-			}
-			for _, sk := range c.Sinks {
-				k, ok := sinkKinds[sk.Type]
-				if sk.Name == t.Sink && ok && sk.Options != nil && k.defaultTarget != nil {
-					if def := k.defaultTarget(sk.Options); def != "" {
-						t.Key, t.Target = k.targetKey, def
-					}
-				}
+			c.defaultTarget(&c.Routes[i].To[j])
+		}
+	}
+	for _, sk := range c.Sinks {
+		if sk.DeadLetter != nil {
+			c.defaultTarget(sk.DeadLetter)
+		}
+	}
+}
+
+func (c *Config) defaultTarget(t *TargetConfig) {
+	if t.Target != "" {
+		return
+	}
+	for _, sk := range c.Sinks {
+		k, ok := sinkKinds[sk.Type]
+		if sk.Name == t.Sink && ok && sk.Options != nil && k.defaultTarget != nil {
+			if def := k.defaultTarget(sk.Options); def != "" {
+				t.Key, t.Target = k.targetKey, def
 			}
 		}
 	}
@@ -271,6 +350,10 @@ func (c *Config) Validate() error {
 		}
 	}
 	add(c.Server.validate())
+	if c.Delivery != DeliverySpool && c.Delivery != DeliverySync {
+		add(problemf("delivery", "%q: use spool (answer once fsynced locally, deliver in the background) or sync (answer once every sink confirmed)", c.Delivery))
+	}
+	add(c.Spool.validate())
 
 	if len(c.Sources) == 0 {
 		add(problemf("sources", "no source: add one with a name, a path and secrets"))
@@ -299,6 +382,7 @@ func (c *Config) Validate() error {
 		default:
 			sinkByName[sk.Name] = sk
 		}
+		add(sk.Retry.validate(key + ".retry"))
 		if sk.Options == nil {
 			continue // its type was already reported
 		}
@@ -309,6 +393,17 @@ func (c *Config) Validate() error {
 			} else {
 				add(&problem{Key: key, Msg: fmt.Sprintf("sink %q: %v", sk.Name, err)})
 			}
+		}
+	}
+
+	for i, sk := range c.Sinks {
+		if sk.DeadLetter == nil {
+			continue
+		}
+		key := fmt.Sprintf("sinks[%d].dead_letter", i)
+		add(sk.DeadLetter.validate(key, "dead letters of sink "+strconv.Quote(sk.Name), sinkByName))
+		if sk.DeadLetter.Sink == sk.Name {
+			add(problemf(key+".sink", "sink %q cannot be its own dead-letter target: a message it refuses would loop; name another sink", sk.Name))
 		}
 	}
 
@@ -325,6 +420,9 @@ func (c *Config) Validate() error {
 			add(problemf(key+".name", "route name %q is used twice: names must be unique", r.Name))
 		}
 		routeNames[r.Name] = true
+		if r.Delivery != DeliverySpool && r.Delivery != DeliverySync {
+			add(problemf(key+".delivery", "route %q: %q: use spool or sync", r.Name, r.Delivery))
+		}
 		if len(r.Status) == 0 {
 			add(problemf(key+".status", "route %q: no status: list the statuses it takes, or \"*\" for all", r.Name))
 		}
@@ -337,7 +435,7 @@ func (c *Config) Validate() error {
 			add(problemf(key+".to", "route %q: no target: add at least one {sink: NAME}", r.Name))
 		}
 		for j, t := range r.To {
-			add(t.validate(fmt.Sprintf("%s.to[%d]", key, j), r.Name, sinkByName))
+			add(t.validate(fmt.Sprintf("%s.to[%d]", key, j), "route "+strconv.Quote(r.Name), sinkByName))
 		}
 	}
 	return errors.Join(errs...)
@@ -367,6 +465,31 @@ func (s *ServerConfig) validate() error {
 	return errors.Join(errs...)
 }
 
+func (s *SpoolConfig) validate() error {
+	var errs []error
+	if s.Backend != "local" {
+		errs = append(errs, problemf("spool.backend", "%q: the only backend is local", s.Backend))
+	}
+	if s.MaxBytes < 0 {
+		errs = append(errs, problemf("spool.max_bytes", "must be positive (or left out for 1 GiB)"))
+	}
+	if s.MaxEvents < 0 {
+		errs = append(errs, problemf("spool.max_events", "must be positive (or left out for 1000000)"))
+	}
+	return errors.Join(errs...)
+}
+
+func (r *RetryConfig) validate(key string) error {
+	var errs []error
+	if r.MaxBackoff < r.MinBackoff {
+		errs = append(errs, problemf(key+".max_backoff", "%v is shorter than min_backoff %v", r.MaxBackoff, r.MinBackoff))
+	}
+	if r.MaxAttempts < 0 {
+		errs = append(errs, problemf(key+".max_attempts", "must be 0 (no limit) or more"))
+	}
+	return errors.Join(errs...)
+}
+
 func (s *SourceConfig) validate(key string) error {
 	var errs []error
 	if s.Name == "" {
@@ -389,34 +512,36 @@ func (s *SourceConfig) validate(key string) error {
 	return errors.Join(errs...)
 }
 
-func (t *TargetConfig) validate(key, route string, sinkByName map[string]SinkConfig) error {
+// validate checks a target; owner names what holds it in messages, e.g.
+// `route "alerting"`.
+func (t *TargetConfig) validate(key, owner string, sinkByName map[string]SinkConfig) error {
 	if t.Sink == "" {
-		return problemf(key+".sink", "route %q: missing: name the sink to send to", route)
+		return problemf(key+".sink", "%s: missing: name the sink to send to", owner)
 	}
 	sk, ok := sinkByName[t.Sink]
 	if !ok {
-		return problemf(key+".sink", "route %q: unknown sink %q (declared sinks: %s)", route, t.Sink, strings.Join(sortedKeys(sinkByName), ", "))
+		return problemf(key+".sink", "%s: unknown sink %q (declared sinks: %s)", owner, t.Sink, strings.Join(sortedKeys(sinkByName), ", "))
 	}
 	kind := sinkKinds[sk.Type]
 	if t.Key != "" && t.Key != kind.targetKey {
 		if kind.targetKey == "" {
-			return problemf(key+"."+t.Key, "route %q: %s sink %q takes no target: remove %s", route, sk.Type, t.Sink, t.Key)
+			return problemf(key+"."+t.Key, "%s: %s sink %q takes no target: remove %s", owner, sk.Type, t.Sink, t.Key)
 		}
-		return problemf(key+"."+t.Key, "route %q: %s sink %q takes its target as %s, not %s", route, sk.Type, t.Sink, kind.targetKey, t.Key)
+		return problemf(key+"."+t.Key, "%s: %s sink %q takes its target as %s, not %s", owner, sk.Type, t.Sink, kind.targetKey, t.Key)
 	}
 	if t.Key != "" {
 		tmpl, err := ParseTemplate(t.Target)
 		if err != nil {
-			return problemf(key+"."+t.Key, "route %q: %v", route, err)
+			return problemf(key+"."+t.Key, "%s: %v", owner, err)
 		}
 		if kind.checkTarget != nil && tmpl.static() {
 			if err := kind.checkTarget(t.Target); err != nil {
-				return problemf(key+"."+t.Key, "route %q: %v", route, err)
+				return problemf(key+"."+t.Key, "%s: %v", owner, err)
 			}
 		}
 	}
 	if t.Target == "" && kind.targetKey != "" && !kind.hasDefaultTarget(sk.Options) {
-		return problemf(key, "route %q: %s sink %q needs a %s here (or a default %s on the sink)", route, sk.Type, t.Sink, kind.targetKey, kind.targetKey)
+		return problemf(key, "%s: %s sink %q needs a %s here (or a default %s on the sink)", owner, sk.Type, t.Sink, kind.targetKey, kind.targetKey)
 	}
 	return nil
 }

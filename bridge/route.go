@@ -151,6 +151,9 @@ func writeSafe(b *strings.Builder, v string) {
 type Delivery struct {
 	Sink   string
 	Target string // expanded; empty means the sink's default
+	// Sync asks for the sink's confirmation before the webhook is
+	// answered, instead of the spool's fsync (a route's delivery: sync).
+	Sync bool
 }
 
 // Router matches events to deliveries. It is built once from the config,
@@ -168,6 +171,7 @@ type Router struct {
 
 type route struct {
 	name    string
+	sync    bool
 	targets []routeTarget
 }
 
@@ -181,7 +185,7 @@ type routeTarget struct {
 func NewRouter(cfgs []RouteConfig) (*Router, error) {
 	r := &Router{byStatus: map[string][]int{}}
 	for _, rc := range cfgs {
-		rt := route{name: rc.Name}
+		rt := route{name: rc.Name, sync: rc.Delivery == DeliverySync}
 		for _, tc := range rc.To {
 			t := routeTarget{sink: tc.Sink, set: tc.Target != ""}
 			if t.set {
@@ -234,16 +238,26 @@ func (r *Router) Route(ev *Event) (deliveries []Delivery, routes []string) {
 		rt := &r.routes[i]
 		routes = append(routes, rt.name)
 		for _, t := range rt.targets {
-			d := Delivery{Sink: t.sink}
+			d := Delivery{Sink: t.sink, Sync: rt.sync}
 			if t.set {
 				d.Target = t.tmpl.Expand(ev)
 			}
-			if !containsDelivery(deliveries, d) {
-				deliveries = append(deliveries, d)
-			}
+			deliveries = addDelivery(deliveries, d)
 		}
 	}
 	return deliveries, routes
+}
+
+// addDelivery appends d unless its (sink, target) is there already; a
+// sync route makes the delivery sync whichever route named it first.
+func addDelivery(list []Delivery, d Delivery) []Delivery {
+	for i := range list {
+		if list[i].Sink == d.Sink && list[i].Target == d.Target {
+			list[i].Sync = list[i].Sync || d.Sync
+			return list
+		}
+	}
+	return append(list, d)
 }
 
 func containsDelivery(list []Delivery, d Delivery) bool {
@@ -261,6 +275,7 @@ type TableRow struct {
 	Route  string
 	Sink   string
 	Target string // the template as written; "" for the sink's default
+	Sync   bool   // the route's delivery is sync rather than spool
 }
 
 // Table lists, for each status named by a route (sorted) and then for every
@@ -279,7 +294,7 @@ func (r *Router) Table() []TableRow {
 					continue
 				}
 				seen = append(seen, d)
-				rows = append(rows, TableRow{Status: status, Route: rt.name, Sink: t.sink, Target: t.tmpl.raw})
+				rows = append(rows, TableRow{Status: status, Route: rt.name, Sink: t.sink, Target: t.tmpl.raw, Sync: rt.sync})
 			}
 		}
 		if len(idx) == 0 {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 
+	"github.com/hookbridge/hookbridge/bridge/spool"
 	"github.com/hookbridge/hookbridge/sinks"
 )
 
@@ -19,7 +20,10 @@ type Service struct {
 	Router  *Router
 	Ingress *Ingress
 	Sinks   map[string]sinks.Sink
+	// Spooler delivers spooled events; nil when no route uses the spool.
+	Spooler *Spooler
 
+	store  *spool.Store
 	log    *slog.Logger
 	server *http.Server
 	ln     net.Listener
@@ -37,19 +41,36 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Service, error)
 	if err != nil {
 		return nil, fmt.Errorf("webhook listener: %w", err)
 	}
+	var store *spool.Store
+	if cfg.UsesSpool() {
+		store, err = OpenSpool(cfg)
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
 	opened, err := OpenSinks(ctx, cfg, log)
 	if err != nil {
 		ln.Close()
-		return nil, err
+		return nil, errors.Join(err, closeStore(store))
 	}
-	ingress, err := NewIngress(cfg, router, NewSyncDeliverer(opened), log, nil)
+	var deliverer Deliverer = NewSyncDeliverer(opened)
+	var spooler *Spooler
+	if store != nil {
+		spooler = NewSpooler(cfg, store, opened, log, nil)
+		deliverer = spooler
+	}
+	ingress, err := NewIngress(cfg, router, deliverer, log, nil)
 	if err != nil {
 		ln.Close()
-		return nil, errors.Join(err, CloseSinks(ctx, opened))
+		return nil, errors.Join(err, CloseSinks(ctx, opened), closeStore(store))
+	}
+	if spooler != nil {
+		spooler.Start(context.WithoutCancel(ctx))
 	}
 	s := &Service{
-		Config: cfg, Router: router, Ingress: ingress, Sinks: opened,
-		log: log, ln: ln, served: make(chan error, 1),
+		Config: cfg, Router: router, Ingress: ingress, Sinks: opened, Spooler: spooler,
+		store: store, log: log, ln: ln, served: make(chan error, 1),
 		server: &http.Server{
 			Handler:           ingress,
 			ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
@@ -75,12 +96,47 @@ func (s *Service) Addr() net.Addr { return s.ln.Addr() }
 // a listener failure.
 func (s *Service) Done() <-chan error { return s.served }
 
-// Shutdown stops accepting webhooks, waits for those in flight until ctx
-// ends, then closes the sinks.
+// Shutdown stops accepting webhooks and waits for those in flight; with a
+// spool it keeps delivering until the spool is empty or ctx ends, leaving
+// the rest for the next start; then it closes the sinks.
 func (s *Service) Shutdown(ctx context.Context) error {
 	err := s.server.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = fmt.Errorf("webhooks still in flight at the shutdown timeout: %w", err)
 	}
-	return errors.Join(err, CloseSinks(context.WithoutCancel(ctx), s.Sinks))
+	var drainErr error
+	if s.Spooler != nil {
+		if drainErr = s.Spooler.Drain(ctx); drainErr != nil {
+			s.log.Warn("shutdown timeout reached with messages in the spool", "err", drainErr)
+			drainErr = nil // kept durably: not a failure
+		}
+		s.Spooler.Stop()
+	}
+	return errors.Join(err, drainErr, CloseSinks(context.WithoutCancel(ctx), s.Sinks), closeStore(s.store))
+}
+
+// UsesSpool reports whether any route delivers through the spool.
+func (c *Config) UsesSpool() bool {
+	for _, r := range c.Routes {
+		if r.Delivery == DeliverySpool {
+			return true
+		}
+	}
+	return false
+}
+
+// OpenSpool opens the spool cfg.Spool describes.
+func OpenSpool(cfg *Config) (*spool.Store, error) {
+	st, err := spool.Open(cfg.Spool.Dir, spool.Options{MaxBytes: cfg.Spool.MaxBytes, MaxEvents: cfg.Spool.MaxEvents})
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	return st, nil
+}
+
+func closeStore(st *spool.Store) error {
+	if st == nil {
+		return nil
+	}
+	return st.Close()
 }

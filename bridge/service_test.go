@@ -34,6 +34,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	yaml := `
 server:
   listen: "127.0.0.1:0"
+delivery: sync
 sources:
   - name: browser-use
     path: /webhook

@@ -119,3 +119,26 @@ func (e *ConfigError) Error() string { return e.Key + ": " + e.Problem }
 func Problemf(key, format string, args ...any) error {
 	return &ConfigError{Key: key, Problem: fmt.Sprintf(format, args...)}
 }
+
+// Permanent marks err as one that retrying cannot fix: a message too large
+// for the broker, a target that cannot exist, a body the broker refuses. A
+// spool dead-letters such a message at once instead of retrying it until
+// max_age. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err: err}
+}
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// IsPermanent reports whether err, or an error it wraps, was marked with
+// Permanent.
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}

@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -33,6 +34,9 @@ type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	lookupEnv      func(string) (string, bool)
+
+	action string   // the action word of a command that has them
+	args   []string // the arguments after the flags
 }
 
 // Exit codes.
@@ -47,12 +51,17 @@ type command struct {
 	args  string // the synopsis after the name
 	short string
 	long  string
+	// takesArgs lets arguments follow the flags (hookbridge spool drop 12 13).
+	takesArgs bool
+	// actions, when set, are the words the command takes before its
+	// flags (hookbridge spool ls -dead); the body gets the chosen one.
+	actions []string
 	// flags declares the command's flags on fs and returns its body.
 	flags func(fs *flag.FlagSet) func(ctx context.Context, e env) int
 }
 
 func commands() []*command {
-	return []*command{serveCmd, checkCmd, verifyCmd, signCmd, sendCmd, tailCmd, versionCmd}
+	return []*command{serveCmd, checkCmd, verifyCmd, signCmd, sendCmd, tailCmd, spoolCmd, versionCmd}
 }
 
 func lookupCommand(name string) *command {
@@ -92,6 +101,17 @@ func run(ctx context.Context, args []string, e env) int {
 	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // misuse is reported in one line below
 	body := cmd.flags(fs)
+	if len(cmd.actions) > 0 {
+		if len(args) == 0 || !slices.Contains(cmd.actions, args[0]) {
+			if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+				printCommandHelp(e.stdout, cmd)
+				return exitOK
+			}
+			fmt.Fprintf(e.stderr, "hookbridge %s: say %s (run 'hookbridge help %s')\n", cmd.name, strings.Join(cmd.actions, ", "), cmd.name)
+			return exitUsage
+		}
+		e.action, args = args[0], args[1:]
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printCommandHelp(e.stdout, cmd)
@@ -100,7 +120,8 @@ func run(ctx context.Context, args []string, e env) int {
 		fmt.Fprintf(e.stderr, "hookbridge %s: %v (run 'hookbridge help %s')\n", cmd.name, err, cmd.name)
 		return exitUsage
 	}
-	if fs.NArg() > 0 {
+	e.args = fs.Args()
+	if fs.NArg() > 0 && !cmd.takesArgs {
 		fmt.Fprintf(e.stderr, "hookbridge %s: unexpected argument %q (run 'hookbridge help %s')\n", cmd.name, fs.Arg(0), cmd.name)
 		return exitUsage
 	}

@@ -97,8 +97,9 @@ func TestCheck(t *testing.T) {
 		"../../config.yaml is valid.",
 		"publish_timeout: 10s",
 		"browser-use /webhook 1 (redacted) 5m0s rejected",
-		"STATUS ROUTE SINK TARGET paused all-statuses bus task.{status} paused alerting bus alerts.task.{status} " +
-			"stopped all-statuses bus task.{status} stopped alerting bus alerts.task.{status} * all-statuses bus task.{status}",
+		"delivery: spool (spool in ./data/spool, at most 1073741824 bytes and 1000000 messages)",
+		"STATUS ROUTE SINK TARGET DELIVERY paused all-statuses bus task.{status} spool paused alerting bus alerts.task.{status} spool " +
+			"stopped all-statuses bus task.{status} spool stopped alerting bus alerts.task.{status} spool * all-statuses bus task.{status} spool",
 	} {
 		if !strings.Contains(folded, want) {
 			t.Errorf("check output lacks %q:\n%s", want, stdout)
@@ -109,7 +110,7 @@ func TestCheck(t *testing.T) {
 	}
 
 	code, _, stderr = runCmd(t, "", nil, "check", "-config", "../../config.yaml")
-	want := "hookbridge check: ../../config.yaml:20: sources[0].secrets[0]: environment variable BROWSER_USE_WEBHOOK_SECRET is not set: export it (or write ${BROWSER_USE_WEBHOOK_SECRET:-default} for a fallback)\n"
+	want := "hookbridge check: ../../config.yaml:27: sources[0].secrets[0]: environment variable BROWSER_USE_WEBHOOK_SECRET is not set: export it (or write ${BROWSER_USE_WEBHOOK_SECRET:-default} for a fallback)\n"
 	if code != 1 || stderr != want {
 		t.Errorf("unset secret: code %d stderr %q, want 1 and %q", code, stderr, want)
 	}

@@ -114,7 +114,11 @@ each problem, when it is not.`,
 
 func printCheck(e env, path string, cfg *bridge.Config, router *bridge.Router) {
 	s := cfg.Server
-	fmt.Fprintf(e.stdout, "%s is valid.\n\nserver:\n", path)
+	fmt.Fprintf(e.stdout, "%s is valid.\n\ndelivery: %s", path, cfg.Delivery)
+	if cfg.UsesSpool() {
+		fmt.Fprintf(e.stdout, " (spool in %s, at most %d bytes and %d messages)", cfg.Spool.Dir, cfg.Spool.MaxBytes, cfg.Spool.MaxEvents)
+	}
+	fmt.Fprint(e.stdout, "\n\nserver:\n")
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	for _, kv := range [][2]any{
 		{"listen", s.Listen}, {"max_body_bytes", s.MaxBodyBytes}, {"max_header_bytes", s.MaxHeaderBytes},
@@ -153,17 +157,21 @@ func printCheck(e env, path string, cfg *bridge.Config, router *bridge.Router) {
 
 	fmt.Fprintln(e.stdout, "\nrouting table (\"*\" = any other status):")
 	tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  STATUS\tROUTE\tSINK\tTARGET")
+	fmt.Fprintln(tw, "  STATUS\tROUTE\tSINK\tTARGET\tDELIVERY")
 	for _, row := range router.Table() {
 		if row.Route == "" {
-			fmt.Fprintf(tw, "  %s\t-\t-\t(unrouted: answered 200 and counted)\n", row.Status)
+			fmt.Fprintf(tw, "  %s\t-\t-\t(unrouted: answered 200 and counted)\t\n", row.Status)
 			continue
 		}
 		target := row.Target
 		if target == "" {
 			target = "-" // the sink takes no target (file)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", row.Status, row.Route, row.Sink, target)
+		delivery := "spool"
+		if row.Sync {
+			delivery = "sync"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", row.Status, row.Route, row.Sink, target, delivery)
 	}
 	tw.Flush()
 }

@@ -106,9 +106,9 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 		var err error
 		switch {
 		case m.Target != "":
-			err = errTarget
+			err = sinks.Permanent(errTarget)
 		case bytes.IndexByte(m.Body, '\n') >= 0:
-			err = errNewline
+			err = sinks.Permanent(errNewline)
 		}
 		if err != nil {
 			if failed == nil {

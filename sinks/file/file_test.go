@@ -48,7 +48,7 @@ func TestPublishAppendsLines(t *testing.T) {
 		{ID: "d", Body: []byte(`{"id":"d"}`)},
 	})
 	var be *sinks.BatchError
-	if !errors.As(err, &be) || len(be.Failed) != 2 || be.Failed[1] != errTarget || be.Failed[2] != errNewline {
+	if !errors.As(err, &be) || len(be.Failed) != 2 || !errors.Is(be.Failed[1], errTarget) || !errors.Is(be.Failed[2], errNewline) || !sinks.IsPermanent(be.Failed[1]) {
 		t.Fatalf("err = %v, want messages 1 and 2 failed", err)
 	}
 	if sinks.MessageErr(err, 0) != nil || sinks.MessageErr(err, 3) != nil {

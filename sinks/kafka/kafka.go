@@ -537,12 +537,12 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 			topic = s.cfg.Topic
 		}
 		if topic == "" {
-			fail(i, errNoTopic)
+			fail(i, sinks.Permanent(errNoTopic))
 			continue
 		}
 		km := record(m, topic)
 		if n := recordSize(&km); n > s.maxBytes {
-			fail(i, fmt.Errorf("kafka: record for %q is %d bytes, more than batch_bytes (%d)", topic, n, s.maxBytes))
+			fail(i, sinks.Permanent(fmt.Errorf("kafka: record for %q is %d bytes, more than batch_bytes (%d)", topic, n, s.maxBytes)))
 			continue
 		}
 		msgs = append(msgs, km)
@@ -676,6 +676,8 @@ func (s *Sink) describe(topic string, err error) error {
 		return fmt.Errorf("kafka: topic %q does not exist and the brokers did not create it: create it, or allow auto.create.topics.enable on the brokers: %w", topic, err)
 	case errors.Is(err, kafkago.UnknownTopicOrPartition):
 		return fmt.Errorf("kafka: topic %q does not exist: create it, or set auto_create_topics: true: %w", topic, err)
+	case errors.Is(err, kafkago.MessageSizeTooLarge), errors.Is(err, kafkago.InvalidTopic), errors.Is(err, kafkago.TopicAuthorizationFailed):
+		return sinks.Permanent(fmt.Errorf("kafka: publish to %q: %w", topic, err))
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return fmt.Errorf("kafka: publish to %q: no acknowledgement from %s: %w", topic, strings.Join(s.cfg.Brokers, ","), err)
 	}

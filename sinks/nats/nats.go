@@ -498,7 +498,7 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 			subj = s.cfg.Subject
 		}
 		if subj == "" {
-			failed[i] = errNoSubject
+			failed[i] = sinks.Permanent(errNoSubject)
 			continue
 		}
 		h := make(natsgo.Header, len(m.Attrs)+2)

@@ -433,12 +433,12 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 			q = s.cfg.QueueURL
 		}
 		if q == "" {
-			f.add(i, fmt.Errorf("sqs: %w", ErrNoQueue))
+			f.add(i, sinks.Permanent(fmt.Errorf("sqs: %w", ErrNoQueue)))
 			continue
 		}
 		e, err := buildEntry(i, m, isFIFO(q))
 		if err != nil {
-			f.add(i, fmt.Errorf("sqs: message for %q: %w", q, err))
+			f.add(i, sinks.Permanent(fmt.Errorf("sqs: message for %q: %w", q, err)))
 			continue
 		}
 		found := false
@@ -655,6 +655,8 @@ func (s *Sink) sendChunk(ctx context.Context, queueURL string, chunk []entry, op
 		id := *e.req.Id
 		switch {
 		case confirmed[id]:
+		case rejected[id] != nil && rejected[id].SenderFault:
+			f.add(e.index, sinks.Permanent(rejected[id])) // resending it unchanged fails again
 		case rejected[id] != nil:
 			f.add(e.index, rejected[id])
 		default:

@@ -1,0 +1,281 @@
+package spool
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/hookbridge/hookbridge/sinks"
+)
+
+// Record is one message waiting for one sink.
+type Record struct {
+	// Seq is assigned by Append: increasing across the whole store, never
+	// reused (also after restarts).
+	Seq uint64
+	// Sink is the sink's name.
+	Sink string
+	// Message is what to publish.
+	Message sinks.Message
+	// Received is when the webhook was accepted.
+	Received time.Time
+	// Attempts counts the failed publish attempts so far.
+	Attempts int
+	// NextTry is when the record is due again; zero means due now.
+	NextTry time.Time
+	// LastError is the last attempt's error, "" if none.
+	LastError string
+	// DeadLetter marks a record that forwards a dead letter to the
+	// dead-letter target: if it dies too it is not forwarded again.
+	DeadLetter bool
+	// Reason says why a dead letter died (set by Kill).
+	Reason string
+	// Died is when a dead letter died (set by Kill).
+	Died time.Time
+}
+
+// recordOverhead approximates what a record costs beyond its variable-length
+// message fields: the bbolt key and page bookkeeping, the format header and
+// the time stamps.
+const recordOverhead = 64
+
+// Size returns the approximate stored size of r: body, attributes, target,
+// key and id plus a fixed overhead. It deliberately leaves out the fields
+// that change while a record waits (LastError, Reason, Attempts) so that a
+// record's share of Options.MaxBytes stays the same from Append to Done.
+func (r *Record) Size() int64 {
+	m := &r.Message
+	n := int64(recordOverhead + len(m.Body) + len(m.Target) + len(m.Key) + len(m.ID))
+	for _, a := range m.Attrs {
+		n += int64(len(a.Name) + len(a.Value))
+	}
+	return n
+}
+
+// formatV1 is the first byte of every encoded record. A different value
+// means a format this build does not understand, so decoding refuses it
+// instead of guessing.
+const formatV1 = 1
+
+// Flag bits of the second byte. Times carry their own "present" bit because
+// the zero time.Time has no UnixNano representation.
+const (
+	flagDeadLetter = 1 << iota
+	flagReceived
+	flagNextTry
+	flagDied
+	flagsKnown = flagDeadLetter | flagReceived | flagNextTry | flagDied
+)
+
+// errCorrupt is returned (wrapped) for values that are not a complete record
+// of a known format.
+var errCorrupt = errors.New("corrupt spool record")
+
+// encodeRecord returns the binary form of r (without Seq, which is the key).
+//
+// Layout (v1): version byte, flags byte, uvarint size (the Size() at encode
+// time, so removal subtracts exactly what was added even if the formula
+// changes later), uvarint attempts, varint unix-nano times for the flagged
+// times (received, next try, died), then length-prefixed strings sink,
+// target, key, id, last error, reason, uvarint attribute count with
+// length-prefixed name/value pairs, and finally the length-prefixed body.
+// It is binary rather than JSON because Append is on the webhook hot path.
+func encodeRecord(r *Record, size int64) []byte {
+	m := &r.Message
+	capacity := size + int64(len(r.Sink)+len(r.LastError)+len(r.Reason)) + 16*binary.MaxVarintLen64
+	for range m.Attrs {
+		capacity += 2 * binary.MaxVarintLen64
+	}
+	b := make([]byte, 0, capacity)
+	var flags byte
+	if r.DeadLetter {
+		flags |= flagDeadLetter
+	}
+	if !r.Received.IsZero() {
+		flags |= flagReceived
+	}
+	if !r.NextTry.IsZero() {
+		flags |= flagNextTry
+	}
+	if !r.Died.IsZero() {
+		flags |= flagDied
+	}
+	b = append(b, formatV1, flags)
+	b = binary.AppendUvarint(b, uint64(size))
+	b = binary.AppendUvarint(b, uint64(max(r.Attempts, 0)))
+	if flags&flagReceived != 0 {
+		b = binary.AppendVarint(b, r.Received.UnixNano())
+	}
+	if flags&flagNextTry != 0 {
+		b = binary.AppendVarint(b, r.NextTry.UnixNano())
+	}
+	if flags&flagDied != 0 {
+		b = binary.AppendVarint(b, r.Died.UnixNano())
+	}
+	for _, s := range [...]string{r.Sink, m.Target, m.Key, m.ID, r.LastError, r.Reason} {
+		b = appendString(b, s)
+	}
+	b = binary.AppendUvarint(b, uint64(len(m.Attrs)))
+	for _, a := range m.Attrs {
+		b = appendString(b, a.Name)
+		b = appendString(b, a.Value)
+	}
+	b = binary.AppendUvarint(b, uint64(len(m.Body)))
+	return append(b, m.Body...)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// reader walks an encoded record. The first failure sticks, so callers can
+// read a whole record and check err once; every length is checked against
+// what is left, so garbage yields errCorrupt rather than a panic or a huge
+// allocation.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(what string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: bad %s", errCorrupt, what)
+	}
+}
+
+func (r *reader) byte(what string) byte {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) == 0 {
+		r.fail(what)
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) uvarint(what string) uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint(what string) int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+// bytes returns the next length-prefixed field without copying: the result
+// aliases the input, which may be bbolt's read-only mmap.
+func (r *reader) bytes(what string) []byte {
+	n := r.uvarint(what)
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)) {
+		r.fail(what)
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) string(what string) string {
+	return string(r.bytes(what))
+}
+
+// header reads the fixed part shared by decodeRecord and storedSize.
+func (r *reader) header() (flags byte, size int64) {
+	if v := r.byte("version"); r.err == nil && v != formatV1 {
+		r.err = fmt.Errorf("%w: unknown format version %d", errCorrupt, v)
+	}
+	flags = r.byte("flags")
+	if r.err == nil && flags&^flagsKnown != 0 {
+		r.fail("flags")
+	}
+	sz := r.uvarint("size")
+	if r.err == nil && sz > math.MaxInt64 {
+		r.fail("size")
+	}
+	return flags, int64(sz)
+}
+
+// storedSize returns the size recorded when the record was encoded, without
+// decoding (and copying) the rest: Done and DropPending need only that.
+func storedSize(val []byte) (int64, error) {
+	r := reader{b: val}
+	_, size := r.header()
+	return size, r.err
+}
+
+// decodeRecord parses val (as written by encodeRecord) into a Record with
+// the given seq. The result owns its memory: nothing aliases val, which is
+// only valid during the bbolt transaction.
+func decodeRecord(seq uint64, val []byte) (Record, error) {
+	r := reader{b: val}
+	flags, _ := r.header()
+	rec := Record{Seq: seq, DeadLetter: flags&flagDeadLetter != 0}
+	attempts := r.uvarint("attempts")
+	if r.err == nil && attempts > math.MaxInt32 {
+		r.fail("attempts")
+	}
+	rec.Attempts = int(attempts)
+	if flags&flagReceived != 0 {
+		rec.Received = time.Unix(0, r.varint("received"))
+	}
+	if flags&flagNextTry != 0 {
+		rec.NextTry = time.Unix(0, r.varint("next try"))
+	}
+	if flags&flagDied != 0 {
+		rec.Died = time.Unix(0, r.varint("died"))
+	}
+	rec.Sink = r.string("sink")
+	rec.Message.Target = r.string("target")
+	rec.Message.Key = r.string("key")
+	rec.Message.ID = r.string("id")
+	rec.LastError = r.string("last error")
+	rec.Reason = r.string("reason")
+	n := r.uvarint("attribute count")
+	// Every attribute takes at least two bytes, which bounds the allocation
+	// for a garbled count.
+	if r.err == nil && n > uint64(len(r.b)/2) {
+		r.fail("attribute count")
+	}
+	if r.err == nil && n > 0 {
+		rec.Message.Attrs = make([]sinks.Attr, n)
+		for i := range rec.Message.Attrs {
+			rec.Message.Attrs[i] = sinks.Attr{Name: r.string("attribute name"), Value: r.string("attribute value")}
+		}
+	}
+	if body := r.bytes("body"); len(body) > 0 {
+		rec.Message.Body = append([]byte(nil), body...)
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.fail("trailing bytes")
+	}
+	if r.err != nil {
+		return Record{}, r.err
+	}
+	return rec, nil
+}

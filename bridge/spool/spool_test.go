@@ -1,0 +1,713 @@
+package spool
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hookbridge/hookbridge/sinks"
+)
+
+func open(t testing.TB, dir string, opts Options) *Store {
+	t.Helper()
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+var t0 = time.Date(2025, 3, 1, 12, 0, 0, 123456789, time.UTC)
+
+func rec(sink, id string, body string) Record {
+	return Record{
+		Sink: sink,
+		Message: sinks.Message{
+			Target: "events." + sink,
+			Key:    "task-" + id,
+			ID:     id,
+			Attrs:  []sinks.Attr{{Name: "id", Value: id}, {Name: "type", Value: "com.browser-use.task"}},
+			Body:   []byte(body),
+		},
+		Received: t0,
+	}
+}
+
+// same compares records field by field; times with Equal since decoding
+// yields local-zone times without monotonic readings.
+func same(t *testing.T, got, want Record) {
+	t.Helper()
+	for _, tm := range []struct {
+		name string
+		g, w time.Time
+	}{{"Received", got.Received, want.Received}, {"NextTry", got.NextTry, want.NextTry}, {"Died", got.Died, want.Died}} {
+		if !tm.g.Equal(tm.w) {
+			t.Errorf("seq %d %s = %v, want %v", want.Seq, tm.name, tm.g, tm.w)
+		}
+	}
+	got.Received, want.Received, got.NextTry, want.NextTry, got.Died, want.Died = time.Time{}, time.Time{}, time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("record mismatch:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func checkStats(t *testing.T, s *Store, pending int, dead int, bySink map[string]int) Stats {
+	t.Helper()
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Pending != pending || st.Dead != dead {
+		t.Errorf("stats pending %d dead %d, want %d %d", st.Pending, st.Dead, pending, dead)
+	}
+	want := map[string]int{}
+	for k, v := range bySink {
+		if v != 0 {
+			want[k] = v
+		}
+	}
+	bySink = want
+	if !reflect.DeepEqual(st.BySink, bySink) {
+		t.Errorf("stats by sink %v, want %v", st.BySink, bySink)
+	}
+	// The counters must agree with the records themselves.
+	var bytes int64
+	n := 0
+	names, err := s.Sinks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		rs, err := s.Pending(name, 0, 1<<30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range rs {
+			bytes += rs[i].Size()
+		}
+		n += len(rs)
+	}
+	if n != st.Pending || bytes != st.PendingBytes {
+		t.Errorf("stats say %d records / %d bytes, records are %d / %d", st.Pending, st.PendingBytes, n, bytes)
+	}
+	if pending == 0 && !st.Oldest.IsZero() {
+		t.Errorf("oldest %v with nothing pending", st.Oldest)
+	}
+	return st
+}
+
+func seqsOf(rs []Record) []uint64 {
+	out := make([]uint64, len(rs))
+	for i := range rs {
+		out[i] = rs[i].Seq
+	}
+	return out
+}
+
+func TestAppendPendingDone(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	full := Record{
+		Sink: "nats",
+		Message: sinks.Message{
+			Target: "subj", Key: "k", ID: "id-1",
+			Attrs: []sinks.Attr{{Name: "id", Value: "id-1"}, {Name: "empty", Value: ""}, {Name: "ünï", Value: "\x00\xff"}},
+			Body:  []byte{0, 1, 2, 0xff, '{', '}'},
+		},
+		Received:   t0,
+		Attempts:   3,
+		NextTry:    t0.Add(time.Minute),
+		LastError:  "boom",
+		DeadLetter: true,
+	}
+	batch := []Record{full, rec("kafka", "a", "A"), rec("nats", "b", "B"), {Sink: "nats"}}
+	if err := s.Append(batch); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(batch); i++ {
+		if batch[i].Seq <= batch[i-1].Seq || batch[0].Seq == 0 {
+			t.Fatalf("seqs not increasing: %v", seqsOf(batch))
+		}
+	}
+	more := []Record{rec("nats", "c", "C")}
+	if err := s.Append(more); err != nil {
+		t.Fatal(err)
+	}
+	if more[0].Seq <= batch[3].Seq {
+		t.Fatalf("second append seq %d not after %d", more[0].Seq, batch[3].Seq)
+	}
+
+	got, err := s.Pending("nats", 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Record{batch[0], batch[2], batch[3], more[0]}
+	if len(got) != len(want) {
+		t.Fatalf("got %d records, want %d", len(got), len(want))
+	}
+	for i := range want {
+		same(t, got[i], want[i])
+	}
+
+	// Pagination with after.
+	var paged []uint64
+	for after := uint64(0); ; {
+		page, err := s.Pending("nats", after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		if len(page) > 2 {
+			t.Fatalf("page of %d", len(page))
+		}
+		paged = append(paged, seqsOf(page)...)
+		after = page[len(page)-1].Seq
+	}
+	if !reflect.DeepEqual(paged, seqsOf(want)) {
+		t.Fatalf("paged %v, want %v", paged, seqsOf(want))
+	}
+	if rs, _ := s.Pending("nope", 0, 10); len(rs) != 0 {
+		t.Fatalf("unknown sink has %d records", len(rs))
+	}
+
+	names, err := s.Sinks()
+	if err != nil || !reflect.DeepEqual(names, []string{"kafka", "nats"}) {
+		t.Fatalf("sinks %v %v", names, err)
+	}
+	checkStats(t, s, 5, 0, map[string]int{"nats": 4, "kafka": 1})
+
+	if err := s.Done("nats", []uint64{batch[0].Seq, more[0].Seq, 999999}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Done("kafka", []uint64{batch[1].Seq}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.Pending("nats", 0, 100)
+	if !reflect.DeepEqual(seqsOf(got), []uint64{batch[2].Seq, batch[3].Seq}) {
+		t.Fatalf("after done: %v", seqsOf(got))
+	}
+	names, _ = s.Sinks()
+	if !reflect.DeepEqual(names, []string{"nats"}) {
+		t.Fatalf("sinks after done %v", names)
+	}
+	checkStats(t, s, 2, 0, map[string]int{"nats": 2})
+
+	if err := s.Append([]Record{{Message: sinks.Message{ID: "x"}}}); err == nil {
+		t.Fatal("append without sink succeeded")
+	}
+}
+
+func TestReopen(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var appended []Record
+	for i := range 10 {
+		rs := []Record{rec("nats", strconv.Itoa(i), strings.Repeat("x", i))}
+		if err := s.Append(rs); err != nil {
+			t.Fatal(err)
+		}
+		appended = append(appended, rs...)
+	}
+	last := appended[len(appended)-1].Seq
+	// Delete the newest records: their Seqs must still not be reused.
+	if err := s.Done("nats", []uint64{last, last - 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Kill("nats", appended[0].Seq, "bad", nil); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := s.Stats()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	if err := s.Append([]Record{rec("nats", "late", "")}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("append after close: %v", err)
+	}
+
+	s = open(t, dir, Options{})
+	got, err := s.Pending("nats", 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := appended[1 : len(appended)-2]
+	if len(got) != len(want) {
+		t.Fatalf("got %d records after reopen, want %d", len(got), len(want))
+	}
+	for i := range want {
+		same(t, got[i], want[i])
+	}
+	after := checkStats(t, s, len(want), 1, map[string]int{"nats": len(want)})
+	if !reflect.DeepEqual(before, after) {
+		t.Errorf("stats changed over reopen: %+v -> %+v", before, after)
+	}
+	rs := []Record{rec("nats", "new", "")}
+	if err := s.Append(rs); err != nil {
+		t.Fatal(err)
+	}
+	if rs[0].Seq <= last {
+		t.Fatalf("seq %d reused (last before reopen %d)", rs[0].Seq, last)
+	}
+}
+
+// TestCrashChild is the subprocess of TestCrashSafety: it appends until it
+// is killed, printing each acknowledged Seq.
+func TestCrashChild(t *testing.T) {
+	dir := os.Getenv("SPOOL_CRASH_DIR")
+	if dir == "" {
+		t.Skip("subprocess of TestCrashSafety")
+	}
+	s, err := Open(dir, Options{})
+	if err != nil {
+		fmt.Println("open:", err)
+		os.Exit(2)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				rs := []Record{rec("nats", fmt.Sprintf("%d-%d", g, i), strings.Repeat("b", 512)), rec("kafka", "x", "y")}
+				if err := s.Append(rs); err != nil {
+					fmt.Println("append:", err)
+					os.Exit(2)
+				}
+				mu.Lock()
+				fmt.Printf("%d %d\n", rs[0].Seq, rs[1].Seq)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestCrashSafety(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns a subprocess")
+	}
+	dir := t.TempDir()
+	for round := range 3 {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "SPOOL_CRASH_DIR="+dir)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Everything printed counts as acknowledged, also lines read after
+		// the kill: they were written before it.
+		var acked []uint64
+		killed := false
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			for _, w := range f {
+				seq, err := strconv.ParseUint(w, 10, 64)
+				if err != nil {
+					cmd.Process.Kill()
+					t.Fatalf("child: %s", sc.Text())
+				}
+				acked = append(acked, seq)
+			}
+			if !killed && len(acked) >= 400+300*round {
+				if err := cmd.Process.Kill(); err != nil { // SIGKILL
+					t.Fatal(err)
+				}
+				killed = true
+			}
+		}
+		err = cmd.Wait()
+		if !killed {
+			t.Fatalf("child exited before being killed: %v", err)
+		}
+
+		s, err := Open(dir, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		present := map[uint64]bool{}
+		for _, sink := range []string{"nats", "kafka"} {
+			rs, err := s.Pending(sink, 0, 1<<30)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rs {
+				present[r.Seq] = true
+			}
+		}
+		for _, seq := range acked {
+			if !present[seq] {
+				t.Errorf("round %d: acknowledged seq %d lost", round, seq)
+			}
+		}
+		st, err := s.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Pending != len(present) {
+			t.Errorf("round %d: stats say %d pending, found %d", round, st.Pending, len(present))
+		}
+		t.Logf("round %d: %d acknowledged, %d present after SIGKILL", round, len(acked), len(present))
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestGroupCommit(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	const goroutines, each = 50, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines*each)
+	seqs := make(chan uint64, goroutines*each)
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				rs := []Record{rec(fmt.Sprintf("sink%d", g%3), fmt.Sprintf("%d-%d", g, i), "body")}
+				if err := s.Append(rs); err != nil {
+					errs <- err
+					return
+				}
+				seqs <- rs[0].Seq
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	close(seqs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	seen := map[uint64]bool{}
+	for seq := range seqs {
+		if seen[seq] {
+			t.Fatalf("seq %d assigned twice", seq)
+		}
+		seen[seq] = true
+	}
+	checkStats(t, s, goroutines*each, 0, map[string]int{"sink0": 17 * each, "sink1": 17 * each, "sink2": 16 * each})
+	commits := s.commits.Load()
+	t.Logf("%d appends in %d commits (%.1f appends/commit)", goroutines*each, commits, float64(goroutines*each)/float64(commits))
+	if commits > goroutines*each/2 {
+		t.Fatalf("%d commits for %d appends: no group commit", commits, goroutines*each)
+	}
+}
+
+func TestLimits(t *testing.T) {
+	one := rec("nats", "1", strings.Repeat("x", 100))
+	size := one.Size()
+	tests := []struct {
+		name  string
+		opts  Options
+		fits  int    // how many single-record appends fit
+		limit string // what the error names
+	}{
+		{"events", Options{MaxEvents: 3}, 3, "max_events 3"},
+		{"bytes", Options{MaxBytes: 3*size + size/2}, 3, fmt.Sprintf("max_bytes %d", 3*size+size/2)},
+		{"both", Options{MaxEvents: 5, MaxBytes: 2*size + size/2}, 2, "max_bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t, t.TempDir(), tt.opts)
+			var seqs []uint64
+			for i := range tt.fits {
+				rs := []Record{rec("nats", strconv.Itoa(i), strings.Repeat("x", 100))}
+				if err := s.Append(rs); err != nil {
+					t.Fatalf("append %d: %v", i, err)
+				}
+				seqs = append(seqs, rs[0].Seq)
+			}
+			// A multi-record append that does not fit stores none of its
+			// records, even those that would have fitted alone.
+			if err := s.Done("nats", seqs[:1]); err != nil {
+				t.Fatal(err)
+			}
+			two := []Record{rec("other", "a", strings.Repeat("x", 100)), rec("other", "b", strings.Repeat("x", 100))}
+			err := s.Append(two)
+			if !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), tt.limit) {
+				t.Fatalf("append over the limit: %v", err)
+			}
+			if two[0].Seq != 0 || two[1].Seq != 0 {
+				t.Fatalf("refused append set seqs %v", seqsOf(two))
+			}
+			checkStats(t, s, tt.fits-1, 0, map[string]int{"nats": tt.fits - 1})
+
+			// Done freed room for one.
+			if err := s.Append(two[:1]); err != nil {
+				t.Fatalf("append after done: %v", err)
+			}
+			if err := s.Append([]Record{rec("nats", "z", strings.Repeat("x", 100))}); !errors.Is(err, ErrFull) {
+				t.Fatalf("append when full again: %v", err)
+			}
+
+			// Kill's forward ignores the limits.
+			fwd := rec("dlq", "f", strings.Repeat("x", 100))
+			fwd.DeadLetter = true
+			if err := s.Kill("nats", seqs[1], "poison", &fwd); err != nil {
+				t.Fatalf("kill with forward on a full spool: %v", err)
+			}
+			if fwd.Seq <= two[0].Seq {
+				t.Fatalf("forward seq %d", fwd.Seq)
+			}
+			checkStats(t, s, tt.fits, 1, map[string]int{"nats": tt.fits - 2, "other": 1, "dlq": 1})
+			// Replay ignores them too.
+			if n, err := s.Replay([]uint64{seqs[1]}); err != nil || n != 1 {
+				t.Fatalf("replay on a full spool: %d %v", n, err)
+			}
+		})
+	}
+}
+
+func TestLifecycle(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	fixed := t0.Add(time.Hour)
+	s.now = func() time.Time { return fixed }
+
+	rs := []Record{rec("nats", "a", "A"), rec("nats", "b", "B"), rec("kafka", "c", "C")}
+	rs[1].Received = t0.Add(-time.Minute) // oldest, but not first of its sink
+	rs[2].Received = t0.Add(-time.Minute)
+	if err := s.Append(rs); err != nil {
+		t.Fatal(err)
+	}
+	st := checkStats(t, s, 3, 0, map[string]int{"nats": 2, "kafka": 1})
+	if !st.Oldest.Equal(t0.Add(-time.Minute)) {
+		t.Errorf("oldest %v", st.Oldest)
+	}
+	if st.PendingBytes != rs[0].Size()+rs[1].Size()+rs[2].Size() {
+		t.Errorf("pending bytes %d", st.PendingBytes)
+	}
+
+	// Retry.
+	next := t0.Add(5 * time.Minute)
+	for i := range 2 {
+		if err := s.Retry("nats", rs[0].Seq, next, fmt.Sprintf("timeout %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := s.Pending("nats", 0, 1)
+	want := rs[0]
+	want.Attempts, want.NextTry, want.LastError = 2, next, "timeout 1"
+	same(t, got[0], want)
+	if err := s.Retry("nats", 12345, next, "x"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("retry of a missing record: %v", err)
+	}
+	checkStats(t, s, 3, 0, map[string]int{"nats": 2, "kafka": 1})
+
+	// Kill with a forward record.
+	fwd := rec("dlq", "fa", "dead letter of a")
+	fwd.DeadLetter = true
+	if err := s.Kill("nats", rs[0].Seq, "too many attempts", &fwd); err != nil {
+		t.Fatal(err)
+	}
+	if fwd.Seq <= rs[2].Seq {
+		t.Fatalf("forward seq %d", fwd.Seq)
+	}
+	dead, err := s.Dead(0, 10)
+	if err != nil || len(dead) != 1 {
+		t.Fatalf("dead %v %v", dead, err)
+	}
+	wantDead := want
+	wantDead.Reason, wantDead.Died = "too many attempts", fixed
+	same(t, dead[0], wantDead)
+	got, _ = s.Pending("dlq", 0, 10)
+	if len(got) != 1 {
+		t.Fatalf("forward not pending: %v", got)
+	}
+	same(t, got[0], fwd)
+	if err := s.Kill("nats", rs[0].Seq, "again", &fwd); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("kill of a dead record: %v", err)
+	}
+	checkStats(t, s, 3, 1, map[string]int{"nats": 1, "kafka": 1, "dlq": 1})
+
+	// Kill without forward, then list the dead letters in Seq order.
+	if err := s.Kill("kafka", rs[2].Seq, "rejected", nil); err != nil {
+		t.Fatal(err)
+	}
+	dead, _ = s.Dead(0, 10)
+	if !reflect.DeepEqual(seqsOf(dead), []uint64{rs[0].Seq, rs[2].Seq}) || dead[1].Sink != "kafka" {
+		t.Fatalf("dead %v", dead)
+	}
+	if page, _ := s.Dead(rs[0].Seq, 10); !reflect.DeepEqual(seqsOf(page), []uint64{rs[2].Seq}) {
+		t.Fatalf("dead after %d: %v", rs[0].Seq, seqsOf(page))
+	}
+	checkStats(t, s, 2, 2, map[string]int{"nats": 1, "dlq": 1})
+
+	// Replay: back to pending under a new Seq, attempts reset.
+	n, err := s.Replay([]uint64{rs[0].Seq, 999})
+	if err != nil || n != 1 {
+		t.Fatalf("replay %d %v", n, err)
+	}
+	got, _ = s.Pending("nats", rs[1].Seq, 10)
+	if len(got) != 1 || got[0].Seq <= fwd.Seq {
+		t.Fatalf("replayed %v", got)
+	}
+	wantReplayed := rs[0]
+	wantReplayed.Seq = got[0].Seq
+	same(t, got[0], wantReplayed)
+	checkStats(t, s, 3, 1, map[string]int{"nats": 2, "dlq": 1})
+
+	// Drop a dead letter.
+	if n, err := s.Drop([]uint64{rs[2].Seq, rs[2].Seq, 4242}); err != nil || n != 1 {
+		t.Fatalf("drop %d %v", n, err)
+	}
+	if dead, _ := s.Dead(0, 10); len(dead) != 0 {
+		t.Fatalf("dead after drop %v", dead)
+	}
+	checkStats(t, s, 3, 0, map[string]int{"nats": 2, "dlq": 1})
+
+	// DropPending.
+	if n, err := s.DropPending("nats", []uint64{rs[1].Seq, wantReplayed.Seq, rs[0].Seq}); err != nil || n != 2 {
+		t.Fatalf("drop pending %d %v", n, err)
+	}
+	if n, err := s.DropPending("nope", []uint64{1}); err != nil || n != 0 {
+		t.Fatalf("drop pending of unknown sink %d %v", n, err)
+	}
+	st = checkStats(t, s, 1, 0, map[string]int{"dlq": 1})
+	if !st.Oldest.Equal(fwd.Received) {
+		t.Errorf("oldest %v, want %v", st.Oldest, fwd.Received)
+	}
+	if err := s.Done("dlq", []uint64{fwd.Seq}); err != nil {
+		t.Fatal(err)
+	}
+	st = checkStats(t, s, 0, 0, nil)
+	if st.PendingBytes != 0 {
+		t.Errorf("pending bytes %d with nothing pending", st.PendingBytes)
+	}
+	if names, _ := s.Sinks(); len(names) != 0 {
+		t.Errorf("sinks %v with nothing pending", names)
+	}
+}
+
+func TestOpenLocked(t *testing.T) {
+	dir := t.TempDir()
+	open(t, dir, Options{}) // holds the lock until cleanup
+	start := time.Now()
+	s2, err := Open(dir, Options{OpenTimeout: 200 * time.Millisecond})
+	if err == nil {
+		s2.Close()
+		t.Fatal("second open succeeded")
+	}
+	if !strings.Contains(err.Error(), "in use by another hookbridge process") || !strings.Contains(err.Error(), "stop it first") {
+		t.Fatalf("error %q", err)
+	}
+	// Generous bound: this only guards against waiting forever.
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("open waited %v", d)
+	}
+}
+
+func TestDecodeGarbage(t *testing.T) {
+	r := rec("nats", "id", "some body")
+	r.NextTry, r.Died, r.Reason, r.LastError, r.Attempts = t0, t0, "why", "err", 7
+	good := encodeRecord(&r, r.Size())
+	got, err := decodeRecord(9, good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Seq = 9
+	same(t, got, r)
+
+	cases := map[string][]byte{
+		"empty":           {},
+		"version":         append([]byte{2}, good[1:]...),
+		"flags":           append([]byte{formatV1, 0x80}, good[2:]...),
+		"trailing":        append(append([]byte{}, good...), 0),
+		"huge length":     append(append([]byte{}, good[:len(good)-len("some body")-1]...), 0xff, 0xff, 0xff, 0xff, 0x0f),
+		"bad varint":      {formatV1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+		"attribute count": {formatV1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f},
+	}
+	for i := range len(good) {
+		cases[fmt.Sprintf("truncated at %d", i)] = good[:i]
+	}
+	for name, b := range cases {
+		if _, err := decodeRecord(1, b); !errors.Is(err, errCorrupt) {
+			t.Errorf("%s: err %v", name, err)
+		}
+	}
+	// Every single-byte corruption either decodes or errors: never panics.
+	for i := range good {
+		for _, x := range []byte{0x00, 0x01, 0x7f, 0x80, 0xff} {
+			b := bytes.Clone(good)
+			b[i] = x
+			decodeRecord(1, b)
+			storedSize(b)
+		}
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	r := rec("nats", "id", "body")
+	f.Add(encodeRecord(&r, r.Size()))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rec, err := decodeRecord(1, b)
+		if err != nil {
+			return
+		}
+		// What decodes must re-encode to a value that decodes the same.
+		size, _ := storedSize(b)
+		again, err := decodeRecord(1, encodeRecord(&rec, size))
+		if err != nil || !reflect.DeepEqual(again.Message, rec.Message) {
+			t.Fatalf("round trip: %v", err)
+		}
+	})
+}
+
+func benchRecord() Record {
+	r := rec("nats", "bench", strings.Repeat("x", 1024))
+	return r
+}
+
+func BenchmarkAppend(b *testing.B) {
+	s := open(b, b.TempDir(), Options{})
+	proto := benchRecord()
+	b.ReportAllocs()
+	b.SetBytes(proto.Size())
+	b.ResetTimer()
+	for b.Loop() {
+		rs := []Record{proto}
+		if err := s.Append(rs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/float64(s.commits.Load()), "appends/commit")
+}
+
+func BenchmarkAppendParallel(b *testing.B) {
+	s := open(b, b.TempDir(), Options{})
+	proto := benchRecord()
+	b.ReportAllocs()
+	b.SetBytes(proto.Size())
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			rs := []Record{proto}
+			if err := s.Append(rs); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/float64(s.commits.Load()), "appends/commit")
+}

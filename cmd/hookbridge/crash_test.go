@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookbridge/hookbridge/bridge"
+)
+
+// TestKill9LosesNoAcknowledgedEvent runs the real binary under steady
+// traffic, kills it with SIGKILL, starts it again on the same data and
+// checks that every event it answered 200 reaches JetStream exactly once.
+func TestKill9LosesNoAcknowledgedEvent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "hookbridge")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	webhookAddr, natsAddr := freePort(t), freePort(t)
+	config := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf(`
+server:
+  listen: %q
+delivery: spool
+spool:
+  dir: %q
+sources:
+  - name: browser-use
+    secrets: ["${BROWSER_USE_WEBHOOK_SECRET}"]
+sinks:
+  - name: bus
+    type: nats
+    url: embedded
+    jetstream: true
+    embedded: {listen: %q, store_dir: %q}
+routes:
+  - name: all
+    status: ["*"]
+    to:
+      - {sink: bus, subject: "task.{status}"}
+`, webhookAddr, filepath.Join(dir, "spool"), natsAddr, filepath.Join(dir, "nats"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	start := func() (*exec.Cmd, *syncBuffer) {
+		cmd := exec.Command(bin, "serve", "-config", config)
+		cmd.Env = append(os.Environ(), "BROWSER_USE_WEBHOOK_SECRET=whsec_crash")
+		var logs syncBuffer
+		cmd.Stdout, cmd.Stderr = &logs, &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "hookbridge to listen", func() bool { return strings.Contains(logs.String(), "hookbridge listening") })
+		return cmd, &logs
+	}
+	proc, _ := start()
+
+	// Steady traffic from four clients until the kill; record what was
+	// answered 200.
+	url := "http://" + webhookAddr + "/webhook"
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	stop := make(chan struct{})
+	var clients sync.WaitGroup
+	for w := range 4 {
+		clients.Go(func() {
+			client := &http.Client{Timeout: 5 * time.Second}
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id, ok := postSigned(client, url, fmt.Sprintf("task-%d", w), n)
+				if ok {
+					mu.Lock()
+					acked[id] = true
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	waitFor(t, "300 acknowledged events", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) >= 300
+	})
+	if err := proc.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = proc.Wait()
+	close(stop)
+	clients.Wait()
+
+	proc, logs := start()
+	defer func() {
+		_ = proc.Process.Signal(syscall.SIGTERM)
+		_ = proc.Wait()
+	}()
+	nc, err := natsgo.Connect("nats://" + natsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	var stored map[string]int
+	waitFor(t, "every acknowledged event in JetStream", func() bool {
+		stored = storedIDs(t, ctx, js)
+		for id := range acked {
+			if stored[id] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for id, n := range stored {
+		if n != 1 {
+			t.Errorf("event %s stored %d times", id, n)
+		}
+	}
+	t.Logf("%d events acknowledged before SIGKILL, %d stored; second run's log:\n%s", len(acked), len(stored), tail(logs.String(), 5))
+}
+
+// postSigned posts one signed envelope event and reports its id if it was
+// answered 200.
+func postSigned(client *http.Client, url, task string, n int) (string, bool) {
+	body := fmt.Sprintf(`{"type":"agent.task.status_update","timestamp":"%s","payload":{"task_id":%q,"status":"started","metadata":{"n":"%d"}}}`,
+		time.Now().UTC().Format(time.RFC3339Nano), task, n)
+	var cz bridge.Canonicalizer
+	c, err := cz.Canonicalize([]byte(body))
+	if err != nil {
+		return "", false
+	}
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return "", false
+	}
+	req.Header.Set(bridge.HeaderTimestamp, ts)
+	req.Header.Set(bridge.HeaderSignature, bridge.Signature([]byte("whsec_crash"), ts, c.JSON))
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", false
+	}
+	defer resp.Body.Close()
+	var answer struct{ ID string }
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&answer) != nil {
+		return "", false
+	}
+	return answer.ID, true
+}
+
+// storedIDs counts the events in the HOOKBRIDGE stream by CloudEvents id.
+func storedIDs(t *testing.T, ctx context.Context, js jetstream.JetStream) map[string]int {
+	t.Helper()
+	ids := map[string]int{}
+	stream, err := js.Stream(ctx, "HOOKBRIDGE")
+	if err != nil {
+		return ids
+	}
+	info, err := stream.Info(ctx)
+	if err != nil || info.State.Msgs == 0 {
+		return ids
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return ids
+	}
+	batch, err := cons.Fetch(int(info.State.Msgs), jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		return ids
+	}
+	for m := range batch.Messages() {
+		ids[m.Headers().Get("ce-id")]++
+	}
+	return ids
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hookbridge/hookbridge/bridge"
+	"github.com/hookbridge/hookbridge/bridge/spool"
+)
+
+var spoolCmd = &command{
+	name:      "spool",
+	args:      "ls|replay|drop [-config FILE] [flags] [SEQ...]",
+	short:     "inspect the spool and re-drive dead letters",
+	actions:   []string{"ls", "replay", "drop"},
+	takesArgs: true,
+	long: `
+Spool works on the durable spool of the config (spool.dir) while serve is
+stopped: the spool file is locked by a running hookbridge.
+
+	hookbridge spool ls              messages waiting, per sink, oldest first
+	hookbridge spool ls -dead        dead letters, with why they died
+	hookbridge spool replay SEQ...   put dead letters back in line (-all: every one)
+	hookbridge spool drop SEQ...     delete dead letters (-all: every one)
+	hookbridge spool drop -pending -sink NAME SEQ...
+	                                 delete waiting messages of one sink
+
+SEQ is the number ls prints in its first column.`,
+	flags: func(fs *flag.FlagSet) func(context.Context, env) int {
+		config := fs.String("config", defaultConfig, "the config `file` whose spool to open")
+		dead := fs.Bool("dead", false, "ls: list dead letters instead of waiting messages")
+		sinkName := fs.String("sink", "", "ls, drop -pending: only this `sink`")
+		limit := fs.Int("n", 100, "ls: list at most `n` messages")
+		all := fs.Bool("all", false, "replay, drop: every dead letter (or, with -pending, every waiting message of -sink)")
+		pending := fs.Bool("pending", false, "drop: waiting messages of -sink instead of dead letters")
+		return func(ctx context.Context, e env) int {
+			seqs, err := parseSeqs(e.args)
+			if err != nil {
+				return fail(e, "spool", err)
+			}
+			cfg, err := bridge.LoadConfigIgnoringUnset(*config, e.lookupEnv)
+			if err != nil {
+				return fail(e, "spool", err)
+			}
+			st, err := bridge.OpenSpool(cfg)
+			if err != nil {
+				return fail(e, "spool", err)
+			}
+			defer st.Close()
+			switch e.action {
+			case "ls":
+				if len(seqs) > 0 {
+					return fail(e, "spool", usagef("ls takes no SEQ"))
+				}
+				err = spoolList(e, st, *dead, *sinkName, *limit)
+			case "replay":
+				err = spoolReplay(e, st, seqs, *all)
+			case "drop":
+				err = spoolDrop(e, st, seqs, *all, *pending, *sinkName)
+			}
+			if err != nil {
+				return fail(e, "spool", err)
+			}
+			return exitOK
+		}
+	},
+}
+
+func parseSeqs(args []string) ([]uint64, error) {
+	seqs := make([]uint64, 0, len(args))
+	for _, a := range args {
+		n, err := strconv.ParseUint(a, 10, 64)
+		if err != nil {
+			return nil, usagef("%q is not a SEQ: give the numbers spool ls prints", a)
+		}
+		seqs = append(seqs, n)
+	}
+	return seqs, nil
+}
+
+func spoolList(e env, st *spool.Store, dead bool, sinkName string, limit int) error {
+	stats, err := st.Stats()
+	if err != nil {
+		return err
+	}
+	oldest := "-"
+	if !stats.Oldest.IsZero() {
+		oldest = time.Since(stats.Oldest).Round(time.Second).String()
+	}
+	fmt.Fprintf(e.stdout, "waiting: %d messages, %d bytes, oldest %s ago; dead letters: %d\n\n", stats.Pending, stats.PendingBytes, oldest, stats.Dead)
+	var recs []spool.Record
+	if dead {
+		recs, err = st.Dead(0, limit)
+	} else {
+		for _, name := range sortedNames(stats.BySink) {
+			if sinkName != "" && name != sinkName {
+				continue
+			}
+			more, err := st.Pending(name, 0, limit-len(recs))
+			if err != nil {
+				return err
+			}
+			recs = append(recs, more...)
+			if len(recs) >= limit {
+				break
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	if dead {
+		fmt.Fprintln(tw, "SEQ\tSINK\tTARGET\tTASK\tEVENT\tATTEMPTS\tDIED\tREASON")
+	} else {
+		fmt.Fprintln(tw, "SEQ\tSINK\tTARGET\tTASK\tEVENT\tATTEMPTS\tAGE\tLAST ERROR")
+	}
+	for _, r := range recs {
+		if sinkName != "" && r.Sink != sinkName {
+			continue
+		}
+		when, why := time.Since(r.Received).Round(time.Second).String(), r.LastError
+		if dead {
+			when, why = r.Died.UTC().Format(time.RFC3339), r.Reason
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Seq, r.Sink, orDash(r.Message.Target),
+			orDash(r.Message.Key), r.Message.ID, r.Attempts, when, orDash(oneLine(why)))
+	}
+	return tw.Flush()
+}
+
+func spoolReplay(e env, st *spool.Store, seqs []uint64, all bool) error {
+	seqs, err := pickDead(st, seqs, all)
+	if err != nil {
+		return err
+	}
+	n, err := st.Replay(seqs)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%d dead letters back in line: the next serve delivers them\n", n)
+	return nil
+}
+
+func spoolDrop(e env, st *spool.Store, seqs []uint64, all, pending bool, sinkName string) error {
+	if pending {
+		if sinkName == "" {
+			return usagef("drop -pending needs -sink NAME")
+		}
+		if all {
+			recs, err := st.Pending(sinkName, 0, 1<<30)
+			if err != nil {
+				return err
+			}
+			seqs = seqs[:0]
+			for _, r := range recs {
+				seqs = append(seqs, r.Seq)
+			}
+		} else if len(seqs) == 0 {
+			return usagef("name the SEQs to drop, or -all")
+		}
+		n, err := st.DropPending(sinkName, seqs)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "%d waiting messages of sink %q dropped\n", n, sinkName)
+		return nil
+	}
+	seqs, err := pickDead(st, seqs, all)
+	if err != nil {
+		return err
+	}
+	n, err := st.Drop(seqs)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%d dead letters dropped\n", n)
+	return nil
+}
+
+// pickDead returns seqs, or with all every dead letter's.
+func pickDead(st *spool.Store, seqs []uint64, all bool) ([]uint64, error) {
+	switch {
+	case all && len(seqs) > 0:
+		return nil, usagef("give SEQs or -all, not both")
+	case !all && len(seqs) == 0:
+		return nil, usagef("name the SEQs (spool ls -dead lists them), or -all")
+	case !all:
+		return seqs, nil
+	}
+	recs, err := st.Dead(0, 1<<30)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
+		seqs = append(seqs, r.Seq)
+	}
+	return seqs, nil
+}
+
+func sortedNames(m map[string]int) []string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > 120 {
+		s = s[:117] + "..."
+	}
+	return s
+}
