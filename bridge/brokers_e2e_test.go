@@ -49,6 +49,7 @@ func TestServiceFansOutToEveryBroker(t *testing.T) {
 	yaml := fmt.Sprintf(`
 server:
   listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
 delivery: sync
 sources:
   - name: browser-use
@@ -200,7 +201,7 @@ routes:
 	}
 
 	// NATS: every status once.
-	nc, err := natsgo.Connect(svc.Sinks["bus"].(*natssink.Sink).ClientURL())
+	nc, err := natsgo.Connect(Unwrap(svc.Sinks()["bus"]).(*natssink.Sink).ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}

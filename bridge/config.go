@@ -58,6 +58,13 @@ type SpoolConfig struct {
 type ServerConfig struct {
 	// Listen is the webhook listener's host:port. Default "127.0.0.1:8080".
 	Listen string `yaml:"listen"`
+	// AdminListen is the admin listener's host:port, serving /metrics,
+	// /healthz, /readyz and (with Pprof) /debug/pprof/. It is separate
+	// from the webhook listener so it never faces the internet. Default
+	// "127.0.0.1:9090"; in a pod, ":9090" lets the kubelet probe it.
+	AdminListen string `yaml:"admin_listen"`
+	// Pprof serves net/http/pprof on the admin listener. Default false.
+	Pprof bool `yaml:"pprof"`
 	// MaxBodyBytes caps a webhook body; a larger one is answered 413.
 	// Default 1 MiB.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
@@ -244,6 +251,7 @@ func (s *SinkConfig) decodeNode(d *decoder, n *yaml.Node, key string) {
 // Defaults for ServerConfig and SourceConfig, documented on their fields.
 const (
 	DefaultListen       = "127.0.0.1:8080"
+	DefaultAdminListen  = "127.0.0.1:9090"
 	DefaultMaxBodyBytes = 1 << 20
 	DefaultPath         = "/webhook"
 	DefaultTolerance    = 5 * time.Minute
@@ -268,6 +276,7 @@ func (c *Config) SetDefaults() {
 	}
 	s := &c.Server
 	setDefault(&s.Listen, DefaultListen)
+	setDefault(&s.AdminListen, DefaultAdminListen)
 	setDefault(&s.MaxBodyBytes, DefaultMaxBodyBytes)
 	setDefault(&s.MaxHeaderBytes, 16<<10)
 	setDefault(&s.MaxJSONDepth, DefaultMaxDepth)
@@ -445,6 +454,9 @@ func (s *ServerConfig) validate() error {
 	var errs []error
 	if _, port, err := net.SplitHostPort(s.Listen); err != nil || port == "" {
 		errs = append(errs, problemf("server.listen", "%q is not host:port: write e.g. \"127.0.0.1:8080\" or \":8080\"", s.Listen))
+	}
+	if _, port, err := net.SplitHostPort(s.AdminListen); err != nil || port == "" {
+		errs = append(errs, problemf("server.admin_listen", "%q is not host:port: write e.g. \"127.0.0.1:9090\" or \":9090\"", s.AdminListen))
 	}
 	positive := []struct {
 		key string

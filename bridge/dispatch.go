@@ -28,6 +28,7 @@ type Spooler struct {
 
 	stop    context.CancelFunc
 	running sync.WaitGroup
+	metrics *Metrics      // nil in unit tests
 	dead    atomic.Uint64 // messages dead-lettered since start
 	retries atomic.Uint64 // failed publish attempts that will be retried, since start
 }
@@ -108,6 +109,13 @@ func (s *Spooler) DeadLetters() uint64 { return s.dead.Load() }
 // Retries returns how many failed publishes were scheduled for a retry
 // since start.
 func (s *Spooler) Retries() uint64 { return s.retries.Load() }
+
+// wakeAll makes every dispatcher look at the spool now.
+func (s *Spooler) wakeAll() {
+	for name := range s.dispatchers {
+		s.wake(name)
+	}
+}
 
 func (s *Spooler) wake(sink string) {
 	if d, ok := s.dispatchers[sink]; ok {
@@ -280,6 +288,9 @@ func (d *dispatcher) deliver(ctx context.Context, recs []spool.Record) {
 			d.kill(r, fmt.Sprintf("undelivered after max_age %v: %v", d.retry.MaxAge, e))
 		default:
 			d.spooler.retries.Add(1)
+			if m := d.spooler.metrics; m != nil {
+				m.retries.WithLabelValues(d.name).Inc()
+			}
 			if err := d.store.Retry(d.name, r.Seq, now.Add(backoff(d.retry, r.Attempts+1)), e.Error()); err != nil {
 				d.log.Error("record a failed attempt in the spool", "seq", r.Seq, "err", err)
 			}
@@ -325,6 +336,9 @@ func (d *dispatcher) kill(r spool.Record, reason string) {
 		return
 	}
 	d.spooler.dead.Add(1)
+	if m := d.spooler.metrics; m != nil {
+		m.deadLetters.WithLabelValues(d.name).Inc()
+	}
 	d.log.Warn("message dead-lettered", "id", r.Message.ID, "target", r.Message.Target,
 		"attempts", r.Attempts+1, "reason", reason, "dead_letter_sink", d.deadSink)
 	if forward != nil {

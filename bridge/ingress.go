@@ -35,12 +35,13 @@ const (
 	ResultStale                      // 403, timestamp outside tolerance or unparseable
 	ResultNoStatus                   // 422
 	ResultUnavailable                // 503, a sink did not confirm
+	ResultSpoolFull                  // 503, the spool is full
 	numResults
 )
 
 var resultNames = [numResults]string{
 	"accepted", "unrouted", "test", "not_found", "bad_method", "too_large",
-	"bad_request", "bad_signature", "stale", "no_status", "unavailable",
+	"bad_request", "bad_signature", "stale", "no_status", "unavailable", "spool_full",
 }
 
 func (r Result) String() string { return resultNames[r] }
@@ -64,6 +65,8 @@ type Ingress struct {
 	maxDepth     int
 	publishLimit time.Duration
 	retryAfter   string
+
+	metrics *Metrics // nil: counted in results only
 
 	canon   sync.Pool // *Canonicalizer
 	bufs    sync.Pool // *bytes.Buffer
@@ -174,20 +177,20 @@ func (h *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	ev, err := Normalize(src.name, ts, received, c)
+	ev, err := Normalize(src.name, ts, received, c, ParseTrace(r.Header.Get("Traceparent"), r.Header.Get("Tracestate")))
 	if err != nil {
 		h.reject(w, r, src.name, ResultNoStatus, http.StatusUnprocessableEntity, err.Error())
 		return
 	}
 	if ev.Test {
-		h.results[ResultTest].Add(1)
+		h.count(src.name, ResultTest)
 		h.log.Info("test delivery verified", "source", src.name, "id", ev.ID)
 		writeAccepted(w, ev.ID, 0, true)
 		return
 	}
 	deliveries, routes := h.router.Route(ev)
 	if len(deliveries) == 0 {
-		h.results[ResultUnrouted].Add(1)
+		h.count(src.name, ResultUnrouted)
 		h.log.Info("event matched no route", "source", src.name, "id", ev.ID, "status", ev.Status)
 		writeAccepted(w, ev.ID, 0, false)
 		return
@@ -196,13 +199,26 @@ func (h *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if err := h.deliverer.Deliver(ctx, ev, deliveries); err != nil {
 		w.Header().Set("Retry-After", h.retryAfter)
-		h.results[ResultUnavailable].Add(1)
+		if IsFull(err) {
+			h.count(src.name, ResultSpoolFull)
+		} else {
+			h.count(src.name, ResultUnavailable)
+		}
 		h.log.Warn("event not delivered; answered 503 so the sender retries",
 			"source", src.name, "id", ev.ID, "status", ev.Status, "err", err)
 		writeError(w, http.StatusServiceUnavailable, "event not delivered, retry later: "+err.Error())
 		return
 	}
-	h.results[ResultAccepted].Add(1)
+	h.count(src.name, ResultAccepted)
+	if h.metrics != nil {
+		status := ev.Status
+		if !h.router.Names(status) {
+			status = "other" // an open string: keep the label bounded
+		}
+		for _, r := range routes {
+			h.metrics.events.WithLabelValues(r, status).Inc()
+		}
+	}
 	writeAccepted(w, ev.ID, len(routes), false)
 }
 
@@ -247,8 +263,19 @@ func (h *Ingress) rejectTooLarge(w http.ResponseWriter, r *http.Request, src *so
 	h.reject(w, r, src.name, ResultTooLarge, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than the limit of %d bytes", h.maxBody))
 }
 
-func (h *Ingress) reject(w http.ResponseWriter, r *http.Request, source string, res Result, status int, msg string) {
+// count records one answer.
+func (h *Ingress) count(source string, res Result) {
 	h.results[res].Add(1)
+	if h.metrics != nil {
+		if source == "" {
+			source = "none" // no source at that path
+		}
+		h.metrics.webhooks.WithLabelValues(source, res.String()).Inc()
+	}
+}
+
+func (h *Ingress) reject(w http.ResponseWriter, r *http.Request, source string, res Result, status int, msg string) {
+	h.count(source, res)
 	h.log.Info("webhook rejected", "status", status, "reason", msg, "source", source, "remote", r.RemoteAddr)
 	writeError(w, status, msg)
 }

@@ -49,7 +49,7 @@ var ErrNoStatus = errors.New(`no "status" string in the task payload`)
 // has no time of its own, so headerTS joins the hash: a task that reports
 // the same status twice sends identical flat bodies, and two real events
 // must never be merged.
-func Normalize(source, headerTS string, received time.Time, c Canonical) (*Event, error) {
+func Normalize(source, headerTS string, received time.Time, c Canonical, trace Trace) (*Event, error) {
 	if !c.Object {
 		return nil, errors.New("body is not a JSON object")
 	}
@@ -156,14 +156,67 @@ func Normalize(source, headerTS string, received time.Time, c Canonical) (*Event
 		}
 		envJSON = append(envJSON, '}')
 	}
-	ev.build(data, c.NonFinite, envJSON)
+	ev.build(data, c.NonFinite, envJSON, trace)
 	return ev, nil
 }
 
+// Trace is the W3C trace context a webhook came with. It travels with the
+// event as the CloudEvents distributed-tracing extension (attributes
+// "traceparent" and "tracestate"), so a trace continues from the sender
+// through the bus to consumers. It is not part of the event id.
+type Trace struct {
+	Parent string // the traceparent header, "" if absent or malformed
+	State  string // the tracestate header, "" if absent, malformed or without a parent
+}
+
+// ParseTrace returns the trace context of W3C headers, dropping values
+// that do not follow the spec rather than passing garbage on.
+func ParseTrace(traceparent, tracestate string) Trace {
+	if !validTraceparent(traceparent) {
+		return Trace{}
+	}
+	t := Trace{Parent: traceparent}
+	if len(tracestate) <= 512 && printableASCII(tracestate) {
+		t.State = tracestate
+	}
+	return t
+}
+
+// validTraceparent checks version-traceid-parentid-flags: 2, 32, 16 and 2
+// lowercase hex digits; version ff and all-zero ids are invalid.
+func validTraceparent(s string) bool {
+	if len(s) < 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' || (len(s) > 55 && (s[0:2] == "00" || s[55] != '-')) {
+		return false
+	}
+	hex := func(part string) bool {
+		zero := true
+		for i := 0; i < len(part); i++ {
+			c := part[i]
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return false
+			}
+			zero = zero && c == '0'
+		}
+		return !zero
+	}
+	version, traceID, parentID, flags := s[0:2], s[3:35], s[36:52], s[53:55]
+	return hex(traceID) && hex(parentID) && version != "ff" &&
+		(hex(version) || version == "00") && (hex(flags) || flags == "00")
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
 // build writes the structured CloudEvent and its attributes.
-func (ev *Event) build(data []byte, nonFinite bool, envelope []byte) {
+func (ev *Event) build(data []byte, nonFinite bool, envelope []byte, trace Trace) {
 	timeStr := ev.Time.Format(time.RFC3339Nano)
-	ev.Attrs = make([]sinks.Attr, 0, 9)
+	ev.Attrs = make([]sinks.Attr, 0, 11)
 	ev.Attrs = append(ev.Attrs,
 		sinks.Attr{Name: "specversion", Value: "1.0"},
 		sinks.Attr{Name: "id", Value: ev.ID},
@@ -173,13 +226,19 @@ func (ev *Event) build(data []byte, nonFinite bool, envelope []byte) {
 	if ev.TaskID != "" {
 		ev.Attrs = append(ev.Attrs, sinks.Attr{Name: "subject", Value: ev.TaskID})
 	}
-	ev.Attrs = append(ev.Attrs,
-		sinks.Attr{Name: "time", Value: timeStr},
-		sinks.Attr{Name: "datacontenttype", Value: "application/json"},
-	)
+	ev.Attrs = append(ev.Attrs, sinks.Attr{Name: "time", Value: timeStr})
 	if !ev.Test {
 		ev.Attrs = append(ev.Attrs, sinks.Attr{Name: "status", Value: ev.Status})
 	}
+	if trace.Parent != "" {
+		ev.Attrs = append(ev.Attrs, sinks.Attr{Name: "traceparent", Value: trace.Parent})
+		if trace.State != "" {
+			ev.Attrs = append(ev.Attrs, sinks.Attr{Name: "tracestate", Value: trace.State})
+		}
+	}
+	// Last of the common ones: SQS carries only 10 attributes, and this
+	// one is always "application/json".
+	ev.Attrs = append(ev.Attrs, sinks.Attr{Name: "datacontenttype", Value: "application/json"})
 	if envelope != nil {
 		ev.Attrs = append(ev.Attrs, sinks.Attr{Name: "browseruseenvelope", Value: string(envelope)})
 	}

@@ -16,7 +16,7 @@ func normalize(t *testing.T, source, ts, body string) (*Event, error) {
 	if err != nil {
 		t.Fatalf("canonicalize %s: %v", body, err)
 	}
-	return Normalize(source, ts, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), c)
+	return Normalize(source, ts, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), c, Trace{})
 }
 
 // cloudEvent decodes an event's JSON with the standard library: what a

@@ -227,6 +227,12 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// Names reports whether some route names status (not counting "*").
+func (r *Router) Names(status string) bool {
+	_, ok := r.byStatus[status]
+	return ok
+}
+
 // Route returns the deliveries for ev, de-duplicated, and the names of the
 // routes that matched. Both are empty for an unrouted event.
 func (r *Router) Route(ev *Event) (deliveries []Delivery, routes []string) {

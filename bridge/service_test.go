@@ -34,6 +34,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	yaml := `
 server:
   listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
 delivery: sync
 sources:
   - name: browser-use
@@ -112,7 +113,7 @@ routes:
 		}
 		var cz Canonicalizer
 		c, _ := cz.Canonicalize(v.body(t))
-		ev, err := Normalize("browser-use", v.Timestamp, time.Now(), c)
+		ev, err := Normalize("browser-use", v.Timestamp, time.Now(), c, Trace{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,7 +150,7 @@ routes:
 	}
 
 	// JetStream holds each event once per subject.
-	nc, err := natsgo.Connect(svc.Sinks["bus"].(*natssink.Sink).ClientURL())
+	nc, err := natsgo.Connect(Unwrap(svc.Sinks()["bus"]).(*natssink.Sink).ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,6 +51,7 @@ func spoolConfig(t *testing.T, natsURL, spoolDir string, extraSink string) *Conf
 	yaml := fmt.Sprintf(`
 server:
   listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
   publish_timeout: 2s
   write_timeout: 5s
 spool:
@@ -236,11 +237,11 @@ func TestSpoolRidesOutBrokerOutage(t *testing.T) {
 
 	dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := svc.Spooler.Drain(dctx); err != nil {
+	if err := svc.Spooler().Drain(dctx); err != nil {
 		t.Fatal(err)
 	}
 	checkDelivered(t, streamEvents(t, srv.ClientURL()), acked)
-	if svc.Spooler.Retries() == 0 {
+	if svc.Spooler().Retries() == 0 {
 		t.Error("no publish was retried: the outage did not happen under traffic")
 	}
 }
@@ -292,7 +293,7 @@ func TestSpoolRedeliversAfterRestart(t *testing.T) {
 	defer svc.Shutdown(ctx)
 	dctx, cancel2 := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel2()
-	if err := svc.Spooler.Drain(dctx); err != nil {
+	if err := svc.Spooler().Drain(dctx); err != nil {
 		t.Fatal(err)
 	}
 	checkDelivered(t, streamEvents(t, srv.ClientURL()), acked)

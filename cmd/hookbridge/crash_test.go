@@ -39,6 +39,7 @@ func TestKill9LosesNoAcknowledgedEvent(t *testing.T) {
 	if err := os.WriteFile(config, []byte(fmt.Sprintf(`
 server:
   listen: %q
+  admin_listen: "127.0.0.1:0"
 delivery: spool
 spool:
   dir: %q

@@ -5,8 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/signal"
 	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/hookbridge/hookbridge/bridge"
 )
@@ -15,13 +21,19 @@ const defaultConfig = "config.yaml"
 
 var serveCmd = &command{
 	name:  "serve",
-	args:  "[-config FILE] [-skip-probe] [-log-level LEVEL] [-log-format text|json]",
+	args:  "[-config FILE] [-skip-probe] [-watch D] [-log-level LEVEL] [-log-format text|json]",
 	short: "run the webhook bridge (the default command)",
 	long: `
 Serve loads the config, connects every sink (starting the embedded NATS
 server if one is configured), and answers webhooks until SIGINT or SIGTERM.
 On a signal it stops accepting, finishes the webhooks in flight within
 server.shutdown_timeout, and closes the sinks.
+
+SIGHUP, or a change of the config file (checked every -watch), reloads
+routes, sinks and secrets without a restart: requests in flight finish on
+the old config, unchanged sinks stay connected, and an invalid file keeps
+the running config (the log says why). Listeners and the spool change only
+at the next start.
 
 At start-up every sink checks its broker (NATS connection, Kafka metadata
 and topics, SQS queue attributes) and serve fails with a clear error when
@@ -35,6 +47,7 @@ it; otherwise 503 with Retry-After, so Browser Use retries.`,
 		level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 		format := fs.String("log-format", "text", "log `format`: text or json")
 		skipProbe := fs.Bool("skip-probe", false, "start without checking that the brokers are reachable")
+		watch := fs.Duration("watch", 2*time.Second, "check the config file for changes this `often` and reload it")
 		return func(ctx context.Context, e env) int {
 			log, err := newLogger(e, *level, *format)
 			if err != nil {
@@ -51,12 +64,30 @@ it; otherwise 503 with Retry-After, so Browser Use retries.`,
 			if err != nil {
 				return fail(e, "serve", err)
 			}
-			select {
-			case <-ctx.Done():
-				log.Info("shutting down", "timeout", cfg.Server.ShutdownTimeout)
-			case err := <-svc.Done():
-				log.Error("webhook server stopped", "err", err)
+			svc.SkipProbe = *skipProbe
+			// SIGHUP, or a change of the file, reloads routes, sinks and
+			// secrets without a restart.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			watchCtx, stopWatch := context.WithCancel(ctx)
+			defer stopWatch()
+			go svc.WatchConfig(watchCtx, *config, e.lookupEnv, *watch)
+		wait:
+			for {
+				select {
+				case <-ctx.Done():
+					log.Info("shutting down", "timeout", cfg.Server.ShutdownTimeout)
+					break wait
+				case <-hup:
+					log.Info("SIGHUP: reloading the config", "path", *config)
+					_ = svc.ReloadFile(ctx, *config, e.lookupEnv) // logged and counted
+				case err := <-svc.Done():
+					log.Error("a listener stopped", "err", err)
+					break wait
+				}
 			}
+			stopWatch()
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownTimeout)
 			defer cancel()
 			if err := svc.Shutdown(sctx); err != nil {
@@ -85,7 +116,7 @@ func newLogger(e env, level, format string) (*slog.Logger, error) {
 
 var checkCmd = &command{
 	name:  "check",
-	args:  "[-config FILE]",
+	args:  "[-config FILE] [-explain JSON]",
 	short: "validate a config file and print its routing table",
 	long: `
 Check loads the config as serve would, without connecting to anything, and
@@ -93,10 +124,15 @@ prints the effective server settings (defaults applied) and the routing
 table: for each status a route names, and for every other status ("*"), the
 route, sink and target it reaches. Secrets are never printed.
 
+With -explain, it prints instead where one sample delivery would go:
+	hookbridge check -explain '{"status":"paused","task_id":"t1"}'
+(a flat body or an envelope, as Browser Use sends them).
+
 It exits 0 when the config is valid and 1, with file:line and the key of
 each problem, when it is not.`,
 	flags: func(fs *flag.FlagSet) func(context.Context, env) int {
 		config := fs.String("config", defaultConfig, "the config `file`")
+		explain := fs.String("explain", "", "print where this sample delivery (`JSON`) would go")
 		return func(ctx context.Context, e env) int {
 			cfg, err := bridge.LoadConfig(*config, e.lookupEnv)
 			if err != nil {
@@ -105,6 +141,12 @@ each problem, when it is not.`,
 			router, err := bridge.NewRouter(cfg.Routes)
 			if err != nil {
 				return fail(e, "check", err)
+			}
+			if *explain != "" {
+				if err := printExplain(e, cfg, router, *explain); err != nil {
+					return fail(e, "check", err)
+				}
+				return exitOK
 			}
 			printCheck(e, *config, cfg, router)
 			return exitOK
@@ -174,6 +216,41 @@ func printCheck(e env, path string, cfg *bridge.Config, router *bridge.Router) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", row.Status, row.Route, row.Sink, target, delivery)
 	}
 	tw.Flush()
+}
+
+// printExplain shows the routes, sinks and targets one sample delivery
+// reaches, normalized exactly as serve would.
+func printExplain(e env, cfg *bridge.Config, router *bridge.Router, sample string) error {
+	var cz bridge.Canonicalizer
+	c, err := cz.Canonicalize([]byte(sample))
+	if err != nil {
+		return fmt.Errorf("-explain: not valid JSON: %w", err)
+	}
+	now := time.Now()
+	ev, err := bridge.Normalize(cfg.Sources[0].Name, strconv.FormatInt(now.Unix(), 10), now, c, bridge.Trace{})
+	if err != nil {
+		return fmt.Errorf("-explain: %w (serve would answer 4xx)", err)
+	}
+	if ev.Test {
+		fmt.Fprintln(e.stdout, "a test delivery: verified and answered 200, never routed")
+		return nil
+	}
+	deliveries, routes := router.Route(ev)
+	fmt.Fprintf(e.stdout, "status %q (task %q) matches %d route(s): %s\n", ev.Status, ev.TaskID, len(routes), strings.Join(routes, ", "))
+	if len(deliveries) == 0 {
+		fmt.Fprintln(e.stdout, "no route takes it: answered 200 and counted as unrouted")
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  SINK\tTARGET\tDELIVERY")
+	for _, d := range deliveries {
+		mode := "spool"
+		if d.Sync {
+			mode = "sync"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", d.Sink, orDash(d.Target), mode)
+	}
+	return tw.Flush()
 }
 
 var versionCmd = &command{

@@ -66,10 +66,11 @@ func TestTour(t *testing.T) {
 	cfg := strings.NewReplacer(
 		`listen: "127.0.0.1:8080"`, `listen: "`+webhookAddr+`"`,
 		`listen: "127.0.0.1:4222"`, `listen: "`+natsAddr+`"`,
+		`admin_listen: "127.0.0.1:9090"`, `admin_listen: "127.0.0.1:0"`,
 		`store_dir: ./data/nats`, `store_dir: `+filepath.Join(dir, "nats"),
 		`dir: ./data/spool`, `dir: `+filepath.Join(dir, "spool"),
 	).Replace(string(shipped))
-	if strings.Contains(cfg, `listen: "127.0.0.1:8080"`) || strings.Contains(cfg, `listen: "127.0.0.1:4222"`) || strings.Contains(cfg, "./data/") {
+	if strings.Contains(cfg, `listen: "127.0.0.1:8080"`) || strings.Contains(cfg, "9090") || strings.Contains(cfg, `listen: "127.0.0.1:4222"`) || strings.Contains(cfg, "./data/") {
 		t.Fatal("config.yaml changed shape: update this test's replacements")
 	}
 	path := filepath.Join(dir, "config.yaml")

@@ -583,6 +583,10 @@ func record(m sinks.Message, topic string) kafkago.Message {
 	h = append(h, kafkago.Header{Key: "content-type", Value: contentType})
 	for _, a := range m.Attrs {
 		h = append(h, kafkago.Header{Key: "ce_" + a.Name, Value: []byte(a.Value)})
+		if a.Name == "traceparent" || a.Name == "tracestate" {
+			// W3C trace context under its own name too, where tracers look.
+			h = append(h, kafkago.Header{Key: a.Name, Value: []byte(a.Value)})
+		}
 	}
 	km := kafkago.Message{Topic: topic, Value: m.Body, Headers: h}
 	if m.Key != "" {

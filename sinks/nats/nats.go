@@ -466,6 +466,16 @@ func quoteList(names []string) string {
 	return strings.Join(q, ", ")
 }
 
+// Ready reports whether the sink is connected to NATS.
+func (s *Sink) Ready() error {
+	if !s.nc.IsConnected() {
+		return fmt.Errorf("not connected to %s (%s)", s.clientURL, strings.ToLower(statusName(s.nc.Status())))
+	}
+	return nil
+}
+
+func statusName(st natsgo.Status) string { return st.String() }
+
 // ClientURL is where NATS clients reach the server: the embedded server's
 // URL, or the first configured URL without credentials.
 func (s *Sink) ClientURL() string { return s.clientURL }
@@ -513,6 +523,10 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 		}
 		for _, a := range m.Attrs {
 			h["ce-"+a.Name] = []string{a.Value}
+			if a.Name == "traceparent" || a.Name == "tracestate" {
+				// W3C trace context under its own name too, where tracers look.
+				h[a.Name] = []string{a.Value}
+			}
 		}
 		msgs[i] = &natsgo.Msg{Subject: subj, Header: h, Data: m.Body}
 	}
