@@ -60,16 +60,17 @@ it; otherwise 503 with Retry-After, so Browser Use retries.`,
 			if *skipProbe {
 				cfg.SkipProbes()
 			}
+			// SIGHUP, or a change of the file, reloads routes, sinks and
+			// secrets without a restart. Listen before starting, so a
+			// SIGHUP that comes early does not end the process.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			svc, err := bridge.Start(ctx, cfg, log)
 			if err != nil {
 				return fail(e, "serve", err)
 			}
 			svc.SkipProbe = *skipProbe
-			// SIGHUP, or a change of the file, reloads routes, sinks and
-			// secrets without a restart.
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
 			watchCtx, stopWatch := context.WithCancel(ctx)
 			defer stopWatch()
 			go svc.WatchConfig(watchCtx, *config, e.lookupEnv, *watch)
