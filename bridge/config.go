@@ -92,6 +92,19 @@ type ServerConfig struct {
 	// ShutdownTimeout bounds the graceful shutdown on SIGTERM or SIGINT.
 	// Default 15s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// MaxConcurrentRequests caps the webhooks handled at once; beyond it a
+	// request is answered 503 with Retry-After at once instead of queueing
+	// without bound. Default 1024.
+	MaxConcurrentRequests int `yaml:"max_concurrent_requests"`
+	// ReplayWindow is how long an accepted event's id is remembered for a
+	// source whose tolerance is 0: a delivery with a remembered id is
+	// answered 200 and not published again. A source with a tolerance
+	// remembers ids for its tolerance (older timestamps are refused
+	// anyway). Default 5m; 0 turns it off where the tolerance is 0.
+	ReplayWindow *time.Duration `yaml:"replay_window"`
+	// ReplayCacheSize caps the remembered ids per source; past it the
+	// oldest are forgotten first. Default 100000.
+	ReplayCacheSize int `yaml:"replay_cache_size"`
 }
 
 // SourceConfig is one webhook sender: a path and the secrets its deliveries
@@ -105,6 +118,11 @@ type SourceConfig struct {
 	// them is accepted, so a secret can be rotated without downtime. Write
 	// them as ${VAR}: a secret never belongs in the file itself.
 	Secrets []Secret `yaml:"secrets"`
+	// SecretFiles are files each holding one more secret (surrounding
+	// white space ignored), read at start and at every reload: a mounted
+	// Kubernetes Secret or a file a vault agent renders can rotate without
+	// a restart.
+	SecretFiles []string `yaml:"secret_files"`
 	// Tolerance is how far the signed timestamp may be from now, in either
 	// direction. Default 5m; 0 turns the freshness check off.
 	Tolerance *time.Duration `yaml:"tolerance"`
@@ -287,6 +305,12 @@ func (c *Config) SetDefaults() {
 	setDefault(&s.PublishTimeout, 10*time.Second)
 	setDefault(&s.RetryAfter, 5*time.Second)
 	setDefault(&s.ShutdownTimeout, 15*time.Second)
+	setDefault(&s.MaxConcurrentRequests, 1024)
+	setDefault(&s.ReplayCacheSize, 100_000)
+	if s.ReplayWindow == nil {
+		d := 5 * time.Minute
+		s.ReplayWindow = &d
+	}
 	for i := range c.Sources {
 		src := &c.Sources[i]
 		setDefault(&src.Path, DefaultPath)
@@ -510,8 +534,8 @@ func (s *SourceConfig) validate(key string) error {
 	if !strings.HasPrefix(s.Path, "/") {
 		errs = append(errs, problemf(key+".path", "%q must start with /", s.Path))
 	}
-	if len(s.Secrets) == 0 {
-		errs = append(errs, problemf(key+".secrets", "source %q has no secret: add the Browser Use webhook secret, e.g. secrets: [\"${BROWSER_USE_WEBHOOK_SECRET}\"]", s.Name))
+	if len(s.Secrets) == 0 && len(s.SecretFiles) == 0 {
+		errs = append(errs, problemf(key+".secrets", "source %q has no secret: add the Browser Use webhook secret, e.g. secrets: [\"${BROWSER_USE_WEBHOOK_SECRET}\"] or secret_files: [/run/secrets/browser-use]", s.Name))
 	}
 	for i, sec := range s.Secrets {
 		if sec == "" {
@@ -556,6 +580,30 @@ func (t *TargetConfig) validate(key, owner string, sinkByName map[string]SinkCon
 		return problemf(key, "%s: %s sink %q needs a %s here (or a default %s on the sink)", owner, sk.Type, t.Sink, kind.targetKey, kind.targetKey)
 	}
 	return nil
+}
+
+// readSecretFiles adds the secret in each of the sources' secret_files.
+// Errors name the file, never its content.
+func (c *Config) readSecretFiles() error {
+	var errs []error
+	for i := range c.Sources {
+		src := &c.Sources[i]
+		for j, path := range src.SecretFiles {
+			key := fmt.Sprintf("sources[%d].secret_files[%d]", i, j)
+			data, err := os.ReadFile(path)
+			if err != nil {
+				errs = append(errs, problemf(key, "cannot read the secret: %v", err))
+				continue
+			}
+			secret := strings.TrimSpace(string(data))
+			if secret == "" {
+				errs = append(errs, problemf(key, "%q is empty: it must hold the webhook secret", path))
+				continue
+			}
+			src.Secrets = append(src.Secrets, Secret(secret))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // LoadConfig reads, decodes, defaults and validates the file at path.
@@ -611,6 +659,9 @@ func parseConfig(name string, data []byte, d *decoder) (*Config, error) {
 	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
+		return nil, locate(name, doc, errorList(err))
+	}
+	if err := cfg.readSecretFiles(); err != nil {
 		return nil, locate(name, doc, errorList(err))
 	}
 	return cfg, nil

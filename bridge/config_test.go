@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -87,7 +88,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		"duplicate-sink.yaml":        `duplicate-sink.yaml:9: sinks[1].name: sink name "bus" is used twice: names must be unique`,
 		"nats-missing-url.yaml":      `nats-missing-url.yaml:5: sinks[0].url: sink "bus": missing: write "embedded" or your server's nats://host:4222`,
 		"nats-unknown-key.yaml":      `nats-unknown-key.yaml:7: sinks[0].jetstream_x: unknown key (known keys: url, jetstream, subject, stream, embedded, creds_file, token, user, password, connect_timeout, skip_probe)`,
-		"no-secret.yaml":             `no-secret.yaml:2: sources[0].secrets: source "browser-use" has no secret: add the Browser Use webhook secret, e.g. secrets: ["${BROWSER_USE_WEBHOOK_SECRET}"]`,
+		"no-secret.yaml":             `no-secret.yaml:2: sources[0].secrets: source "browser-use" has no secret: add the Browser Use webhook secret, e.g. secrets: ["${BROWSER_USE_WEBHOOK_SECRET}"] or secret_files: [/run/secrets/browser-use]`,
 		"not-mapping.yaml":           `not-mapping.yaml:1: the file must be a YAML mapping with the keys server, sources, sinks and routes`,
 		"status-not-list.yaml":       `status-not-list.yaml:11: routes[0].status: must be a list (e.g. [a, b])`,
 		"unknown-sink-in-route.yaml": `unknown-sink-in-route.yaml:13: routes[0].to[0].sink: route "all": unknown sink "buss" (declared sinks: bus)`,
@@ -169,5 +170,45 @@ func TestSecretIsRedacted(t *testing.T) {
 		if strings.Contains(got, "hunter2") {
 			t.Errorf("Secret formats as %q", got)
 		}
+	}
+}
+
+// TestSecretFiles: secrets read from files join the inline ones, and the
+// errors name the file, never what it holds.
+func TestSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "secret")
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(good, []byte("  whsec_from_file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	yaml := func(files ...string) string {
+		return `sources:
+  - name: s
+    secret_files: ["` + strings.Join(files, `", "`) + `"]
+sinks:
+  - {name: f, type: file, path: x.jsonl}
+routes:
+  - {name: r, status: ["*"], to: [{sink: f}]}
+`
+	}
+	cfg, err := ParseConfig("c.yaml", []byte(yaml(good)), testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Sources[0].Secrets) != 1 || cfg.Sources[0].Secrets[0] != "whsec_from_file" {
+		t.Errorf("secrets = %d, want the file's", len(cfg.Sources[0].Secrets))
+	}
+	_, err = ParseConfig("c.yaml", []byte(yaml(good, empty, filepath.Join(dir, "missing"))), testEnv)
+	want := fmt.Sprintf("c.yaml:3: sources[0].secret_files[1]: %q is empty: it must hold the webhook secret\n"+
+		"c.yaml:3: sources[0].secret_files[2]: cannot read the secret: open %s: no such file or directory", empty, filepath.Join(dir, "missing"))
+	if err == nil || err.Error() != want {
+		t.Errorf("err = %v\nwant %s", err, want)
+	}
+	if err != nil && strings.Contains(err.Error(), "whsec_from_file") {
+		t.Error("an error shows a secret")
 	}
 }

@@ -36,12 +36,15 @@ const (
 	ResultNoStatus                   // 422
 	ResultUnavailable                // 503, a sink did not confirm
 	ResultSpoolFull                  // 503, the spool is full
+	ResultDuplicate                  // 200, an event accepted moments ago, not published again
+	ResultOverloaded                 // 503, too many requests at once
 	numResults
 )
 
 var resultNames = [numResults]string{
 	"accepted", "unrouted", "test", "not_found", "bad_method", "too_large",
 	"bad_request", "bad_signature", "stale", "no_status", "unavailable", "spool_full",
+	"duplicate", "overloaded",
 }
 
 func (r Result) String() string { return resultNames[r] }
@@ -78,6 +81,7 @@ type source struct {
 	verifier      *Verifier
 	tolerance     time.Duration
 	allowUnparsed bool
+	replay        *replayCache // nil: off
 }
 
 // NewIngress builds the handler for cfg's sources. now is the clock (nil:
@@ -108,7 +112,15 @@ func NewIngress(cfg *Config, router *Router, d Deliverer, log *slog.Logger, now 
 		if err != nil {
 			return nil, fmt.Errorf("source %q: %w", sc.Name, err)
 		}
-		h.sources[sc.Path] = &source{name: sc.Name, verifier: v, tolerance: *sc.Tolerance, allowUnparsed: sc.AllowUnparsedTimestamp}
+		src := &source{name: sc.Name, verifier: v, tolerance: *sc.Tolerance, allowUnparsed: sc.AllowUnparsedTimestamp}
+		window := *sc.Tolerance
+		if window == 0 && cfg.Server.ReplayWindow != nil {
+			window = *cfg.Server.ReplayWindow
+		}
+		if window > 0 {
+			src.replay = newReplayCache(window, cfg.Server.ReplayCacheSize)
+		}
+		h.sources[sc.Path] = src
 	}
 	return h, nil
 }
@@ -188,8 +200,16 @@ func (h *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeAccepted(w, ev.ID, 0, true)
 		return
 	}
+	if src.replay != nil && src.replay.contains(ev.ID, received) {
+		// Browser Use retrying, or someone replaying: it is kept already.
+		h.count(src.name, ResultDuplicate)
+		h.log.Debug("repeat of an accepted event; not published again", "source", src.name, "id", ev.ID)
+		writeAnswer(w, ev.ID, 0, `,"duplicate":true`)
+		return
+	}
 	deliveries, routes := h.router.Route(ev)
 	if len(deliveries) == 0 {
+		src.remember(ev.ID, received)
 		h.count(src.name, ResultUnrouted)
 		h.log.Info("event matched no route", "source", src.name, "id", ev.ID, "status", ev.Status)
 		writeAccepted(w, ev.ID, 0, false)
@@ -209,6 +229,7 @@ func (h *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "event not delivered, retry later: "+err.Error())
 		return
 	}
+	src.remember(ev.ID, received)
 	h.count(src.name, ResultAccepted)
 	if h.metrics != nil {
 		status := ev.Status
@@ -220,6 +241,12 @@ func (h *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeAccepted(w, ev.ID, len(routes), false)
+}
+
+func (s *source) remember(id string, now time.Time) {
+	if s.replay != nil {
+		s.replay.add(id, now)
+	}
 }
 
 // singleHeader returns the one value of header name, or a message saying
@@ -289,14 +316,21 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 }
 
 func writeAccepted(w http.ResponseWriter, id string, routes int, test bool) {
+	extra := ""
+	if test {
+		extra = `,"test":true`
+	}
+	writeAnswer(w, id, routes, extra)
+}
+
+// writeAnswer writes a 200 {"id": ..., "routes": N} plus extra members.
+func writeAnswer(w http.ResponseWriter, id string, routes int, extra string) {
 	b := make([]byte, 0, 80)
 	b = append(b, `{"id":`...)
 	b = AppendQuote(b, id)
 	b = append(b, `,"routes":`...)
 	b = strconv.AppendInt(b, int64(routes), 10)
-	if test {
-		b = append(b, `,"test":true`...)
-	}
+	b = append(b, extra...)
 	b = append(b, '}', '\n')
 	writeJSON(w, http.StatusOK, b)
 }

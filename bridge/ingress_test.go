@@ -270,3 +270,78 @@ func TestIngressRoutesDeliveries(t *testing.T) {
 		t.Errorf("event = %+v", got.ev)
 	}
 }
+
+// TestIngressReplays: an event accepted moments ago is answered 200 and not
+// delivered again, even with a new timestamp and signature; an event that
+// was answered 503 is not remembered, so the sender's retry goes through.
+func TestIngressReplays(t *testing.T) {
+	rec := &recorder{}
+	h := newTestIngress(t, rec, nil)
+	body := `{"type":"agent.task.status_update","timestamp":"2026-11-26T11:59:00Z","payload":{"task_id":"t","status":"finished"}}`
+	post := func(ts time.Time) (int, string) {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, signedRequest(t, "/webhook", testSecret, strconv.FormatInt(ts.Unix(), 10), body))
+		return w.Code, w.Body.String()
+	}
+	if code, _ := post(testNow); code != 200 {
+		t.Fatal(code)
+	}
+	code, answer := post(testNow.Add(-time.Second))
+	if code != 200 || !strings.Contains(answer, `"duplicate":true`) || len(rec.got) != 1 {
+		t.Errorf("replay: %d %s, %d deliveries; want 200 duplicate and 1 delivery", code, answer, len(rec.got))
+	}
+	if h.Count(ResultDuplicate) != 1 {
+		t.Errorf("duplicates counted: %d", h.Count(ResultDuplicate))
+	}
+
+	failing := &recorder{fail: errors.New("broker down")}
+	h = newTestIngress(t, failing, nil)
+	if code, _ := post(testNow); code != 503 {
+		t.Fatalf("failing deliverer: %d", code)
+	}
+	failing.mu.Lock()
+	failing.fail = nil
+	failing.mu.Unlock()
+	if code, answer := post(testNow); code != 200 || strings.Contains(answer, "duplicate") || len(failing.got) != 1 {
+		t.Errorf("retry after a 503: %d %s, %d deliveries", code, answer, len(failing.got))
+	}
+}
+
+// blocking is a Deliverer that holds every delivery until released.
+type blocking struct {
+	started chan struct{}
+	release chan struct{}
+}
+
+func (b *blocking) Deliver(ctx context.Context, ev *Event, d []Delivery) error {
+	b.started <- struct{}{}
+	<-b.release
+	return nil
+}
+
+// TestServiceSheds answers 503 at once past max_concurrent_requests
+// instead of queueing without bound.
+func TestServiceSheds(t *testing.T) {
+	b := &blocking{started: make(chan struct{}), release: make(chan struct{})}
+	svc := &Service{Metrics: NewMetrics(), slots: make(chan struct{}, 1)}
+	svc.gen.Store(&generation{ingress: newTestIngress(t, b, nil)})
+	req := func() *http.Request {
+		return signedRequest(t, "/webhook", testSecret, strconv.FormatInt(testNow.Unix(), 10), `{"task_id":"t","status":"finished"}`)
+	}
+	first := make(chan int)
+	go func() {
+		w := httptest.NewRecorder()
+		svc.ServeHTTP(w, req())
+		first <- w.Code
+	}()
+	<-b.started
+	w := httptest.NewRecorder()
+	svc.ServeHTTP(w, req())
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), "too many webhooks at once") {
+		t.Errorf("second request: %d %q %s", w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	close(b.release)
+	if code := <-first; code != 200 {
+		t.Errorf("first request: %d", code)
+	}
+}

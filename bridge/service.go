@@ -42,6 +42,7 @@ type Service struct {
 	served   chan error
 	store    *spool.Store // nil when no route uses the spool
 	gen      atomic.Pointer[generation]
+	slots    chan struct{} // one per webhook being handled: server.max_concurrent_requests
 	reloadMu sync.Mutex
 	draining atomic.Bool
 }
@@ -65,7 +66,8 @@ type generation struct {
 // starts serving webhooks on cfg.Server.Listen and the admin endpoints on
 // cfg.Server.AdminListen. Stop it with Shutdown.
 func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Service, error) {
-	s := &Service{Metrics: NewMetrics(), log: log, served: make(chan error, 2)}
+	s := &Service{Metrics: NewMetrics(), log: log, served: make(chan error, 2),
+		slots: make(chan struct{}, cfg.Server.MaxConcurrentRequests)}
 	var err error
 	if s.ln, err = net.Listen("tcp", cfg.Server.Listen); err != nil {
 		return nil, fmt.Errorf("webhook listener: %w", err)
@@ -155,6 +157,15 @@ func (s *Service) build(ctx context.Context, cfg *Config, prev *generation) (*ge
 		return nil, errors.Join(err, CloseSinks(ctx, opened))
 	}
 	g.ingress.metrics = s.Metrics
+	// Remembered event ids outlive a reload, or a retry after it would be
+	// published again.
+	if prev != nil {
+		for path, src := range g.ingress.sources {
+			if old, ok := prev.ingress.sources[path]; ok && old.name == src.name && old.replay != nil && src.replay != nil && old.replay.window == src.replay.window {
+				src.replay = old.replay
+			}
+		}
+	}
 	return g, nil
 }
 
@@ -174,6 +185,17 @@ func (g *generation) sink(sc SinkConfig) (sinks.Sink, bool) {
 
 // ServeHTTP serves a webhook on the current generation.
 func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	default:
+		// Full: answer at once rather than pile up goroutines and memory.
+		g := s.gen.Load()
+		g.ingress.count("", ResultOverloaded)
+		w.Header().Set("Retry-After", g.ingress.retryAfter)
+		writeError(w, http.StatusServiceUnavailable, "too many webhooks at once; retry later")
+		return
+	}
 	for {
 		g := s.gen.Load()
 		g.mu.RLock()
@@ -204,6 +226,7 @@ func (s *Service) Reload(ctx context.Context, cfg *Config) error {
 	keep("server.listen", cfg.Server.Listen != old.cfg.Server.Listen)
 	keep("server.admin_listen", cfg.Server.AdminListen != old.cfg.Server.AdminListen)
 	keep("server.pprof", cfg.Server.Pprof != old.cfg.Server.Pprof)
+	keep("server.max_concurrent_requests", cfg.Server.MaxConcurrentRequests != old.cfg.Server.MaxConcurrentRequests)
 	keep("spool", cfg.Spool != old.cfg.Spool)
 	cfg.Server.Listen, cfg.Server.AdminListen, cfg.Server.Pprof, cfg.Spool =
 		old.cfg.Server.Listen, old.cfg.Server.AdminListen, old.cfg.Server.Pprof, old.cfg.Spool
