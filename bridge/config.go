@@ -65,6 +65,9 @@ type ServerConfig struct {
 	AdminListen string `yaml:"admin_listen"`
 	// Pprof serves net/http/pprof on the admin listener. Default false.
 	Pprof bool `yaml:"pprof"`
+	// TLS serves webhooks over HTTPS (TLS 1.2 or later). Default: plain
+	// HTTP, for an ingress that terminates TLS.
+	TLS TLSConfig `yaml:"tls"`
 	// MaxBodyBytes caps a webhook body; a larger one is answered 413.
 	// Default 1 MiB.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
@@ -478,6 +481,9 @@ func (s *ServerConfig) validate() error {
 	var errs []error
 	if _, port, err := net.SplitHostPort(s.Listen); err != nil || port == "" {
 		errs = append(errs, problemf("server.listen", "%q is not host:port: write e.g. \"127.0.0.1:8080\" or \":8080\"", s.Listen))
+	}
+	if (s.TLS.CertFile == "") != (s.TLS.KeyFile == "") {
+		errs = append(errs, problemf("server.tls", "give both cert_file and key_file, or neither"))
 	}
 	if _, port, err := net.SplitHostPort(s.AdminListen); err != nil || port == "" {
 		errs = append(errs, problemf("server.admin_listen", "%q is not host:port: write e.g. \"127.0.0.1:9090\" or \":9090\"", s.AdminListen))

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -75,6 +76,14 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Service, error)
 	if s.adminLn, err = net.Listen("tcp", cfg.Server.AdminListen); err != nil {
 		s.ln.Close()
 		return nil, fmt.Errorf("admin listener (server.admin_listen): %w", err)
+	}
+	if cfg.Server.TLS.Enabled() {
+		certs, err := newCertReloader(cfg.Server.TLS, log)
+		if err != nil {
+			s.closeListeners()
+			return nil, err
+		}
+		s.ln = tls.NewListener(s.ln, certs.tlsConfig())
 	}
 	if cfg.UsesSpool() {
 		if s.store, err = OpenSpool(cfg); err != nil {
@@ -226,10 +235,11 @@ func (s *Service) Reload(ctx context.Context, cfg *Config) error {
 	keep("server.listen", cfg.Server.Listen != old.cfg.Server.Listen)
 	keep("server.admin_listen", cfg.Server.AdminListen != old.cfg.Server.AdminListen)
 	keep("server.pprof", cfg.Server.Pprof != old.cfg.Server.Pprof)
+	keep("server.tls", cfg.Server.TLS != old.cfg.Server.TLS)
 	keep("server.max_concurrent_requests", cfg.Server.MaxConcurrentRequests != old.cfg.Server.MaxConcurrentRequests)
 	keep("spool", cfg.Spool != old.cfg.Spool)
-	cfg.Server.Listen, cfg.Server.AdminListen, cfg.Server.Pprof, cfg.Spool =
-		old.cfg.Server.Listen, old.cfg.Server.AdminListen, old.cfg.Server.Pprof, old.cfg.Spool
+	cfg.Server.Listen, cfg.Server.AdminListen, cfg.Server.Pprof, cfg.Server.TLS, cfg.Spool =
+		old.cfg.Server.Listen, old.cfg.Server.AdminListen, old.cfg.Server.Pprof, old.cfg.Server.TLS, old.cfg.Spool
 
 	g, err := s.build(ctx, cfg, old)
 	if err != nil {
