@@ -46,6 +46,11 @@ type Canonicalizer struct {
 	// body with MaxDepth nested containers is fine, one more is a
 	// SyntaxError. Zero or less means DefaultMaxDepth.
 	MaxDepth int
+	// MaxIntDigits is the longest integer literal accepted, in digits
+	// (the sign not counted). Zero or less means MaxIntDigits, CPython's
+	// own limit: a longer one no CPython sender can sign. Float literals
+	// have no limit, as in CPython.
+	MaxIntDigits int
 
 	out     []byte   // the canonical output; Canonical.JSON aliases it
 	keys    []byte   // decoded keys of the objects being parsed, a stack
@@ -95,6 +100,13 @@ type SyntaxError struct {
 // Error implements error.
 func (e *SyntaxError) Error() string {
 	return "invalid JSON at byte " + strconv.Itoa(e.Offset) + ": " + e.Msg
+}
+
+func (c *Canonicalizer) intDigits() int {
+	if c.MaxIntDigits > 0 {
+		return c.MaxIntDigits
+	}
+	return MaxIntDigits
 }
 
 func (c *Canonicalizer) errAt(p int, msg string) error {
@@ -734,8 +746,8 @@ func (c *Canonicalizer) number(p int) (int, error) {
 		if src[start] == '-' {
 			digits--
 		}
-		if digits > MaxIntDigits {
-			return start, c.errAt(start, "integer has more than 4300 digits")
+		if limit := c.intDigits(); digits > limit {
+			return start, c.errAt(start, "integer has more than "+strconv.Itoa(limit)+" digits")
 		}
 		if len(tok) == 2 && tok[0] == '-' && tok[1] == '0' {
 			tok = tok[1:] // Python has no negative integer zero

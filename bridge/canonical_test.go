@@ -604,3 +604,17 @@ func benchmarkCanonicalVerify(b *testing.B, body []byte) {
 		}
 	}
 }
+
+func TestMaxIntDigitsConfigurable(t *testing.T) {
+	c := Canonicalizer{MaxIntDigits: 10}
+	if _, err := c.Canonicalize([]byte(`{"n":1234567890}`)); err != nil {
+		t.Errorf("10 digits: %v", err)
+	}
+	_, err := c.Canonicalize([]byte(`{"n":-12345678901}`))
+	if err == nil || !strings.Contains(err.Error(), "integer has more than 10 digits") {
+		t.Errorf("11 digits: %v", err)
+	}
+	if _, err := c.Canonicalize([]byte(`{"n":12345678901.5}`)); err != nil {
+		t.Errorf("a long float is not limited: %v", err)
+	}
+}

@@ -76,6 +76,10 @@ type ServerConfig struct {
 	// MaxJSONDepth caps the nesting of a body; deeper is answered 400.
 	// Default 128.
 	MaxJSONDepth int `yaml:"max_json_depth"`
+	// MaxNumberDigits caps an integer literal in a body, in digits; a
+	// longer one is answered 400. Default 4300, CPython's own limit (a
+	// longer integer cannot have been signed by a CPython sender).
+	MaxNumberDigits int `yaml:"max_number_digits"`
 	// ReadHeaderTimeout bounds reading the request headers. Default 5s.
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 	// ReadTimeout bounds reading a whole request. Default 30s.
@@ -301,6 +305,7 @@ func (c *Config) SetDefaults() {
 	setDefault(&s.MaxBodyBytes, DefaultMaxBodyBytes)
 	setDefault(&s.MaxHeaderBytes, 16<<10)
 	setDefault(&s.MaxJSONDepth, DefaultMaxDepth)
+	setDefault(&s.MaxNumberDigits, MaxIntDigits)
 	setDefault(&s.ReadHeaderTimeout, 5*time.Second)
 	setDefault(&s.ReadTimeout, 30*time.Second)
 	setDefault(&s.WriteTimeout, 30*time.Second)
@@ -495,6 +500,7 @@ func (s *ServerConfig) validate() error {
 		{"server.max_body_bytes", s.MaxBodyBytes},
 		{"server.max_header_bytes", int64(s.MaxHeaderBytes)},
 		{"server.max_json_depth", int64(s.MaxJSONDepth)},
+		{"server.max_number_digits", int64(s.MaxNumberDigits)},
 	}
 	for _, p := range positive {
 		if p.v < 0 {

@@ -66,6 +66,7 @@ type Ingress struct {
 	now          func() time.Time
 	maxBody      int64
 	maxDepth     int
+	maxDigits    int
 	publishLimit time.Duration
 	retryAfter   string
 
@@ -98,10 +99,11 @@ func NewIngress(cfg *Config, router *Router, d Deliverer, log *slog.Logger, now 
 		now:          now,
 		maxBody:      cfg.Server.MaxBodyBytes,
 		maxDepth:     cfg.Server.MaxJSONDepth,
+		maxDigits:    cfg.Server.MaxNumberDigits,
 		publishLimit: cfg.Server.PublishTimeout,
 		retryAfter:   strconv.Itoa(int((cfg.Server.RetryAfter + time.Second - 1) / time.Second)),
 	}
-	h.canon.New = func() any { return &Canonicalizer{MaxDepth: h.maxDepth} }
+	h.canon.New = func() any { return &Canonicalizer{MaxDepth: h.maxDepth, MaxIntDigits: h.maxDigits} }
 	h.bufs.New = func() any { return new(bytes.Buffer) }
 	for _, sc := range cfg.Sources {
 		secrets := make([][]byte, len(sc.Secrets))
