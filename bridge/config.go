@@ -667,32 +667,42 @@ func parseConfig(name string, data []byte, d *decoder) (*Config, error) {
 	cfg := new(Config)
 	d.decode(doc, "", reflect.ValueOf(cfg).Elem())
 	if len(d.errs) > 0 {
-		return nil, locate(name, doc, d.errs)
+		return nil, locate(name, doc, d.errs, d.envValues)
 	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, locate(name, doc, errorList(err))
+		return nil, locate(name, doc, errorList(err), d.envValues)
 	}
 	if err := cfg.readSecretFiles(); err != nil {
-		return nil, locate(name, doc, errorList(err))
+		return nil, locate(name, doc, errorList(err), d.envValues)
 	}
 	return cfg, nil
 }
 
 // locate prefixes each error with name:line, finding the line of problems
-// from their key path.
-func locate(name string, doc *yaml.Node, errs []error) error {
+// from their key path, and scrubs from it every value that came from the
+// environment: a validator quoting a bad value must not print a secret
+// that was put in the wrong key.
+func locate(name string, doc *yaml.Node, errs []error, envValues []string) error {
+	scrub := func(msg string) string {
+		for _, v := range envValues {
+			if len(v) >= 3 {
+				msg = strings.ReplaceAll(msg, v, "(value from the environment)")
+			}
+		}
+		return msg
+	}
 	out := make([]error, 0, len(errs))
 	for _, err := range errs {
 		var de *decodeError
 		var p *problem
 		switch {
 		case errors.As(err, &de):
-			out = append(out, fmt.Errorf("%s:%d: %s", name, de.Line, strings.TrimPrefix(de.Error(), fmt.Sprintf("line %d: ", de.Line))))
+			out = append(out, fmt.Errorf("%s:%d: %s", name, de.Line, scrub(strings.TrimPrefix(de.Error(), fmt.Sprintf("line %d: ", de.Line)))))
 		case errors.As(err, &p):
-			out = append(out, fmt.Errorf("%s:%d: %s", name, lineAt(doc, p.Key), p.Error()))
+			out = append(out, fmt.Errorf("%s:%d: %s", name, lineAt(doc, p.Key), scrub(p.Error())))
 		default:
-			out = append(out, fmt.Errorf("%s: %w", name, err))
+			out = append(out, fmt.Errorf("%s: %s", name, scrub(err.Error())))
 		}
 	}
 	return errors.Join(out...)

@@ -40,6 +40,9 @@ type decoder struct {
 	// fromEnv marks scalars whose value came (in part) from the environment:
 	// such values are never quoted in an error, as they may be secrets.
 	fromEnv map[*yaml.Node]bool
+	// envValues are the values ${VAR} references brought in: they may be
+	// secrets, so every error is scrubbed of them (see locate).
+	envValues []string
 	// unsetPlaceholder, when set, stands for variables that are not set
 	// and have no default, instead of an error.
 	unsetPlaceholder string
@@ -224,6 +227,7 @@ func (d *decoder) expand(n *yaml.Node, key string) (string, bool) {
 		case set && val != "":
 			b.WriteString(val)
 			d.fromEnv[n] = true
+			d.envValues = append(d.envValues, val)
 		case hasDef:
 			b.WriteString(def)
 		case d.unsetPlaceholder != "":

@@ -469,12 +469,10 @@ func quoteList(names []string) string {
 // Ready reports whether the sink is connected to NATS.
 func (s *Sink) Ready() error {
 	if !s.nc.IsConnected() {
-		return fmt.Errorf("not connected to %s (%s)", s.clientURL, strings.ToLower(statusName(s.nc.Status())))
+		return fmt.Errorf("not connected to %s (%s)", s.clientURL, strings.ToLower(s.nc.Status().String()))
 	}
 	return nil
 }
-
-func statusName(st natsgo.Status) string { return st.String() }
 
 // ClientURL is where NATS clients reach the server: the embedded server's
 // URL, or the first configured URL without credentials.
@@ -500,6 +498,11 @@ var errNoSubject = errors.New("no subject: name one in the route or set the sink
 // asynchronously and waits for every PubAck (a duplicate's ack counts: the
 // message is stored); on core NATS it publishes and flushes.
 func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
+	if !s.nc.IsConnected() {
+		// Say so plainly: a connection that never got through would
+		// otherwise fail with "headers not supported by this server".
+		return fmt.Errorf("nats: not connected to %s (%s)", s.clientURL, strings.ToLower(s.nc.Status().String()))
+	}
 	failed := map[int]error{}
 	msgs := make([]*natsgo.Msg, len(batch))
 	for i, m := range batch {
