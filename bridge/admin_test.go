@@ -276,3 +276,43 @@ func TestReload(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchConfigReloadsOnChange: saving the file is enough.
+func TestWatchConfigReloadsOnChange(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(operatedConfig(dir, "first", "audit.jsonl", false)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	svc, err := Start(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Shutdown(context.Background())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		svc.WatchConfig(ctx, path, nil, 10*time.Millisecond)
+	}()
+	if err := os.WriteFile(path, []byte(operatedConfig(dir, "second", "audit.jsonl", false)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for send(t, svc, "second", "finished", nil) != 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("the changed file was never reloaded")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := send(t, svc, "first", "started", nil); got != 403 {
+		t.Errorf("the old secret after the reload: %d", got)
+	}
+	cancel()
+	<-watched
+}

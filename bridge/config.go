@@ -30,6 +30,10 @@ type Config struct {
 	Sources  []SourceConfig `yaml:"sources"`
 	Sinks    []SinkConfig   `yaml:"sinks"`
 	Routes   []RouteConfig  `yaml:"routes"`
+
+	// raw is the file's content as loaded, so a watcher can tell whether
+	// the file changed since, even before it started watching.
+	raw []byte
 }
 
 // Delivery modes.
@@ -676,6 +680,7 @@ func parseConfig(name string, data []byte, d *decoder) (*Config, error) {
 	if err := cfg.readSecretFiles(); err != nil {
 		return nil, locate(name, doc, errorList(err), d.envValues)
 	}
+	cfg.raw = data
 	return cfg, nil
 }
 

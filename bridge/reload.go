@@ -24,7 +24,12 @@ func (s *Service) ReloadFile(ctx context.Context, path string, lookupEnv func(st
 // watching inotify events also sees Kubernetes' ConfigMap updates, which
 // swap a symlink.
 func (s *Service) WatchConfig(ctx context.Context, path string, lookupEnv func(string) (string, bool), interval time.Duration) {
-	last, _ := os.ReadFile(path)
+	// Compare with what the running config was loaded from: a change made
+	// between loading and watching is still seen.
+	last := s.Config().raw
+	if last == nil {
+		last, _ = os.ReadFile(path)
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -35,9 +40,12 @@ func (s *Service) WatchConfig(ctx context.Context, path string, lookupEnv func(s
 		}
 		data, err := os.ReadFile(path)
 		if err != nil || bytes.Equal(data, last) {
-			continue
+			continue // unchanged, or an invalid version already tried
 		}
 		last = data
+		if bytes.Equal(data, s.Config().raw) {
+			continue // already running it: reloaded by SIGHUP
+		}
 		s.log.Info("config file changed; reloading", "path", path)
 		_ = s.ReloadFile(ctx, path, lookupEnv) // logged and counted
 	}
