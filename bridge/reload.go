@@ -43,9 +43,6 @@ func (s *Service) WatchConfig(ctx context.Context, path string, lookupEnv func(s
 			continue // unchanged, or an invalid version already tried
 		}
 		last = data
-		if bytes.Equal(data, s.Config().raw) {
-			continue // already running it: reloaded by SIGHUP
-		}
 		s.log.Info("config file changed; reloading", "path", path)
 		_ = s.ReloadFile(ctx, path, lookupEnv) // logged and counted
 	}
