@@ -207,6 +207,7 @@ func (r *reader) string(what string) string {
 
 // header reads the fixed part shared by decodeRecord and storedSize.
 func (r *reader) header() (flags byte, size int64) {
+	total := len(r.b) // the header comes first: this is the whole record
 	if v := r.byte("version"); r.err == nil && v != formatV1 {
 		r.err = fmt.Errorf("%w: unknown format version %d", errCorrupt, v)
 	}
@@ -215,7 +216,11 @@ func (r *reader) header() (flags byte, size int64) {
 		r.fail("flags")
 	}
 	sz := r.uvarint("size")
-	if r.err == nil && sz > math.MaxInt64 {
+	// Size() counts parts of the record plus a fixed overhead, so it can
+	// never exceed the encoded length by more than that overhead: a larger
+	// value is garbage, and trusting it would size allocations (found by
+	// FuzzDecode).
+	if r.err == nil && sz > uint64(total)+recordOverhead {
 		r.fail("size")
 	}
 	return flags, int64(sz)
