@@ -57,16 +57,7 @@ routes:
 
 func startOperated(t *testing.T, dir, yaml string) *Service {
 	t.Helper()
-	cfg, err := ParseConfig("operated.yaml", []byte(yaml), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Shutdown(context.Background()) })
-	return svc
+	return startYAML(t, "operated.yaml", yaml, nil)
 }
 
 // send posts a signed envelope with the given status and extra headers.
@@ -234,11 +225,7 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	svc, err := Start(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Shutdown(ctx)
+	svc := startConfig(t, cfg)
 	bus := svc.Sinks()["bus"]
 
 	write(operatedConfig(dir, "new-secret", "audit2.jsonl", false))

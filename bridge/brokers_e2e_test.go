@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -15,13 +14,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
-	natsgo "github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sivchari/kumo"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	natssink "github.com/hookbridge/hookbridge/sinks/nats"
 )
 
 // TestServiceFansOutToEveryBroker is the README's worked example, end to
@@ -85,15 +80,7 @@ routes:
       - {sink: bus, subject: "task.{status}"}
 `, filepath.Join(t.TempDir(), "nats"), kafka.ListenAddrs()[0], sqsServer.URL, *q.QueueUrl)
 	env := map[string]string{"SECRET": "whsec_e2e", "KEY": "x"}
-	cfg, err := ParseConfig("e2e.yaml", []byte(yaml), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := Start(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Shutdown(ctx)
+	svc := startYAML(t, "e2e.yaml", yaml, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	url := "http://" + svc.Addr().String() + "/webhook"
 
 	post := func(body string, ts time.Time) string {
@@ -201,16 +188,7 @@ routes:
 	}
 
 	// NATS: every status once.
-	nc, err := natsgo.Connect(Unwrap(svc.Sinks()["bus"]).(*natssink.Sink).ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	stream, err := js.Stream(ctx, "HOOKBRIDGE")
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := busStream(t, svc)
 	info, _ := stream.Info(ctx)
 	if info.State.Msgs != uint64(len(statuses)) {
 		t.Errorf("stream holds %d messages, want %d", info.State.Msgs, len(statuses))

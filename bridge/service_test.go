@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,10 +13,7 @@ import (
 	"testing"
 	"time"
 
-	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	natssink "github.com/hookbridge/hookbridge/sinks/nats"
 )
 
 // TestServiceEndToEnd runs the whole path in-process: deliveries signed by
@@ -68,16 +64,8 @@ routes:
 	env := func(k string) (string, bool) {
 		return map[string]string{"SECRET_A": "whsec_test_secret", "SECRET_B": "s3cr3t-ключ"}[k], strings.HasPrefix(k, "SECRET_")
 	}
-	cfg, err := ParseConfig("e2e.yaml", []byte(yaml), env)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	svc, err := Start(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Shutdown(ctx)
+	svc := startYAML(t, "e2e.yaml", yaml, env)
 	url := "http://" + svc.Addr().String() + "/webhook"
 
 	// Every valid CPython vector with a status and one of our secrets.
@@ -150,16 +138,7 @@ routes:
 	}
 
 	// JetStream holds each event once per subject.
-	nc, err := natsgo.Connect(Unwrap(svc.Sinks()["bus"]).(*natssink.Sink).ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	stream, err := js.Stream(ctx, "HOOKBRIDGE")
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := busStream(t, svc)
 	info, _ := stream.Info(ctx)
 	total := 0
 	for _, n := range wantSubjects {

@@ -62,19 +62,9 @@ var sinkKinds = map[string]sinkKind{
 			return fmt.Sprintf("%s, %s", natssink.Redact(c.URL), mode)
 		},
 		open: func(ctx context.Context, o SinkOptions, templates []Template, log *slog.Logger) (sinks.Sink, error) {
-			cfg := o.(*natssink.Config)
-			if cfg.Subject != "" {
-				t, err := ParseTemplate(cfg.Subject)
-				if err != nil {
-					return nil, err
-				}
-				templates = append(templates, t)
-			}
-			subjects := make([]string, 0, len(templates))
-			for _, t := range templates {
-				subjects = appendUnique(subjects, t.Wildcard('.', "*"))
-			}
-			return natssink.New(ctx, *cfg, subjects, log)
+			// The sink's default subject is among templates already:
+			// SetDefaults gives it to the routes that name none.
+			return natssink.New(ctx, *o.(*natssink.Config), SubjectPatterns(templates), log)
 		},
 	},
 	"kafka": {
@@ -197,6 +187,16 @@ func CloseSinks(ctx context.Context, open map[string]sinks.Sink) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// SubjectPatterns returns the NATS subjects that cover every expansion of
+// templates ("task.{status}" → "task.*"), without repeats.
+func SubjectPatterns(templates []Template) []string {
+	var out []string
+	for _, t := range templates {
+		out = appendUnique(out, t.Wildcard('.', "*"))
+	}
+	return out
 }
 
 // staticTargets returns the targets that hold no template variable, plus

@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,7 +9,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -71,16 +69,7 @@ sinks:
 routes:
   - {name: r, status: ["*"], to: [{sink: f}]}
 `, certFile, keyFile, filepath.Join(dir, "events.jsonl"))
-	cfg, err := ParseConfig("tls.yaml", []byte(yaml), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	svc, err := Start(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Shutdown(ctx)
+	svc := startYAML(t, "tls.yaml", yaml, nil)
 	url := "https://" + svc.Addr().String() + "/webhook"
 
 	client := func(cert *x509.Certificate, maxVersion uint16) *http.Client {

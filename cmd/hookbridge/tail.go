@@ -49,14 +49,9 @@ Without -subject it follows the subjects the config's routes publish to
 					*url = "nats://" + nc.Embedded.Listen
 				}
 				opts = natsAuth(nc)
-				subjects = nil
-				for _, t := range cfg.TargetTemplates(name) {
-					subjects = appendNew(subjects, t.Wildcard('.', "*"))
-				}
-				if nc.Subject != "" {
-					if t, err := bridge.ParseTemplate(nc.Subject); err == nil {
-						subjects = appendNew(subjects, t.Wildcard('.', "*"))
-					}
+				subjects = bridge.SubjectPatterns(cfg.TargetTemplates(name))
+				if len(subjects) == 0 {
+					subjects = []string{">"} // no route uses the sink: follow everything
 				}
 			}
 			if *subject != "" {
@@ -119,13 +114,4 @@ func natsAuth(c *natssink.Config) []natsgo.Option {
 		opts = append(opts, natsgo.UserInfo(c.User, c.Password))
 	}
 	return opts
-}
-
-func appendNew(list []string, s string) []string {
-	for _, x := range list {
-		if x == s {
-			return list
-		}
-	}
-	return append(list, s)
 }
