@@ -36,6 +36,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -262,7 +263,27 @@ type Sink struct {
 	region    string          // the client's region
 	transport *http.Transport // closed by Close
 	log       *slog.Logger
-	closed    atomic.Bool
+	requests  atomic.Int64
+	messages  atomic.Int64
+
+	// mu guards the fields below and the coalescers' and units' state.
+	// One lock for all: it is held only to queue or take a few pointers.
+	mu     sync.Mutex
+	closed bool
+	busy   int                   // Publish calls and requests in progress
+	idle   chan struct{}         // made by Close, closed when busy drops to 0
+	queues map[string]*coalescer // by queue URL; dropped when unused
+}
+
+// Stats counts the sink's SendMessageBatch requests.
+type Stats struct {
+	Requests int64 // SendMessageBatch calls made
+	Messages int64 // entries those calls sent
+}
+
+// Stats returns the counts since New.
+func (s *Sink) Stats() Stats {
+	return Stats{Requests: s.requests.Load(), Messages: s.messages.Load()}
 }
 
 // New loads the AWS configuration and, unless cfg.SkipProbe, checks that
@@ -417,13 +438,16 @@ func (f *failures) add(i int, err error) {
 // Publish implements sinks.Sink. It groups the batch by queue and sends
 // each queue's messages with SendMessageBatch, in order, in requests of at
 // most 10 messages and 256 KiB; different queues are sent to at once. A
-// message fails alone when it has no queue, is too large, or SQS rejects
-// it. On a FIFO queue the messages of one task keep their batch order;
-// a failed message that is retried later lands after the ones sent.
+// queue's messages that fit one request may share it with those of
+// concurrent Publish calls (see coalescer). A message fails alone when it
+// has no queue, is too large, or SQS rejects it. On a FIFO queue the
+// messages of one task keep their batch order; a failed message that is
+// retried later lands after the ones sent.
 func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
-	if s.closed.Load() {
+	if !s.enter() {
 		return errClosed
 	}
+	defer s.leave()
 	var f failures
 	var queues []queueBatch
 	for i := range batch {
@@ -467,6 +491,28 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 		return &sinks.BatchError{Failed: f.failed}
 	}
 	return nil
+}
+
+// enter counts a Publish in, unless the sink is closed.
+func (s *Sink) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.busy++
+	return true
+}
+
+// leave counts a Publish or request out and wakes Close after the last.
+func (s *Sink) leave() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.busy--
+	if s.busy == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
 }
 
 // buildEntry maps message i to a SendMessageBatch entry.
@@ -601,38 +647,270 @@ func allowedRune(r rune) bool {
 	return r != 0xFFFE && r != 0xFFFF
 }
 
-// sendQueue sends one queue's entries in order, in requests within SQS's
-// limits.
+// sendQueue sends one queue's entries. Entries that fit one request go
+// through the queue's coalescer; more are sent in order, one request
+// after the other, so that they keep their order.
 func (s *Sink) sendQueue(ctx context.Context, qb queueBatch, f *failures) {
+	record := func(chunk []entry, errs []error) {
+		for i, err := range errs {
+			if err != nil {
+				f.add(chunk[i].index, err)
+			}
+		}
+	}
+	if n := chunkLen(qb.entries); n == len(qb.entries) {
+		record(qb.entries, s.coalesce(ctx, qb.url, qb.entries))
+		return
+	}
 	opt := s.queueRegion(qb.url)
 	entries := qb.entries
 	for len(entries) > 0 {
-		n, size := 0, 0
-		for n < len(entries) && n < maxEntries && (n == 0 || size+entries[n].size <= maxBatchBytes) {
-			size += entries[n].size
-			n++
-		}
-		s.sendChunk(ctx, qb.url, entries[:n], opt, f)
+		n := chunkLen(entries)
+		record(entries[:n], s.send(ctx, qb.url, entries[:n], opt))
 		entries = entries[n:]
 	}
 }
 
-// sendChunk sends one SendMessageBatch request and records its failures.
-func (s *Sink) sendChunk(ctx context.Context, queueURL string, chunk []entry, opt func(*awssqs.Options), f *failures) {
-	reqs := make([]types.SendMessageBatchRequestEntry, len(chunk))
-	for i := range chunk {
-		reqs[i] = chunk[i].req
+// chunkLen is how many of entries, from the first, fit one request.
+func chunkLen(entries []entry) int {
+	n, size := 0, 0
+	for n < len(entries) && n < maxEntries && (n == 0 || size+entries[n].size <= maxBatchBytes) {
+		size += entries[n].size
+		n++
 	}
+	return n
+}
+
+// maxInFlight bounds the SendMessageBatch requests in flight per queue.
+// While they are all out, new messages wait and then share the next
+// request: a bound is what makes messages coalesce under load. Several,
+// not one, so that a lone message is sent at once while a few others are
+// in flight, and a slow answer does not stall the queue.
+const maxInFlight = 8
+
+// A coalescer lets concurrent Publish calls to one queue share
+// SendMessageBatch requests ("group commit" with no timer). A Publish
+// queues its unit, the queue's messages of its batch, then waits for a
+// free request slot, its unit's results, or its ctx. A caller that gets
+// a slot while its unit is still queued starts one request: its own unit
+// first, then as many queued units as fit, whole and in their order.
+// Every caller thus starts at most one request, which holds its own
+// unit; with nothing in flight a lone unit goes out at once. A shared
+// request runs in a goroutine of its own, which ends with it, so that
+// its starter, like every other caller, can stop waiting when its ctx
+// ends; a lone unit's request is sent by its caller, with its ctx, which
+// saves a goroutine hop (~10% of a light-load Publish against kumo).
+type coalescer struct {
+	url   string
+	opt   func(*awssqs.Options) // the queue's region
+	slots chan struct{}         // one token per request in flight
+
+	// Guarded by Sink.mu.
+	waiting []*unit // queued, in arrival order
+	users   int     // callers and requests using it
+}
+
+// unit is the part of one Publish for a queue; it is never split.
+type unit struct {
+	ctx     context.Context
+	entries []entry
+	size    int
+	queued  bool          // in coalescer.waiting; guarded by Sink.mu
+	errs    []error       // per entry, nil if confirmed; set before done
+	done    chan struct{} // closed once errs is set
+}
+
+// coalesce sends entries, which fit one request, in a request that may
+// hold other units too, and returns each entry's error. If ctx ends
+// first, the entries fail with ctx's error; a request already sent may
+// still land them (on a FIFO queue the deduplication id drops a resent
+// repeat).
+func (s *Sink) coalesce(ctx context.Context, queueURL string, entries []entry) []error {
+	if err := ctx.Err(); err != nil {
+		return failAll(len(entries), fmt.Errorf("sqs: send to %q: not sent: %w", queueURL, err))
+	}
+	u := &unit{ctx: ctx, entries: entries, queued: true, done: make(chan struct{})}
+	for _, e := range entries {
+		u.size += e.size
+	}
+	c := s.join(queueURL, u)
+	defer s.quit(c)
+	slots := c.slots
+	for {
+		select {
+		case <-u.done:
+			return u.errs
+		case <-ctx.Done():
+			return s.abandon(c, u, ctx.Err())
+		case slots <- struct{}{}:
+			switch units := s.take(c, u); {
+			case units == nil: // another caller took u
+				<-c.slots
+			case len(units) == 1:
+				s.sendUnits(c, units) // ctx aborts it: no goroutine needed
+			default:
+				go s.sendUnits(c, units) // releases the slot
+			}
+			slots = nil // u is taken: only wait for its results now
+		}
+	}
+}
+
+// join queues u on queueURL's coalescer, made if there is none. The
+// region option is a function of the URL, so the URL alone is the key.
+func (s *Sink) join(queueURL string, u *unit) *coalescer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.queues[queueURL]
+	if c == nil {
+		c = &coalescer{url: queueURL, opt: s.queueRegion(queueURL), slots: make(chan struct{}, maxInFlight)}
+		if s.queues == nil {
+			s.queues = map[string]*coalescer{}
+		}
+		s.queues[queueURL] = c
+	}
+	c.users++
+	c.waiting = append(c.waiting, u)
+	return c
+}
+
+// quit drops c once no caller or request uses it: queue URLs can come
+// from templates, so the map must not keep every one ever seen.
+func (s *Sink) quit(c *coalescer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.users--
+	if c.users == 0 {
+		delete(s.queues, c.url)
+	}
+}
+
+// take dequeues u and the queued units that fit one request with it,
+// from the oldest on, or returns nil if another caller already took u.
+// The request is counted busy, for Close to wait for, and as a user of
+// c, whose slot it holds.
+func (s *Sink) take(c *coalescer, u *unit) []*unit {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !u.queued {
+		return nil
+	}
+	s.busy++
+	c.users++
+	c.waiting = slices.DeleteFunc(c.waiting, func(w *unit) bool { return w == u })
+	u.queued = false
+	units := []*unit{u}
+	n, size := len(u.entries), u.size
+	k := 0
+	for ; k < len(c.waiting); k++ {
+		w := c.waiting[k]
+		if n+len(w.entries) > maxEntries || size+w.size > maxBatchBytes {
+			break // stop at the first misfit: older units go first
+		}
+		n += len(w.entries)
+		size += w.size
+		w.queued = false
+		units = append(units, w)
+	}
+	c.waiting = slices.Delete(c.waiting, 0, k)
+	return units
+}
+
+// abandon returns u's errors for a caller whose ctx ended: its results
+// if they came, else err for every entry. A queued u is dequeued, so it
+// is never sent.
+func (s *Sink) abandon(c *coalescer, u *unit, err error) []error {
+	select {
+	case <-u.done:
+		return u.errs
+	default:
+	}
+	s.mu.Lock()
+	queued := u.queued
+	if queued {
+		c.waiting = slices.DeleteFunc(c.waiting, func(w *unit) bool { return w == u })
+		u.queued = false
+	}
+	s.mu.Unlock()
+	if queued {
+		err = fmt.Errorf("sqs: send to %q: not sent: %w", c.url, err)
+	} else {
+		err = fmt.Errorf("sqs: send to %q: sent, but gave up waiting for the answer: %w", c.url, err)
+	}
+	return failAll(len(u.entries), err)
+}
+
+// failAll returns err n times.
+func failAll(n int, err error) []error {
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
+}
+
+// sendUnits sends units in one request, hands each its results, and
+// frees the request's slot.
+func (s *Sink) sendUnits(c *coalescer, units []*unit) {
+	defer s.leave()
+	defer s.quit(c)
+	defer func() { <-c.slots }()
+	var entries []entry
+	for _, u := range units {
+		entries = append(entries, u.entries...)
+	}
+	ctx, cancel := waitersContext(units)
+	errs := s.send(ctx, c.url, entries, c.opt)
+	cancel()
+	for _, u := range units {
+		u.errs, errs = errs[:len(u.entries)], errs[len(u.entries):]
+		close(u.done)
+	}
+}
+
+// waitersContext is the context of a request shared by units: it ends
+// once every unit's caller has given up, as no one caller may abort the
+// others' request.
+func waitersContext(units []*unit) (context.Context, context.CancelFunc) {
+	if len(units) == 1 {
+		return units[0].ctx, func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var left atomic.Int64
+	left.Store(int64(len(units)))
+	stops := make([]func() bool, len(units))
+	for i, u := range units {
+		stops[i] = context.AfterFunc(u.ctx, func() {
+			if left.Add(-1) == 0 {
+				cancel()
+			}
+		})
+	}
+	return ctx, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
+	}
+}
+
+// send sends entries in one SendMessageBatch request and returns each
+// one's error, nil if SQS confirmed it. Entry ids are renumbered by
+// position, as entries of several batches can share a request.
+func (s *Sink) send(ctx context.Context, queueURL string, entries []entry, opt func(*awssqs.Options)) []error {
+	reqs := make([]types.SendMessageBatchRequestEntry, len(entries))
+	for i := range entries {
+		reqs[i] = entries[i].req
+		reqs[i].Id = aws.String(strconv.Itoa(i))
+	}
+	s.requests.Add(1)
+	s.messages.Add(int64(len(reqs)))
 	out, err := s.client.SendMessageBatch(ctx, &awssqs.SendMessageBatchInput{
 		QueueUrl: aws.String(queueURL),
 		Entries:  reqs,
 	}, opt)
 	if err != nil {
-		err = fmt.Errorf("sqs: send to %q: %w", queueURL, err)
-		for _, e := range chunk {
-			f.add(e.index, err)
-		}
-		return
+		return failAll(len(entries), fmt.Errorf("sqs: send to %q: %w", queueURL, err))
 	}
 	// Every entry must come back either confirmed with a MessageId or
 	// failed; anything else is not confirmed.
@@ -651,26 +929,46 @@ func (s *Sink) sendChunk(ctx context.Context, queueURL string, chunk []entry, op
 			SenderFault: r.SenderFault,
 		}
 	}
-	for _, e := range chunk {
-		id := *e.req.Id
+	errs := make([]error, len(entries))
+	for i, r := range reqs {
+		id := *r.Id
 		switch {
 		case confirmed[id]:
 		case rejected[id] != nil && rejected[id].SenderFault:
-			f.add(e.index, sinks.Permanent(rejected[id])) // resending it unchanged fails again
+			errs[i] = sinks.Permanent(rejected[id]) // resending it unchanged fails again
 		case rejected[id] != nil:
-			f.add(e.index, rejected[id])
+			errs[i] = rejected[id]
 		default:
-			f.add(e.index, fmt.Errorf("sqs: send to %q: sqs returned no message id for the message", queueURL))
+			errs[i] = fmt.Errorf("sqs: send to %q: sqs returned no message id for the message", queueURL)
 		}
 	}
+	return errs
 }
 
-// Close releases the sink's idle connections. Publish confirms every
-// message before it returns, so nothing is left to flush.
+// Close waits for the Publish calls and requests in progress (a request
+// ends when SQS answers or all its callers' ctx have ended) or for ctx,
+// then releases the sink's idle connections. Publish confirms every
+// message before it returns, so nothing else is left to flush.
 func (s *Sink) Close(ctx context.Context) error {
-	if s.closed.Swap(true) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
 		return errClosed
 	}
-	s.transport.CloseIdleConnections()
-	return nil
+	s.closed = true
+	if s.busy > 0 {
+		s.idle = make(chan struct{})
+	}
+	idle := s.idle
+	s.mu.Unlock()
+	defer s.transport.CloseIdleConnections()
+	if idle == nil {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("sqs: close: publishes still in progress: %w", ctx.Err())
+	}
 }

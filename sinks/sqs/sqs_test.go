@@ -1,17 +1,26 @@
 package sqs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"log/slog"
 	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -99,14 +108,22 @@ func (h *harness) count(queueURL string) int {
 // number of receive calls, and fails if more than n arrive.
 func (h *harness) drain(queueURL string, n int) []types.Message {
 	h.t.Helper()
+	return h.drainBy(queueURL, n, 10)
+}
+
+// drainBy is drain receiving per messages at a time. One at a time keeps
+// the order of a FIFO group even when a receive's answer is lost: kumo
+// then redelivers the lost messages in random order.
+func (h *harness) drainBy(queueURL string, n int, per int32) []types.Message {
+	h.t.Helper()
 	var got []types.Message
-	for range 30 {
+	for range n/int(per) + 30 {
 		if len(got) >= n {
 			break
 		}
 		out, err := h.c.ReceiveMessage(context.Background(), &awssqs.ReceiveMessageInput{
 			QueueUrl:              aws.String(queueURL),
-			MaxNumberOfMessages:   10,
+			MaxNumberOfMessages:   per,
 			MessageAttributeNames: []string{"All"},
 			VisibilityTimeout:     2,
 			WaitTimeSeconds:       1,
@@ -238,11 +255,16 @@ func TestPublishMoreThanTen(t *testing.T) {
 	if err := s.Publish(context.Background(), batch); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
-	got := bodies(h.drain(q, len(batch)))
 	var want []string
 	for _, m := range batch {
 		want = append(want, string(m.Body))
 	}
+	sameBodies(t, bodies(h.drain(q, len(batch))), want)
+}
+
+// sameBodies fails unless got and want hold the same bodies, in any order.
+func sameBodies(t *testing.T, got, want []string) {
+	t.Helper()
 	slices.Sort(got)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
@@ -692,16 +714,392 @@ func TestSecretNeverInErrors(t *testing.T) {
 	}
 }
 
-func BenchmarkPublish(b *testing.B) {
-	h := newHarness(b)
-	q := h.queue("bench")
-	s := h.sink(h.config(q))
-	batch := []sinks.Message{event("task", "e")}
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := s.Publish(ctx, batch); err != nil {
-			b.Fatal(err)
+// gate is a proxy in front of kumo that holds SendMessageBatch requests
+// until let through, so that tests can fill every request slot of a
+// queue and pile units up behind them.
+type gate struct {
+	proxy *httputil.ReverseProxy
+	pass  chan struct{} // a token lets one held request through; closed, all
+	once  sync.Once
+
+	mu      sync.Mutex
+	held    int // requests held now
+	entries int // their entries
+}
+
+// gate starts a gate in front of h's kumo and returns it with its URL.
+func (h *harness) gate() (*gate, string) {
+	h.t.Helper()
+	target, err := url.Parse(h.srv.URL)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	g := &gate{proxy: httputil.NewSingleHostReverseProxy(target), pass: make(chan struct{})}
+	g.proxy.ErrorLog = log.New(io.Discard, "", 0) // a client that gave up
+	srv := httptest.NewServer(g)
+	h.t.Cleanup(srv.Close)
+	h.t.Cleanup(g.open) // before srv.Close, which waits for held requests
+	return g, srv.URL
+}
+
+// gatedSink returns a sink whose requests go through a gate, and a new
+// queue named after name, the sink's default.
+func (h *harness) gatedSink(name string) (*Sink, *gate, string) {
+	h.t.Helper()
+	g, endpoint := h.gate()
+	q := h.queue(name)
+	cfg := h.config(q)
+	cfg.Endpoint = endpoint
+	s := h.sink(cfg)
+	h.t.Cleanup(g.open) // before the sink's Close, which waits for held requests
+	return s, g, q
+}
+
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("X-Amz-Target") == "AmazonSQS.SendMessageBatch" {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		var in struct{ Entries []json.RawMessage }
+		json.Unmarshal(body, &in)
+		g.mu.Lock()
+		g.held++
+		g.entries += len(in.Entries)
+		g.mu.Unlock()
+		select {
+		case <-g.pass:
+		case <-r.Context().Done():
+		}
+		g.mu.Lock()
+		g.held--
+		g.entries -= len(in.Entries)
+		g.mu.Unlock()
+		if r.Context().Err() != nil {
+			return // the client gave up: the request does not land
 		}
 	}
+	g.proxy.ServeHTTP(w, r)
+}
+
+// open lets every request through, now and later.
+func (g *gate) open() { g.once.Do(func() { close(g.pass) }) }
+
+func (g *gate) counts() (held, entries int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.held, g.entries
+}
+
+// queued is the number of units waiting on queueURL's coalescer.
+func queued(s *Sink, queueURL string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.queues[queueURL]; c != nil {
+		return len(c.waiting)
+	}
+	return 0
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// publishAsync publishes m in a goroutine; the channel gets the result.
+func publishAsync(ctx context.Context, s *Sink, m sinks.Message) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- s.Publish(ctx, []sinks.Message{m}) }()
+	return done
+}
+
+// fill publishes one message at a time until every request slot of
+// queueURL is held at g, and returns the messages and their results.
+func fill(t *testing.T, s *Sink, g *gate, queueURL string) ([]sinks.Message, []<-chan error) {
+	t.Helper()
+	var msgs []sinks.Message
+	var results []<-chan error
+	for i := range maxInFlight {
+		m := event("blocker", fmt.Sprintf("blocker-%d", i))
+		msgs = append(msgs, m)
+		results = append(results, publishAsync(context.Background(), s, m))
+		waitFor(t, fmt.Sprintf("%d requests held", i+1), func() bool { held, _ := g.counts(); return held == i+1 })
+	}
+	return msgs, results
+}
+
+func wantNil(t *testing.T, what string, results ...<-chan error) {
+	t.Helper()
+	for _, r := range results {
+		if err := <-r; err != nil {
+			t.Errorf("%s: Publish: %v", what, err)
+		}
+	}
+}
+
+func TestCoalesceConcurrent(t *testing.T) {
+	for _, name := range []string{"burst", "burst.fifo"} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t)
+			s, g, q := h.gatedSink(name)
+			const n = 200
+			want := make([]string, n)
+			results := make([]<-chan error, n)
+			for i := range n {
+				m := event(fmt.Sprintf("task-%d", i%20), fmt.Sprintf("ev-%d", i))
+				want[i] = string(m.Body)
+				results[i] = publishAsync(context.Background(), s, m)
+			}
+			// Hold the first requests until every message is in one
+			// of them or queued: the queued ones must share requests.
+			waitFor(t, "all messages held or queued", func() bool {
+				held, entries := g.counts()
+				return held == maxInFlight && entries+queued(s, q) == n
+			})
+			g.open()
+			wantNil(t, "concurrent", results...)
+			st := s.Stats()
+			t.Logf("%d requests for %d messages: %.1f messages per request", st.Requests, st.Messages, float64(st.Messages)/float64(st.Requests))
+			// The held requests hold at least one message each; the rest
+			// go out in full requests.
+			if most := int64(maxInFlight + (n-maxInFlight+maxEntries-1)/maxEntries); st.Messages != n || st.Requests > most {
+				t.Errorf("stats %+v, want %d messages in at most %d requests", st, n, most)
+			}
+			got := bodies(h.drain(q, n))
+			slices.Sort(got)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Fatal("the messages received are not the messages sent")
+			}
+			if left := h.count(q); left != 0 {
+				t.Fatalf("%d messages left after the drain", left)
+			}
+		})
+	}
+}
+
+func TestCoalesceFailingEntry(t *testing.T) {
+	h := newHarness(t)
+	s, g, q := h.gatedSink("shared")
+	blockers, blocked := fill(t, s, g, q)
+	good1, bad, good2 := event("a", "a1"), event("b", "b1"), event("c", "c1")
+	bad.Body = nil // SQS rejects an empty body for this entry only
+	r1, rBad, r2 := publishAsync(context.Background(), s, good1), publishAsync(context.Background(), s, bad), publishAsync(context.Background(), s, good2)
+	waitFor(t, "3 queued", func() bool { return queued(s, q) == 3 })
+	g.open()
+	wantNil(t, "blocker", blocked...)
+	wantNil(t, "good message", r1, r2)
+	be := batchErr(t, <-rBad)
+	if got := failedIndexes(be); !slices.Equal(got, []int{0}) {
+		t.Fatalf("failed %v, want [0]", got)
+	}
+	var se *SendError
+	if !errors.As(be.Failed[0], &se) || se.Code != "MissingParameter" || !se.SenderFault || !sinks.IsPermanent(be.Failed[0]) {
+		t.Fatalf("error %v, want a permanent MissingParameter *SendError", be.Failed[0])
+	}
+	if st := s.Stats(); st.Requests != maxInFlight+1 || st.Messages != maxInFlight+3 {
+		t.Fatalf("stats %+v, want the 3 queued messages in one request", st)
+	}
+	want := []string{string(good1.Body), string(good2.Body)}
+	for _, m := range blockers {
+		want = append(want, string(m.Body))
+	}
+	sameBodies(t, bodies(h.drain(q, maxInFlight+2)), want)
+}
+
+func TestCoalesceCancelQueued(t *testing.T) {
+	h := newHarness(t)
+	s, g, q := h.gatedSink("cancel-queued")
+	_, blocked := fill(t, s, g, q)
+	ctx, cancel := context.WithCancel(context.Background())
+	rX := publishAsync(ctx, s, event("x", "x1"))
+	y := event("y", "y1")
+	rY := publishAsync(context.Background(), s, y)
+	waitFor(t, "2 queued", func() bool { return queued(s, q) == 2 })
+	cancel()
+	err := sinks.MessageErr(<-rX, 0) // while every request is still held
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "not sent") {
+		t.Fatalf("cancelled Publish: %v, want context.Canceled, not sent", err)
+	}
+	if n := queued(s, q); n != 1 {
+		t.Fatalf("%d units queued after the cancel, want 1", n)
+	}
+	g.open()
+	wantNil(t, "blocker", blocked...)
+	wantNil(t, "other", rY)
+	got := bodies(h.drain(q, maxInFlight+1))
+	if !slices.Contains(got, string(y.Body)) {
+		t.Fatal("the other message did not arrive")
+	}
+}
+
+func TestCoalesceCancelInFlight(t *testing.T) {
+	h := newHarness(t)
+	s, g, q := h.gatedSink("cancel-inflight")
+	_, blocked := fill(t, s, g, q)
+	// Nine callers that give up and one that waits share a request;
+	// whoever starts it, the one left waiting keeps it going.
+	ctx, cancel := context.WithCancel(context.Background())
+	var quitters []<-chan error
+	for i := range maxEntries - 1 {
+		quitters = append(quitters, publishAsync(ctx, s, event("x", fmt.Sprintf("x%d", i))))
+	}
+	waitFor(t, "9 queued", func() bool { return queued(s, q) == maxEntries-1 })
+	waiter := publishAsync(context.Background(), s, event("y", "y1"))
+	waitFor(t, "10 queued", func() bool { return queued(s, q) == maxEntries })
+	g.pass <- struct{}{} // one blocker through: the ten share the freed slot
+	waitFor(t, "the ten held in one request", func() bool {
+		held, entries := g.counts()
+		return held == maxInFlight && entries == maxInFlight-1+maxEntries
+	})
+	cancel()
+	for _, r := range quitters {
+		err := sinks.MessageErr(<-r, 0)
+		if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "gave up waiting") {
+			t.Fatalf("cancelled Publish: %v, want context.Canceled, gave up waiting", err)
+		}
+	}
+	g.open()
+	wantNil(t, "blocker", blocked...)
+	wantNil(t, "waiter", waiter) // the request was not aborted with the others
+	// The others landed too: they were in flight, as documented.
+	h.drain(q, maxInFlight+maxEntries)
+}
+
+func TestPublishLargeBatchInOrder(t *testing.T) {
+	h := newHarness(t)
+	q := h.queue("order.fifo")
+	s := h.sink(h.config(q))
+	var batch []sinks.Message
+	var want []string
+	for i := range 25 {
+		m := event("ordered", fmt.Sprintf("o%d", i))
+		batch = append(batch, m)
+		want = append(want, string(m.Body))
+	}
+	// Single messages to the same queue at the same time.
+	var others []<-chan error
+	for i := range 30 {
+		others = append(others, publishAsync(context.Background(), s, event(fmt.Sprintf("other-%d", i), fmt.Sprintf("n%d", i))))
+	}
+	if err := s.Publish(context.Background(), batch); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	wantNil(t, "other", others...)
+	var got []string
+	for _, m := range bodies(h.drainBy(q, 25+30, 1)) {
+		if strings.Contains(m, `"subject":"ordered"`) {
+			got = append(got, m)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("the batch arrived as\n%v\nwant\n%v", got, want)
+	}
+}
+
+func TestCloseWaitsForPublish(t *testing.T) {
+	h := newHarness(t)
+	q := h.queue("close-wait")
+	// holdOne starts a sink behind a gate and one Publish whose request
+	// the gate holds.
+	holdOne := func(t *testing.T) (*gate, *Sink, <-chan error) {
+		g, endpoint := h.gate()
+		cfg := h.config(q)
+		cfg.Endpoint = endpoint
+		s, err := New(context.Background(), cfg, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held := publishAsync(context.Background(), s, event("t", "held"))
+		waitFor(t, "the request held", func() bool { n, _ := g.counts(); return n == 1 })
+		return g, s, held
+	}
+
+	t.Run("waits", func(t *testing.T) {
+		g, s, held := holdOne(t)
+		closed := make(chan error, 1)
+		go func() { closed <- s.Close(context.Background()) }()
+		waitFor(t, "the sink closed", func() bool {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.closed
+		})
+		if err := s.Publish(context.Background(), []sinks.Message{event("t", "late")}); err != errClosed {
+			t.Fatalf("Publish while closing: %v, want errClosed", err)
+		}
+		select {
+		case err := <-closed:
+			t.Fatalf("Close returned %v with a request in flight", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		g.open()
+		wantNil(t, "held", held)
+		if err := <-closed; err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		h.drain(q, 1)
+	})
+
+	t.Run("ctx", func(t *testing.T) {
+		g, s, held := holdOne(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		if err := s.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Close: %v, want context.DeadlineExceeded", err)
+		}
+		g.open()
+		wantNil(t, "held", held) // still confirmed after Close gave up
+		h.drain(q, 1)
+	})
+}
+
+func BenchmarkPublish(b *testing.B) {
+	h := newHarness(b)
+	msgs := make([]sinks.Message, 64)
+	for i := range msgs {
+		msgs[i] = event("task-"+strconv.Itoa(i), "ev-"+strconv.Itoa(i))
+	}
+	report := func(b *testing.B, s *Sink, before Stats) {
+		st := s.Stats()
+		if reqs := st.Requests - before.Requests; reqs > 0 {
+			b.ReportMetric(float64(st.Messages-before.Messages)/float64(reqs), "msgs/req")
+		}
+	}
+	b.Run("serial", func(b *testing.B) {
+		s := h.sink(h.config(h.queue("bench")))
+		ctx := context.Background()
+		before := s.Stats()
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if err := s.Publish(ctx, msgs[i%len(msgs):i%len(msgs)+1]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		report(b, s, before)
+	})
+	b.Run("parallel", func(b *testing.B) {
+		s := h.sink(h.config(h.queue("bench")))
+		ctx := context.Background()
+		before := s.Stats()
+		b.ReportAllocs()
+		b.SetParallelism(16) // 16 × GOMAXPROCS (2 here): ~32 webhooks in flight
+		var next atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			i := int(next.Add(1))
+			for pb.Next() {
+				i++
+				if err := s.Publish(ctx, msgs[i%len(msgs):i%len(msgs)+1]); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		report(b, s, before)
+	})
 }
