@@ -226,34 +226,34 @@ func (d *dispatcher) run(ctx context.Context) {
 func (d *dispatcher) collect() (due []spool.Record, next time.Time, err error) {
 	now := d.now()
 	taken := map[string]bool{} // task ids that already have their first message in this round
+	picked := 0
+	choose := func(key []byte, nextTry time.Time) (take, stop bool) {
+		if len(key) > 0 {
+			if taken[string(key)] {
+				return false, false // an earlier message of this task goes first
+			}
+			taken[string(key)] = true
+		}
+		if nextTry.After(now) {
+			if next.IsZero() || nextTry.Before(next) {
+				next = nextTry
+			}
+			return false, false
+		}
+		picked++
+		return true, picked == roundMessages
+	}
 	var after uint64
 	for scanned := 0; len(due) < roundMessages && scanned < roundScan; {
-		recs, err := d.store.Pending(d.name, after, 512)
+		recs, last, looked, err := d.store.PendingDue(d.name, after, 512, choose)
 		if err != nil {
 			return nil, time.Time{}, err
 		}
-		if len(recs) == 0 {
+		if looked == 0 {
 			break
 		}
-		for _, r := range recs {
-			after = r.Seq
-			scanned++
-			if key := r.Message.Key; key != "" {
-				if taken[key] {
-					continue // an earlier message of this task goes first
-				}
-				taken[key] = true
-			}
-			if r.NextTry.After(now) {
-				if next.IsZero() || r.NextTry.Before(next) {
-					next = r.NextTry
-				}
-				continue
-			}
-			if due = append(due, r); len(due) == roundMessages {
-				break
-			}
-		}
+		due = append(due, recs...)
+		after, scanned = last, scanned+looked
 	}
 	return due, next, nil
 }
@@ -300,6 +300,7 @@ func (d *dispatcher) deliver(ctx context.Context, recs []spool.Record) {
 		}
 	}
 	if len(done) > 0 {
+		// Done rides along with the appends' next group commit.
 		if err := d.store.Done(d.name, done); err != nil {
 			// They will be published again: a duplicate, never a loss.
 			d.log.Error("remove delivered messages from the spool", "err", err)

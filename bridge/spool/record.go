@@ -234,6 +234,31 @@ func storedSize(val []byte) (int64, error) {
 	return size, r.err
 }
 
+// peekSchedule reads what a dispatcher decides on, a record's task key
+// and when it is next due, without decoding (and copying) the rest. key
+// aliases val.
+func peekSchedule(val []byte) (key []byte, nextTry time.Time, err error) {
+	r := reader{b: val}
+	flags, _ := r.header()
+	r.uvarint("attempts")
+	if flags&flagReceived != 0 {
+		r.varint("received")
+	}
+	if flags&flagNextTry != 0 {
+		nextTry = time.Unix(0, r.varint("next try"))
+	}
+	if flags&flagDied != 0 {
+		r.varint("died")
+	}
+	r.bytes("sink")
+	r.bytes("target")
+	key = r.bytes("key")
+	if r.err != nil {
+		return nil, time.Time{}, r.err
+	}
+	return key, nextTry, nil
+}
+
 // decodeRecord parses val (as written by encodeRecord) into a Record with
 // the given seq. The result owns its memory: nothing aliases val, which is
 // only valid during the bbolt transaction.

@@ -86,7 +86,7 @@ type Store struct {
 	// knowing that no Append is about to send on it.
 	mu     sync.RWMutex
 	closed bool
-	reqs   chan *appendReq
+	reqs   chan *writeReq
 	// writerDone is closed when the writer goroutine has answered every
 	// queued request and exited.
 	writerDone chan struct{}
@@ -96,14 +96,21 @@ type Store struct {
 	commits atomic.Uint64
 }
 
-// appendReq is one Append call waiting for the writer.
-type appendReq struct {
+// writeReq is one Append, or one removal of pending records, waiting for
+// the writer. Removals ride in the same group commits as appends: under
+// load, deleting what was delivered costs no fsync of its own.
+type writeReq struct {
 	sinks []string
 	vals  [][]byte // encoded records, built by the caller off the writer
 	size  int64    // summed Size()
 	first uint64   // Seq of the first record, set on success
-	err   error
-	done  chan struct{}
+
+	removeSink string   // a removal when set
+	removeSeqs []uint64 // the records to remove
+	removed    int      // how many were pending and are gone
+
+	err  error
+	done chan struct{}
 }
 
 // meta holds the counters of the meta bucket during a transaction.
@@ -146,7 +153,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		path:       path,
 		opts:       opts,
 		now:        time.Now,
-		reqs:       make(chan *appendReq, maxBatch),
+		reqs:       make(chan *writeReq, maxBatch),
 		writerDone: make(chan struct{}),
 	}
 	if err := db.Update(s.recover); err != nil {
@@ -249,7 +256,7 @@ func (s *Store) Append(records []Record) error {
 	if len(records) == 0 {
 		return nil
 	}
-	req := &appendReq{
+	req := &writeReq{
 		sinks: make([]string, len(records)),
 		vals:  make([][]byte, len(records)),
 		done:  make(chan struct{}),
@@ -270,6 +277,17 @@ func (s *Store) Append(records []Record) error {
 		req.vals[i] = v
 		req.size += size
 	}
+	if err := s.submit(req); err != nil {
+		return err
+	}
+	for i := range records {
+		records[i].Seq = req.first + uint64(i)
+	}
+	return nil
+}
+
+// submit hands req to the writer and waits for its commit.
+func (s *Store) submit(req *writeReq) error {
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
@@ -278,14 +296,12 @@ func (s *Store) Append(records []Record) error {
 	s.reqs <- req
 	s.mu.RUnlock()
 	<-req.done
-	if req.err != nil {
-		return req.err
-	}
-	for i := range records {
-		records[i].Seq = req.first + uint64(i)
-	}
-	return nil
+	return req.err
 }
+
+// appendFill is how full the writer packs the pages it splits: records
+// are appended in key order, so fuller pages are never split again.
+const appendFill = 0.95
 
 // errNothingApplied rolls back a group commit in which every request was
 // refused, so that it costs no fsync.
@@ -297,7 +313,7 @@ var errNothingApplied = errors.New("nothing applied")
 // the next batch.
 func (s *Store) writer() {
 	defer close(s.writerDone)
-	batch := make([]*appendReq, 0, maxBatch)
+	batch := make([]*writeReq, 0, maxBatch)
 	for req := range s.reqs {
 		batch = append(batch[:0], req)
 	more:
@@ -320,10 +336,11 @@ func (s *Store) writer() {
 	}
 }
 
-// commit applies batch in one db.Update. A request that would exceed the
-// limits gets ErrFull and is skipped; the others commit. If the transaction
-// fails, every applied request gets its error (nothing was stored).
-func (s *Store) commit(batch []*appendReq) {
+// commit applies batch in one db.Update, in order. An append that would
+// exceed the limits gets ErrFull and is skipped; the others commit. If the
+// transaction fails, every applied request gets its error (nothing was
+// stored).
+func (s *Store) commit(batch []*writeReq) {
 	applied := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		applied = 0
@@ -335,6 +352,22 @@ func (s *Store) commit(batch []*appendReq) {
 		var buckets map[string]*bolt.Bucket
 		for _, r := range batch {
 			r.err = nil
+			if r.removeSink != "" {
+				r.removed = 0
+				n, err := removeFrom(pend, &m, r.removeSink, r.removeSeqs)
+				if errors.Is(err, errGarbled) {
+					r.err = err // this removal fails; the batch goes on
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				if n > 0 {
+					r.removed = n
+					applied++
+				}
+				continue
+			}
 			if err := s.checkLimits(m, int64(len(r.vals)), r.size); err != nil {
 				r.err = err
 				continue
@@ -347,6 +380,10 @@ func (s *Store) commit(batch []*appendReq) {
 					if b, err = pend.CreateBucketIfNotExists([]byte(r.sinks[i])); err != nil {
 						return err
 					}
+					// Seqs only grow: nothing is ever inserted into a
+					// full page, so fill pages up rather than half
+					// (bbolt's default), for fewer pages to write.
+					b.FillPercent = appendFill
 					if buckets == nil {
 						buckets = make(map[string]*bolt.Bucket)
 					}
@@ -415,6 +452,52 @@ func (s *Store) Pending(sink string, after uint64, n int) ([]Record, error) {
 	return out, nil
 }
 
+// PendingDue pages through sink's pending records with Seq > after, in Seq
+// order, and decodes only those choose takes: it is given each record's
+// task key (which aliases the store: copy it to keep it) and NextTry, and
+// says whether to take the record and whether to stop after it. It looks
+// at most n records and returns the ones taken, the Seq of the last one
+// looked at (to pass as after next time) and how many it looked at. A
+// dispatcher skips most of a backlog (later messages of a task wait for
+// its first), and decoding only what it sends saves copying the rest.
+func (s *Store) PendingDue(sink string, after uint64, n int, choose func(key []byte, nextTry time.Time) (take, stop bool)) (taken []Record, last uint64, looked int, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPending).Bucket([]byte(sink))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, v := c.Seek(seqKey(after + 1)); k != nil && looked < n; k, v = c.Next() {
+			if v == nil || len(k) != 8 {
+				continue // not a record (cannot happen in a file written by this package)
+			}
+			seq := binary.BigEndian.Uint64(k)
+			key, nextTry, err := peekSchedule(v)
+			if err != nil {
+				return fmt.Errorf("seq %d: %w", seq, err)
+			}
+			last = seq
+			looked++
+			take, stop := choose(key, nextTry)
+			if take {
+				r, err := decodeRecord(seq, v)
+				if err != nil {
+					return fmt.Errorf("seq %d: %w", seq, err)
+				}
+				taken = append(taken, r)
+			}
+			if stop {
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("spool pending %q: %w", sink, err)
+	}
+	return taken, last, looked, nil
+}
+
 // scan decodes up to n records of b with Seq > after.
 func scan(b *bolt.Bucket, after uint64, n int, f func(Record)) error {
 	c := b.Cursor()
@@ -477,42 +560,51 @@ func (s *Store) DropPending(sink string, seqs []uint64) (int, error) {
 }
 
 // removePending deletes the given pending records and their share of the
-// counters, in one transaction.
+// counters, in the writer's next commit.
 func (s *Store) removePending(sink string, seqs []uint64) (int, error) {
-	removed := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		removed = 0
-		b := tx.Bucket(bucketPending).Bucket([]byte(sink))
-		if b == nil {
-			return nil
-		}
-		m, err := readMeta(tx)
-		if err != nil {
-			return err
-		}
-		for _, seq := range seqs {
-			k := seqKey(seq)
-			v := b.Get(k)
-			if v == nil {
-				continue
-			}
+	req := &writeReq{removeSink: sink, removeSeqs: seqs, done: make(chan struct{})}
+	if err := s.submit(req); err != nil {
+		return 0, err
+	}
+	return req.removed, nil
+}
+
+// errGarbled marks a stored record whose size cannot be read.
+var errGarbled = errors.New("garbled record")
+
+// removeFrom deletes seqs from sink's pending bucket within a transaction,
+// updating m, and returns how many were there. A garbled record fails the
+// removal before anything is deleted, so it cannot spoil the other
+// requests sharing the commit.
+func removeFrom(pend *bolt.Bucket, m *meta, sink string, seqs []uint64) (int, error) {
+	b := pend.Bucket([]byte(sink))
+	if b == nil {
+		return 0, nil
+	}
+	sizes := make([]int64, len(seqs))
+	for i, seq := range seqs {
+		sizes[i] = -1
+		if v := b.Get(seqKey(seq)); v != nil {
 			size, err := storedSize(v)
 			if err != nil {
-				return fmt.Errorf("seq %d: %w", seq, err)
+				return 0, fmt.Errorf("%w: seq %d: %v", errGarbled, seq, err)
 			}
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-			m.count--
-			m.bytes -= size
-			removed++
+			sizes[i] = size
 		}
-		if removed == 0 {
-			return nil
+	}
+	removed := 0
+	for i, seq := range seqs {
+		if sizes[i] < 0 {
+			continue
 		}
-		return writeMeta(tx, m)
-	})
-	return removed, err
+		if err := b.Delete(seqKey(seq)); err != nil {
+			return removed, err
+		}
+		m.count--
+		m.bytes -= sizes[i]
+		removed++
+	}
+	return removed, nil
 }
 
 // Retry records a failed attempt of a pending record: Attempts is

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -710,4 +711,51 @@ func BenchmarkAppendParallel(b *testing.B) {
 	})
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/float64(s.commits.Load()), "appends/commit")
+}
+
+// TestPendingDue: the dispatcher's scan sees every record's key and next
+// try, but only the records it takes are decoded and returned; stop ends
+// the page early, and paging on from last sees the rest.
+func TestPendingDue(t *testing.T) {
+	s := open(t, t.TempDir(), Options{})
+	recs := []Record{rec("bus", "a", "1"), rec("bus", "a", "2"), rec("bus", "b", "3"), rec("bus", "c", "4"), rec("bus", "d", "5")}
+	recs[1].Message.Key = recs[0].Message.Key // a second message of task a
+	if err := s.Append(recs); err != nil {
+		t.Fatal(err)
+	}
+	later := t0.Add(time.Hour)
+	if err := s.Retry("bus", recs[3].Seq, later, "boom"); err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	taken := map[string]bool{}
+	choose := func(key []byte, nextTry time.Time) (bool, bool) {
+		seen = append(seen, fmt.Sprintf("%s@%v", key, !nextTry.IsZero()))
+		if taken[string(key)] || !nextTry.IsZero() {
+			return false, false
+		}
+		taken[string(key)] = true
+		return true, string(key) == "task-b" // stop after b
+	}
+	got, last, looked, err := s.PendingDue("bus", 0, 10, choose)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []uint64{recs[0].Seq, recs[2].Seq}; !slices.Equal(seqsOf(got), want) || last != recs[2].Seq || looked != 3 {
+		t.Fatalf("first page: seqs %v (want %v), last %d, looked %d", seqsOf(got), want, last, looked)
+	}
+	same(t, got[1], recs[2])
+	got, last, looked, err = s.PendingDue("bus", last, 10, choose)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []uint64{recs[4].Seq}; !slices.Equal(seqsOf(got), want) || last != recs[4].Seq || looked != 2 {
+		t.Fatalf("second page: seqs %v (want %v), last %d, looked %d", seqsOf(got), want, last, looked)
+	}
+	if want := []string{"task-a@false", "task-a@false", "task-b@false", "task-c@true", "task-d@false"}; !slices.Equal(seen, want) {
+		t.Errorf("choose saw %v, want %v", seen, want)
+	}
+	if got, _, looked, err := s.PendingDue("nosuch", 0, 10, choose); err != nil || len(got) != 0 || looked != 0 {
+		t.Errorf("unknown sink: %v, %d, %v", got, looked, err)
+	}
 }
