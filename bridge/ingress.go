@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Header names Browser Use signs its deliveries with.
@@ -79,6 +81,7 @@ type Ingress struct {
 
 type source struct {
 	name          string
+	answered      [numResults]prometheus.Counter // nil without metrics
 	verifier      *Verifier
 	tolerance     time.Duration
 	allowUnparsed bool
@@ -127,6 +130,17 @@ func NewIngress(cfg *Config, router *Router, d Deliverer, log *slog.Logger, now 
 	return h, nil
 }
 
+// setMetrics makes h count into m, with each source's counters looked up
+// once here rather than on every request.
+func (h *Ingress) setMetrics(m *Metrics) {
+	h.metrics = m
+	for _, src := range h.sources {
+		for r := range numResults {
+			src.answered[r] = m.webhooks.WithLabelValues(src.name, r.String())
+		}
+	}
+}
+
 // Count returns how many webhooks were answered with result r.
 func (h *Ingress) Count(r Result) uint64 { return h.results[r].Load() }
 
@@ -134,12 +148,12 @@ func (h *Ingress) Count(r Result) uint64 { return h.results[r].Load() }
 func (h *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	src, ok := h.sources[r.URL.Path]
 	if !ok {
-		h.reject(w, r, "", ResultNotFound, http.StatusNotFound, fmt.Sprintf("no webhook source at path %q", r.URL.Path))
+		h.reject(w, r, nil, ResultNotFound, http.StatusNotFound, fmt.Sprintf("no webhook source at path %q", r.URL.Path))
 		return
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		h.reject(w, r, src.name, ResultBadMethod, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed: webhooks are POSTed", r.Method))
+		h.reject(w, r, src, ResultBadMethod, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed: webhooks are POSTed", r.Method))
 		return
 	}
 	if r.ContentLength > h.maxBody {
@@ -155,7 +169,7 @@ func (h *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.rejectTooLarge(w, r, src)
 			return
 		}
-		h.reject(w, r, src.name, ResultBadRequest, http.StatusBadRequest, "could not read the body: "+err.Error())
+		h.reject(w, r, src, ResultBadRequest, http.StatusBadRequest, "could not read the body: "+err.Error())
 		return
 	}
 	body := buf.Bytes()
@@ -165,7 +179,7 @@ func (h *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, msg = singleHeader(r, HeaderSignature)
 	}
 	if msg != "" {
-		h.reject(w, r, src.name, ResultBadRequest, http.StatusBadRequest, msg)
+		h.reject(w, r, src, ResultBadRequest, http.StatusBadRequest, msg)
 		return
 	}
 	sig := r.Header.Get(HeaderSignature)
@@ -174,37 +188,37 @@ func (h *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer h.canon.Put(cz)
 	c, err := cz.Canonicalize(body)
 	if err != nil {
-		h.reject(w, r, src.name, ResultBadRequest, http.StatusBadRequest, "body is not valid JSON: "+err.Error())
+		h.reject(w, r, src, ResultBadRequest, http.StatusBadRequest, "body is not valid JSON: "+err.Error())
 		return
 	}
 	if !c.Object {
-		h.reject(w, r, src.name, ResultBadRequest, http.StatusBadRequest, "body is not a JSON object")
+		h.reject(w, r, src, ResultBadRequest, http.StatusBadRequest, "body is not a JSON object")
 		return
 	}
 	if !src.verifier.Verify(ts, c.JSON, sig) {
-		h.reject(w, r, src.name, ResultBadSignature, http.StatusForbidden, "signature does not match: check the source's secret")
+		h.reject(w, r, src, ResultBadSignature, http.StatusForbidden, "signature does not match: check the source's secret")
 		return
 	}
 	received := h.now()
 	if msg := checkFreshness(ts, received, src); msg != "" {
-		h.reject(w, r, src.name, ResultStale, http.StatusForbidden, msg)
+		h.reject(w, r, src, ResultStale, http.StatusForbidden, msg)
 		return
 	}
 
 	ev, err := Normalize(src.name, ts, received, c, ParseTrace(r.Header.Get("Traceparent"), r.Header.Get("Tracestate")))
 	if err != nil {
-		h.reject(w, r, src.name, ResultNoStatus, http.StatusUnprocessableEntity, err.Error())
+		h.reject(w, r, src, ResultNoStatus, http.StatusUnprocessableEntity, err.Error())
 		return
 	}
 	if ev.Test {
-		h.count(src.name, ResultTest)
+		h.count(src, ResultTest)
 		h.log.Info("test delivery verified", "source", src.name, "id", ev.ID)
 		writeAccepted(w, ev.ID, 0, true)
 		return
 	}
 	if src.replay != nil && src.replay.contains(ev.ID, received) {
 		// Browser Use retrying, or someone replaying: it is kept already.
-		h.count(src.name, ResultDuplicate)
+		h.count(src, ResultDuplicate)
 		h.log.Debug("repeat of an accepted event; not published again", "source", src.name, "id", ev.ID)
 		writeAnswer(w, ev.ID, 0, `,"duplicate":true`)
 		return
@@ -212,19 +226,23 @@ func (h *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	deliveries, routes := h.router.Route(ev)
 	if len(deliveries) == 0 {
 		src.remember(ev.ID, received)
-		h.count(src.name, ResultUnrouted)
+		h.count(src, ResultUnrouted)
 		h.log.Info("event matched no route", "source", src.name, "id", ev.ID, "status", ev.Status)
 		writeAccepted(w, ev.ID, 0, false)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), h.publishLimit)
+	// A sender that hangs up mid-delivery does not cancel it: the event
+	// may be stored already, and finishing costs less than a half-known
+	// outcome. publishLimit still bounds the wait. (Detaching also saves
+	// registering with the request's context on every delivery.)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.publishLimit)
 	defer cancel()
 	if err := h.deliverer.Deliver(ctx, ev, deliveries); err != nil {
 		w.Header().Set("Retry-After", h.retryAfter)
 		if IsFull(err) {
-			h.count(src.name, ResultSpoolFull)
+			h.count(src, ResultSpoolFull)
 		} else {
-			h.count(src.name, ResultUnavailable)
+			h.count(src, ResultUnavailable)
 		}
 		h.log.Warn("event not delivered; answered 503 so the sender retries",
 			"source", src.name, "id", ev.ID, "status", ev.Status, "err", err)
@@ -232,7 +250,7 @@ func (h *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	src.remember(ev.ID, received)
-	h.count(src.name, ResultAccepted)
+	h.count(src, ResultAccepted)
 	if h.metrics != nil {
 		status := ev.Status
 		if !h.router.Names(status) {
@@ -289,23 +307,28 @@ func checkFreshness(ts string, now time.Time, src *source) string {
 func (h *Ingress) rejectTooLarge(w http.ResponseWriter, r *http.Request, src *source) {
 	// Closing the connection stops a client that is still sending.
 	w.Header().Set("Connection", "close")
-	h.reject(w, r, src.name, ResultTooLarge, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than the limit of %d bytes", h.maxBody))
+	h.reject(w, r, src, ResultTooLarge, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than the limit of %d bytes", h.maxBody))
 }
 
-// count records one answer.
-func (h *Ingress) count(source string, res Result) {
+// count records one answer; src is nil when no source has the path.
+func (h *Ingress) count(src *source, res Result) {
 	h.results[res].Add(1)
-	if h.metrics != nil {
-		if source == "" {
-			source = "none" // no source at that path
-		}
-		h.metrics.webhooks.WithLabelValues(source, res.String()).Inc()
+	switch {
+	case h.metrics == nil:
+	case src == nil:
+		h.metrics.webhooks.WithLabelValues("none", res.String()).Inc()
+	default:
+		src.answered[res].Inc()
 	}
 }
 
-func (h *Ingress) reject(w http.ResponseWriter, r *http.Request, source string, res Result, status int, msg string) {
-	h.count(source, res)
-	h.log.Info("webhook rejected", "status", status, "reason", msg, "source", source, "remote", r.RemoteAddr)
+func (h *Ingress) reject(w http.ResponseWriter, r *http.Request, src *source, res Result, status int, msg string) {
+	h.count(src, res)
+	name := ""
+	if src != nil {
+		name = src.name
+	}
+	h.log.Info("webhook rejected", "status", status, "reason", msg, "source", name, "remote", r.RemoteAddr)
 	writeError(w, status, msg)
 }
 
@@ -337,11 +360,19 @@ func writeAnswer(w http.ResponseWriter, id string, routes int, extra string) {
 	writeJSON(w, http.StatusOK, b)
 }
 
+// Answer header values, shared by every answer: assigning them directly
+// skips Header.Set's canonicalization and a slice per header. net/http
+// copies them before writing and adds Content-Length itself, since every
+// answer is written in one piece.
+var (
+	contentTypeJSON = []string{"application/json"}
+	noSniff         = []string{"nosniff"}
+)
+
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("X-Content-Type-Options", "nosniff")
+	h["Content-Type"] = contentTypeJSON
+	h["X-Content-Type-Options"] = noSniff
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }

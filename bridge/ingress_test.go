@@ -42,7 +42,7 @@ func (r *recorder) Deliver(ctx context.Context, ev *Event, d []Delivery) error {
 
 var testNow = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
-func newTestIngress(t *testing.T, d Deliverer, mutate func(*Config)) *Ingress {
+func newTestIngress(t testing.TB, d Deliverer, mutate func(*Config)) *Ingress {
 	t.Helper()
 	tol := 5 * time.Minute
 	cfg := &Config{

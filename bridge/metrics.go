@@ -119,17 +119,32 @@ type spoolStats struct {
 	Dead         int
 }
 
-// instrumented wraps a sink to count and time its publishes.
+// instrumented wraps a sink to count and time its publishes. Its metric
+// children are looked up once, not on every publish.
 type instrumented struct {
 	sinks.Sink
-	name    string
-	metrics *Metrics
+	seconds               prometheus.Observer
+	ok, failed, permanent prometheus.Counter
+}
+
+func newInstrumented(s sinks.Sink, name string, m *Metrics) *instrumented {
+	return &instrumented{
+		Sink:      s,
+		seconds:   m.publishSeconds.WithLabelValues(name),
+		ok:        m.publishes.WithLabelValues(name, "ok"),
+		failed:    m.publishes.WithLabelValues(name, "error"),
+		permanent: m.publishes.WithLabelValues(name, "permanent_error"),
+	}
 }
 
 func (s *instrumented) Publish(ctx context.Context, batch []sinks.Message) error {
 	start := time.Now()
 	err := s.Sink.Publish(ctx, batch)
-	s.metrics.publishSeconds.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
+	s.seconds.Observe(time.Since(start).Seconds())
+	if err == nil {
+		s.ok.Add(float64(len(batch)))
+		return nil
+	}
 	var ok, failed, permanent int
 	for i := range batch {
 		switch e := sinks.MessageErr(err, i); {
@@ -141,14 +156,14 @@ func (s *instrumented) Publish(ctx context.Context, batch []sinks.Message) error
 			failed++
 		}
 	}
-	add := func(result string, n int) {
+	add := func(c prometheus.Counter, n int) {
 		if n > 0 {
-			s.metrics.publishes.WithLabelValues(s.name, result).Add(float64(n))
+			c.Add(float64(n))
 		}
 	}
-	add("ok", ok)
-	add("error", failed)
-	add("permanent_error", permanent)
+	add(s.ok, ok)
+	add(s.failed, failed)
+	add(s.permanent, permanent)
 	return err
 }
 

@@ -1,6 +1,8 @@
 package bridge
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"sync"
 	"time"
 )
@@ -19,45 +21,67 @@ type replayCache struct {
 	max    int
 
 	mu    sync.Mutex
-	seen  map[string]time.Time // id -> when accepted
-	order []replayEntry        // insertion order, for expiry and eviction
-	head  int                  // order[head:] are live
+	seen  map[replayKey]int64 // id -> when accepted, Unix ns
+	order []replayEntry       // insertion order, for expiry and eviction
+	head  int                 // order[head:] are live
 }
 
+// replayKey is an event id in binary: with no pointers in the map or the
+// queue, the garbage collector never scans them, and an entry takes a
+// third of the memory of the hex string.
+type replayKey [16]byte
+
 type replayEntry struct {
-	id string
-	at time.Time
+	key replayKey
+	at  int64
 }
 
 func newReplayCache(window time.Duration, max int) *replayCache {
-	return &replayCache{window: window, max: max, seen: make(map[string]time.Time)}
+	return &replayCache{window: window, max: max, seen: make(map[replayKey]int64)}
+}
+
+// keyOf is id's key. Event ids are 32 hex digits; anything else (never
+// made by Normalize) is hashed so it still has a key of its own.
+func keyOf(id string) replayKey {
+	var k replayKey
+	if len(id) == 2*len(k) {
+		if _, err := hex.Decode(k[:], []byte(id)); err == nil {
+			return k
+		}
+	}
+	sum := sha256.Sum256([]byte(id))
+	copy(k[:], sum[:])
+	return k
 }
 
 // contains reports whether id was accepted within the window before now.
 func (c *replayCache) contains(id string, now time.Time) bool {
+	k := keyOf(id)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	at, ok := c.seen[id]
-	return ok && now.Sub(at) < c.window
+	at, ok := c.seen[k]
+	return ok && now.UnixNano()-at < int64(c.window)
 }
 
 // add records id as accepted at now.
 func (c *replayCache) add(id string, now time.Time) {
+	k := keyOf(id)
+	at := now.UnixNano()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.expire(now)
-	if _, ok := c.seen[id]; ok {
+	c.expire(at)
+	if _, ok := c.seen[k]; ok {
 		return
 	}
 	for len(c.seen) >= c.max && c.head < len(c.order) {
 		c.evictOldest()
 	}
-	c.seen[id] = now
-	c.order = append(c.order, replayEntry{id, now})
+	c.seen[k] = at
+	c.order = append(c.order, replayEntry{k, at})
 }
 
-func (c *replayCache) expire(now time.Time) {
-	for c.head < len(c.order) && now.Sub(c.order[c.head].at) >= c.window {
+func (c *replayCache) expire(now int64) {
+	for c.head < len(c.order) && now-c.order[c.head].at >= int64(c.window) {
 		c.evictOldest()
 	}
 	// Reclaim the consumed front of the queue once it is half of it.
@@ -69,10 +93,9 @@ func (c *replayCache) expire(now time.Time) {
 
 func (c *replayCache) evictOldest() {
 	e := c.order[c.head]
-	c.order[c.head] = replayEntry{}
 	c.head++
-	if c.seen[e.id] == e.at {
-		delete(c.seen, e.id)
+	if c.seen[e.key] == e.at {
+		delete(c.seen, e.key)
 	}
 }
 

@@ -165,8 +165,21 @@ type Delivery struct {
 // and later ones add nothing.
 type Router struct {
 	routes   []route
-	byStatus map[string][]int // route indexes for each named status, "*" routes merged in, in file order
-	anyOnly  []int            // route indexes for statuses no route names
+	byStatus map[string]*match // for each named status, "*" routes merged in
+	anyOnly  *match            // for statuses no route names
+}
+
+// match is the routes that fire for a status, worked out once.
+type match struct {
+	idx     []int    // route indexes, in file order
+	names   []string // their names, shared by every Route result
+	targets int      // targets over all of them: deliveries at most
+}
+
+func (m *match) add(i int, rt *route) {
+	m.idx = append(m.idx, i)
+	m.names = append(m.names, rt.name)
+	m.targets += len(rt.targets)
 }
 
 type route struct {
@@ -183,7 +196,7 @@ type routeTarget struct {
 
 // NewRouter builds the routing table from validated route configs.
 func NewRouter(cfgs []RouteConfig) (*Router, error) {
-	r := &Router{byStatus: map[string][]int{}}
+	r := &Router{byStatus: map[string]*match{}, anyOnly: &match{}}
 	for _, rc := range cfgs {
 		rt := route{name: rc.Name, sync: rc.Delivery == DeliverySync}
 		for _, tc := range rc.To {
@@ -200,18 +213,18 @@ func NewRouter(cfgs []RouteConfig) (*Router, error) {
 		r.routes = append(r.routes, rt)
 		for _, st := range rc.Status {
 			if st != "*" {
-				r.byStatus[st] = nil
+				r.byStatus[st] = &match{}
 			}
 		}
 	}
 	for i, rc := range cfgs {
 		wild := contains(rc.Status, "*")
 		if wild {
-			r.anyOnly = append(r.anyOnly, i)
+			r.anyOnly.add(i, &r.routes[i])
 		}
-		for st := range r.byStatus {
+		for st, m := range r.byStatus {
 			if wild || contains(rc.Status, st) {
-				r.byStatus[st] = append(r.byStatus[st], i)
+				m.add(i, &r.routes[i])
 			}
 		}
 	}
@@ -234,15 +247,19 @@ func (r *Router) Names(status string) bool {
 }
 
 // Route returns the deliveries for ev, de-duplicated, and the names of the
-// routes that matched. Both are empty for an unrouted event.
+// routes that matched. Both are empty for an unrouted event. The names are
+// shared: callers must not modify them.
 func (r *Router) Route(ev *Event) (deliveries []Delivery, routes []string) {
-	idx, ok := r.byStatus[ev.Status]
+	m, ok := r.byStatus[ev.Status]
 	if !ok {
-		idx = r.anyOnly
+		m = r.anyOnly
 	}
-	for _, i := range idx {
+	if m.targets == 0 {
+		return nil, m.names
+	}
+	deliveries = make([]Delivery, 0, m.targets)
+	for _, i := range m.idx {
 		rt := &r.routes[i]
-		routes = append(routes, rt.name)
 		for _, t := range rt.targets {
 			d := Delivery{Sink: t.sink, Sync: rt.sync}
 			if t.set {
@@ -251,7 +268,7 @@ func (r *Router) Route(ev *Event) (deliveries []Delivery, routes []string) {
 			deliveries = addDelivery(deliveries, d)
 		}
 	}
-	return deliveries, routes
+	return deliveries, m.names
 }
 
 // addDelivery appends d unless its (sink, target) is there already; a
@@ -308,8 +325,8 @@ func (r *Router) Table() []TableRow {
 		}
 	}
 	for _, st := range statuses {
-		emit(st, r.byStatus[st])
+		emit(st, r.byStatus[st].idx)
 	}
-	emit("*", r.anyOnly)
+	emit("*", r.anyOnly.idx)
 	return rows
 }

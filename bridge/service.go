@@ -154,7 +154,7 @@ func (s *Service) build(ctx context.Context, cfg *Config, prev *generation) (*ge
 		return nil, err
 	}
 	for name, sk := range opened {
-		g.sinks[name] = &instrumented{Sink: sk, name: name, metrics: s.Metrics}
+		g.sinks[name] = newInstrumented(sk, name, s.Metrics)
 	}
 	var d Deliverer = NewSyncDeliverer(g.sinks)
 	if s.store != nil {
@@ -165,7 +165,7 @@ func (s *Service) build(ctx context.Context, cfg *Config, prev *generation) (*ge
 	if g.ingress, err = NewIngress(cfg, router, d, s.log, nil); err != nil {
 		return nil, errors.Join(err, CloseSinks(ctx, opened))
 	}
-	g.ingress.metrics = s.Metrics
+	g.ingress.setMetrics(s.Metrics)
 	// Remembered event ids outlive a reload, or a retry after it would be
 	// published again.
 	if prev != nil {
@@ -200,7 +200,7 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		// Full: answer at once rather than pile up goroutines and memory.
 		g := s.gen.Load()
-		g.ingress.count("", ResultOverloaded)
+		g.ingress.count(g.ingress.sources[r.URL.Path], ResultOverloaded)
 		w.Header().Set("Retry-After", g.ingress.retryAfter)
 		writeError(w, http.StatusServiceUnavailable, "too many webhooks at once; retry later")
 		return

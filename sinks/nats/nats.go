@@ -281,6 +281,11 @@ func New(ctx context.Context, cfg Config, subjects []string, log *slog.Logger) (
 	if cfg.Token != "" {
 		opts = append(opts, natsgo.Token(cfg.Token))
 	}
+	if s.srv != nil {
+		// The embedded server is in this process: talk to it over an
+		// in-memory pipe, without a socket's system calls per write.
+		opts = append(opts, natsgo.InProcessServer(s.srv))
+	}
 	if cfg.User != "" {
 		opts = append(opts, natsgo.UserInfo(cfg.User, cfg.Password))
 	}
@@ -503,7 +508,7 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 		// otherwise fail with "headers not supported by this server".
 		return fmt.Errorf("nats: not connected to %s (%s)", s.clientURL, strings.ToLower(s.nc.Status().String()))
 	}
-	failed := map[int]error{}
+	var failed failures
 	msgs := make([]*natsgo.Msg, len(batch))
 	for i, m := range batch {
 		subj := m.Target
@@ -511,32 +516,38 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 			subj = s.cfg.Subject
 		}
 		if subj == "" {
-			failed[i] = sinks.Permanent(errNoSubject)
+			failed.add(i, sinks.Permanent(errNoSubject))
 			continue
 		}
 		h := make(natsgo.Header, len(m.Attrs)+2)
-		h.Set("Content-Type", sinks.ContentType)
+		// One backing array for every header value, one slice each.
+		vals := make([]string, 0, len(m.Attrs)+4)
+		set := func(k, v string) {
+			vals = append(vals, v)
+			h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+		}
+		set("Content-Type", sinks.ContentType)
 		// A JetStream stream de-duplicates across all its subjects, and one
 		// event may be routed to several subjects of the same stream: the
 		// subject joins the id so that only true repeats collapse.
 		// Without an id there is nothing to de-duplicate on: ":"+subj alone
 		// would make JetStream drop every later id-less message as a repeat.
 		if m.ID != "" {
-			h.Set(jetstream.MsgIDHeader, m.ID+":"+subj)
+			set(jetstream.MsgIDHeader, m.ID+":"+subj)
 		}
 		for _, a := range m.Attrs {
-			h["ce-"+a.Name] = []string{a.Value}
+			set(ceHeader(a.Name), a.Value)
 			if a.Name == "traceparent" || a.Name == "tracestate" {
 				// W3C trace context under its own name too, where tracers look.
-				h[a.Name] = []string{a.Value}
+				set(a.Name, a.Value)
 			}
 		}
 		msgs[i] = &natsgo.Msg{Subject: subj, Header: h, Data: m.Body}
 	}
 	if s.js != nil {
-		s.publishJetStream(ctx, msgs, failed)
+		s.publishJetStream(ctx, msgs, &failed)
 	} else {
-		s.publishCore(ctx, msgs, failed)
+		s.publishCore(ctx, msgs, &failed)
 	}
 	if len(failed) > 0 {
 		return &sinks.BatchError{Failed: failed}
@@ -544,7 +555,41 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 	return nil
 }
 
-func (s *Sink) publishJetStream(ctx context.Context, msgs []*natsgo.Msg, failed map[int]error) {
+// ceHeader is the header for CloudEvents attribute name. The attributes
+// every event has are spelled out so that publishing builds no key.
+func ceHeader(name string) string {
+	switch name {
+	case "specversion":
+		return "ce-specversion"
+	case "id":
+		return "ce-id"
+	case "source":
+		return "ce-source"
+	case "type":
+		return "ce-type"
+	case "subject":
+		return "ce-subject"
+	case "time":
+		return "ce-time"
+	case "status":
+		return "ce-status"
+	case "datacontenttype":
+		return "ce-datacontenttype"
+	}
+	return "ce-" + name
+}
+
+// failures are a batch's failed messages by index, made on the first.
+type failures map[int]error
+
+func (f *failures) add(i int, err error) {
+	if *f == nil {
+		*f = failures{}
+	}
+	(*f)[i] = err
+}
+
+func (s *Sink) publishJetStream(ctx context.Context, msgs []*natsgo.Msg, failed *failures) {
 	futures := make([]jetstream.PubAckFuture, len(msgs))
 	for i, m := range msgs {
 		if m == nil {
@@ -552,7 +597,7 @@ func (s *Sink) publishJetStream(ctx context.Context, msgs []*natsgo.Msg, failed 
 		}
 		f, err := s.js.PublishMsgAsync(m)
 		if err != nil {
-			failed[i] = fmt.Errorf("nats: publish to %q: %w", m.Subject, err)
+			failed.add(i, fmt.Errorf("nats: publish to %q: %w", m.Subject, err))
 			continue
 		}
 		futures[i] = f
@@ -565,7 +610,7 @@ func (s *Sink) publishJetStream(ctx context.Context, msgs []*natsgo.Msg, failed 
 			if errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
 				err = fmt.Errorf("no JetStream stream stores subject %q: %w", msgs[i].Subject, err)
 			}
-			failed[i] = fmt.Errorf("nats: publish to %q: %w", msgs[i].Subject, err)
+			failed.add(i, fmt.Errorf("nats: publish to %q: %w", msgs[i].Subject, err))
 		}
 	}
 }
@@ -591,14 +636,14 @@ func waitAck(ctx context.Context, f jetstream.PubAckFuture) error {
 	}
 }
 
-func (s *Sink) publishCore(ctx context.Context, msgs []*natsgo.Msg, failed map[int]error) {
+func (s *Sink) publishCore(ctx context.Context, msgs []*natsgo.Msg, failed *failures) {
 	sent := 0
 	for i, m := range msgs {
 		if m == nil {
 			continue
 		}
 		if err := s.nc.PublishMsg(m); err != nil {
-			failed[i] = fmt.Errorf("nats: publish to %q: %w", m.Subject, err)
+			failed.add(i, fmt.Errorf("nats: publish to %q: %w", m.Subject, err))
 			continue
 		}
 		sent++
@@ -610,8 +655,8 @@ func (s *Sink) publishCore(ctx context.Context, msgs []*natsgo.Msg, failed map[i
 	// it: core NATS has no per-message acknowledgement.
 	if err := flush(ctx, s.nc); err != nil {
 		for i, m := range msgs {
-			if m != nil && failed[i] == nil {
-				failed[i] = fmt.Errorf("nats: flush: %w", err)
+			if m != nil && (*failed)[i] == nil {
+				failed.add(i, fmt.Errorf("nats: flush: %w", err))
 			}
 		}
 	}

@@ -23,7 +23,7 @@ var discard = slog.New(slog.DiscardHandler)
 
 // startServer runs a real nats-server with JetStream on a free loopback
 // port.
-func startServer(t *testing.T) *server.Server {
+func startServer(t testing.TB) *server.Server {
 	t.Helper()
 	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
 		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
@@ -82,7 +82,7 @@ func fetch(t *testing.T, js jetstream.JetStream, stream string, n int) []jetstre
 	return out
 }
 
-func streamMsgs(t *testing.T, js jetstream.JetStream, name string) uint64 {
+func streamMsgs(t testing.TB, js jetstream.JetStream, name string) uint64 {
 	t.Helper()
 	st, err := js.Stream(context.Background(), name)
 	if err != nil {
