@@ -20,10 +20,14 @@ type replayCache struct {
 	window time.Duration
 	max    int
 
-	mu    sync.Mutex
-	seen  map[replayKey]int64 // id -> when accepted, Unix ns
-	order []replayEntry       // insertion order, for expiry and eviction
-	head  int                 // order[head:] are live
+	mu   sync.Mutex
+	seen map[replayKey]int64 // id -> when accepted, Unix ns
+	// ring holds the entries in insertion order, for expiry and eviction:
+	// n of them from ring[head] on, wrapping. It grows up to max and is
+	// then reused, so a full cache takes max entries of memory, not the
+	// up to twice that of an append-and-compact queue.
+	ring    []replayEntry
+	head, n int
 }
 
 // replayKey is an event id in binary: with no pointers in the map or the
@@ -73,27 +77,39 @@ func (c *replayCache) add(id string, now time.Time) {
 	if _, ok := c.seen[k]; ok {
 		return
 	}
-	for len(c.seen) >= c.max && c.head < len(c.order) {
+	for len(c.seen) >= c.max && c.n > 0 {
 		c.evictOldest()
 	}
+	if c.n == len(c.ring) {
+		c.grow()
+	}
 	c.seen[k] = at
-	c.order = append(c.order, replayEntry{k, at})
+	c.ring[(c.head+c.n)%len(c.ring)] = replayEntry{k, at}
+	c.n++
+}
+
+// grow doubles the ring (add calls it only while it holds fewer than max
+// entries), capped at max, keeping the entries in order.
+func (c *replayCache) grow() {
+	size := min(max(2*len(c.ring), 64), c.max)
+	size = max(size, len(c.ring)+1) // always room for one more
+	ring := make([]replayEntry, size)
+	for i := range c.n {
+		ring[i] = c.ring[(c.head+i)%len(c.ring)]
+	}
+	c.ring, c.head = ring, 0
 }
 
 func (c *replayCache) expire(now int64) {
-	for c.head < len(c.order) && now-c.order[c.head].at >= int64(c.window) {
+	for c.n > 0 && now-c.ring[c.head].at >= int64(c.window) {
 		c.evictOldest()
-	}
-	// Reclaim the consumed front of the queue once it is half of it.
-	if c.head > 0 && c.head*2 >= len(c.order) {
-		c.order = append(c.order[:0], c.order[c.head:]...)
-		c.head = 0
 	}
 }
 
 func (c *replayCache) evictOldest() {
-	e := c.order[c.head]
-	c.head++
+	e := c.ring[c.head]
+	c.head = (c.head + 1) % len(c.ring)
+	c.n--
 	if c.seen[e.key] == e.at {
 		delete(c.seen, e.key)
 	}

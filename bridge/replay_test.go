@@ -37,7 +37,35 @@ func TestReplayCache(t *testing.T) {
 	for i := range 1000 {
 		c.add(fmt.Sprint("x", i), t0.Add(time.Duration(i)*time.Hour))
 	}
-	if c.len() != 1 || len(c.order)-c.head != 1 {
-		t.Errorf("after expiry: %d entries, queue %d", c.len(), len(c.order)-c.head)
+	if c.len() != 1 || c.n != 1 || len(c.ring) > 3 {
+		t.Errorf("after expiry: %d entries, queue %d, ring of %d (max 3)", c.len(), c.n, len(c.ring))
+	}
+}
+
+// TestReplayCacheRingWraps: a full cache evicts in insertion order while
+// its ring wraps around, and never holds more than max entries.
+func TestReplayCacheRingWraps(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := newReplayCache(time.Hour, 5)
+	for i := range 12 {
+		c.add(fmt.Sprint("id", i), t0.Add(time.Duration(i)*time.Second))
+	}
+	for i := range 12 {
+		if got, want := c.contains(fmt.Sprint("id", i), t0.Add(time.Minute)), i >= 7; got != want {
+			t.Errorf("contains(id%d) = %v, want %v", i, got, want)
+		}
+	}
+	if c.len() != 5 || c.n != 5 || len(c.ring) != 5 {
+		t.Errorf("%d entries, %d queued, ring of %d; want 5, 5, 5", c.len(), c.n, len(c.ring))
+	}
+	// Expiry walks the wrapped ring from its oldest entry.
+	c.add("late", t0.Add(time.Hour+9*time.Second+1))
+	for i, want := range map[int]bool{9: false, 10: true, 11: true} {
+		if got := c.contains(fmt.Sprint("id", i), t0.Add(time.Hour+9*time.Second+1)); got != want {
+			t.Errorf("after expiry: contains(id%d) = %v, want %v", i, got, want)
+		}
+	}
+	if c.len() != 3 || c.n != 3 {
+		t.Errorf("after expiry: %d entries, %d queued; want 3", c.len(), c.n)
 	}
 }
