@@ -71,7 +71,21 @@ type options struct {
 	minRatio float64
 	keep     bool
 	profile  string
+	env      envList
 	rounds   int
+}
+
+// envList is a repeatable NAME=value flag.
+type envList []string
+
+func (e *envList) String() string { return strings.Join(*e, " ") }
+
+func (e *envList) Set(v string) error {
+	if name, _, ok := strings.Cut(v, "="); !ok || name == "" {
+		return fmt.Errorf("want NAME=value, not %q", v)
+	}
+	*e = append(*e, v)
+	return nil
 }
 
 func parseOptions(args []string, stdout io.Writer) (*options, error) {
@@ -94,6 +108,7 @@ func parseOptions(args []string, stdout io.Writer) (*options, error) {
 	fs.DurationVar(&o.drain, "drain", 2*time.Minute, "how long to wait for acknowledged events to reach the broker")
 	fs.Float64Var(&o.minRatio, "min-ratio", 0, "exit 1 when hookbridge/trivial requests per second is below this")
 	fs.StringVar(&o.profile, "profile", "", "write profiles to this directory for go tool pprof: hookbridge's cpu.pprof (the first 5s of measured deliveries) and allocs.pprof, and load-cpu.pprof of this process (generator and broker)")
+	fs.Var(&o.env, "env", "`NAME=value` for hookbridge's process only, e.g. GOGC=200 or GOMEMLIMIT=24MiB (repeatable)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (config, hookbridge's spool and the broker's data)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -233,7 +248,7 @@ func measure(ctx context.Context, o *options, stderr io.Writer) (*report, error)
 	if err := os.WriteFile(cfgPath, []byte(loadConfig(o, p, filepath.Join(dir, "spool"))), 0o600); err != nil {
 		return nil, err
 	}
-	hb, err := startHookbridge(ctx, bin, cfgPath, []string{"LOAD_WEBHOOK_SECRET=" + string(secret), "LOAD_AWS_SECRET=load"})
+	hb, err := startHookbridge(ctx, bin, cfgPath, append([]string{"LOAD_WEBHOOK_SECRET=" + string(secret), "LOAD_AWS_SECRET=load"}, o.env...))
 	if err != nil {
 		return nil, err
 	}
@@ -405,7 +420,11 @@ func (r *report) print(w io.Writer, o *options) {
 	fmt.Fprintf(w, "hookbridge-load: %d deliveries to each receiver (%s form, %d bytes) in %d rounds taking turns, %d connections, %s; %d warm-up deliveries first\n",
 		o.n, form, r.deliveryBytes, o.rounds, o.conns, mode, o.warmup)
 	fmt.Fprintf(w, "machine: %s\n", machine())
-	fmt.Fprintf(w, "hookbridge: delivery %s to %s\n\n", o.delivery, r.peer)
+	fmt.Fprintf(w, "hookbridge: delivery %s to %s", o.delivery, r.peer)
+	if len(o.env) > 0 {
+		fmt.Fprintf(w, "; environment %s", o.env.String())
+	}
+	fmt.Fprint(w, "\n\n")
 	fmt.Fprintf(w, "%-11s %10s %9s %9s %9s %9s %8s %9s %9s\n", "receiver", "req/s", "p50", "p90", "p99", "max", "non-2xx", "CPU/req", "load/req")
 	row := func(rc *receiver) {
 		res := rc.res

@@ -105,6 +105,7 @@ func TestMisuseIsOneLineAndExit2(t *testing.T) {
 		{"-bogus"},
 		{"-n", "many"},
 		{"extra"},
+		{"-env", "GOGC"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := run(context.Background(), args, &stdout, &stderr)
