@@ -23,7 +23,11 @@ func TestMain(m *testing.M) {
 	case "bare":
 		os.Exit(serveBare())
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if buildOnce.bin != "" {
+		os.RemoveAll(filepath.Dir(buildOnce.bin))
+	}
+	os.Exit(code)
 }
 
 var buildOnce struct {
