@@ -184,9 +184,9 @@ type report struct {
 	requestsWhat  string
 }
 
-// measure starts the broker, hookbridge and the trivial server, warms
-// both receivers up, then sends the measured deliveries in rounds, the
-// trivial server and hookbridge taking turns, so that both see the same
+// measure starts the broker, hookbridge and the baselines, warms every
+// receiver up, then sends the measured deliveries in rounds, the
+// baselines and hookbridge taking turns, so that all see the same
 // machine: on a shared or virtual machine the speed drifts within
 // seconds, and a ratio of two runs minutes apart would measure the drift.
 func measure(ctx context.Context, o *options, stderr io.Writer) (*report, error) {
@@ -199,9 +199,17 @@ func measure(ctx context.Context, o *options, stderr io.Writer) (*report, error)
 	} else {
 		defer os.RemoveAll(dir)
 	}
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return nil, fmt.Errorf("-profile: %w", err)
+		}
+	}
 	bin := o.bin
 	if bin == "" {
 		bin = filepath.Join(dir, "hookbridge")
+		if o.profile != "" {
+			bin = filepath.Join(o.profile, "hookbridge") // pprof needs it afterwards
+		}
 		fmt.Fprintln(stderr, "building hookbridge…")
 		// Built as deploy/Dockerfile builds it: static, no cgo (which also
 		// keeps libc's pages out of the memory figures).
@@ -232,11 +240,6 @@ func measure(ctx context.Context, o *options, stderr io.Writer) (*report, error)
 		}
 	}
 	r := &report{deliveryBytes: len(warm0(warm, rounds).body)}
-	if o.profile != "" {
-		if err := os.MkdirAll(o.profile, 0o755); err != nil {
-			return nil, fmt.Errorf("-profile: %w", err)
-		}
-	}
 
 	p, err := startPeer(o.sink, filepath.Join(dir, "broker"))
 	if err != nil {
