@@ -299,13 +299,9 @@ func (d *dispatcher) deliver(ctx context.Context, recs []spool.Record) {
 			}
 		}
 	}
-	if len(done) > 0 {
-		// Done rides along with the appends' next group commit.
-		if err := d.store.Done(d.name, done); err != nil {
-			// They will be published again: a duplicate, never a loss.
-			d.log.Error("remove delivered messages from the spool", "err", err)
-		}
-	}
+	// Removed with the next commit rather than waited for: a crash before
+	// it publishes them again, a duplicate, never a loss.
+	d.store.DoneLater(d.name, done)
 }
 
 // kill dead-letters r: it moves to the spool's dead letters and, when the

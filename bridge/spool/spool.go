@@ -94,7 +94,25 @@ type Store struct {
 	// commits counts the write transactions of the group-commit writer, for
 	// tests and benchmarks.
 	commits atomic.Uint64
+
+	// Removals from DoneLater wait in queued until a commit takes them;
+	// removing holds their seqs until that commit is done, so that
+	// PendingDue and Pending skip records already delivered.
+	remMu    sync.Mutex
+	queued   []removal
+	removing map[string]map[uint64]bool // by sink
+	remKick  chan struct{}              // DoneLater queued something
 }
+
+// removal is one DoneLater call.
+type removal struct {
+	sink string
+	seqs []uint64
+}
+
+// removeDelay is the longest a DoneLater removal waits for an append's
+// commit to ride along with before it is committed on its own.
+const removeDelay = 100 * time.Millisecond
 
 // writeReq is one Append, or one removal of pending records, waiting for
 // the writer. Removals ride in the same group commits as appends: under
@@ -155,6 +173,8 @@ func Open(dir string, opts Options) (*Store, error) {
 		now:        time.Now,
 		reqs:       make(chan *writeReq, maxBatch),
 		writerDone: make(chan struct{}),
+		removing:   map[string]map[uint64]bool{},
+		remKick:    make(chan struct{}, 1),
 	}
 	if err := db.Update(s.recover); err != nil {
 		db.Close()
@@ -311,10 +331,32 @@ var errNothingApplied = errors.New("nothing applied")
 // other one already queued, commits them in one transaction and answers
 // them all. While it commits (and fsyncs), new requests queue up and form
 // the next batch.
+//
+// Removals queued by DoneLater ride along with the next commit; if none
+// comes within removeDelay, they are committed on their own.
 func (s *Store) writer() {
 	defer close(s.writerDone)
 	batch := make([]*writeReq, 0, maxBatch)
-	for req := range s.reqs {
+	var flush <-chan time.Time // armed while removals wait
+	for {
+		var req *writeReq
+		select {
+		case r, ok := <-s.reqs:
+			if !ok {
+				s.commit(nil) // what DoneLater queued before Close
+				return
+			}
+			req = r
+		case <-s.remKick:
+			if flush == nil {
+				flush = time.After(removeDelay)
+			}
+			continue
+		case <-flush:
+			flush = nil
+			s.commit(nil)
+			continue
+		}
 		batch = append(batch[:0], req)
 	more:
 		for len(batch) < maxBatch {
@@ -336,11 +378,19 @@ func (s *Store) writer() {
 	}
 }
 
-// commit applies batch in one db.Update, in order. An append that would
-// exceed the limits gets ErrFull and is skipped; the others commit. If the
-// transaction fails, every applied request gets its error (nothing was
-// stored).
+// commit applies batch, and the removals DoneLater queued, in one
+// db.Update, in order. An append that would exceed the limits gets ErrFull
+// and is skipped; the others commit. If the transaction fails, every
+// applied request gets its error (nothing was stored) and the removals
+// wait for the next commit.
 func (s *Store) commit(batch []*writeReq) {
+	s.remMu.Lock()
+	rems := s.queued
+	s.queued = nil
+	s.remMu.Unlock()
+	if len(batch) == 0 && len(rems) == 0 {
+		return
+	}
 	applied := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		applied = 0
@@ -349,6 +399,16 @@ func (s *Store) commit(batch []*writeReq) {
 			return err
 		}
 		pend := tx.Bucket(bucketPending)
+		for _, rm := range rems {
+			n, err := removeFrom(pend, &m, rm.sink, rm.seqs)
+			if errors.Is(err, errGarbled) {
+				continue // stays pending; reading it fails loudly elsewhere
+			}
+			if err != nil {
+				return err
+			}
+			applied += n
+		}
 		var buckets map[string]*bolt.Bucket
 		for _, r := range batch {
 			r.err = nil
@@ -409,6 +469,17 @@ func (s *Store) commit(batch []*writeReq) {
 	if applied > 0 {
 		s.commits.Add(1)
 	}
+	s.remMu.Lock()
+	if err == nil || errors.Is(err, errNothingApplied) {
+		for _, rm := range rems {
+			for _, seq := range rm.seqs {
+				delete(s.removing[rm.sink], seq)
+			}
+		}
+	} else {
+		s.queued = append(rems, s.queued...) // the next commit retries them
+	}
+	s.remMu.Unlock()
 	if err == nil || errors.Is(err, errNothingApplied) {
 		return
 	}
@@ -444,7 +515,13 @@ func (s *Store) Pending(sink string, after uint64, n int) ([]Record, error) {
 		if b == nil {
 			return nil
 		}
-		return scan(b, after, n, func(r Record) { out = append(out, r) })
+		return scan(b, after, n, func(r Record) bool {
+			if s.delivered(sink, r.Seq) {
+				return false
+			}
+			out = append(out, r)
+			return true
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("spool pending %q: %w", sink, err)
@@ -472,6 +549,9 @@ func (s *Store) PendingDue(sink string, after uint64, n int, choose func(key []b
 				continue // not a record (cannot happen in a file written by this package)
 			}
 			seq := binary.BigEndian.Uint64(k)
+			if s.delivered(sink, seq) {
+				continue
+			}
 			key, nextTry, err := peekSchedule(v)
 			if err != nil {
 				return fmt.Errorf("seq %d: %w", seq, err)
@@ -498,8 +578,9 @@ func (s *Store) PendingDue(sink string, after uint64, n int, choose func(key []b
 	return taken, last, looked, nil
 }
 
-// scan decodes up to n records of b with Seq > after.
-func scan(b *bolt.Bucket, after uint64, n int, f func(Record)) error {
+// scan decodes records of b with Seq > after until f has counted n of
+// them.
+func scan(b *bolt.Bucket, after uint64, n int, f func(Record) (counted bool)) error {
 	c := b.Cursor()
 	for k, v := c.Seek(seqKey(after + 1)); k != nil && n > 0; k, v = c.Next() {
 		if v == nil || len(k) != 8 {
@@ -510,8 +591,9 @@ func scan(b *bolt.Bucket, after uint64, n int, f func(Record)) error {
 		if err != nil {
 			return fmt.Errorf("seq %d: %w", seq, err)
 		}
-		f(r)
-		n--
+		if f(r) {
+			n--
+		}
 	}
 	return nil
 }
@@ -547,6 +629,40 @@ func (s *Store) Done(sink string, seqs []uint64) error {
 		return fmt.Errorf("spool done %q: %w", sink, err)
 	}
 	return nil
+}
+
+// DoneLater removes delivered records of sink like Done, but without
+// waiting: the removal rides along with the next commit (at most
+// removeDelay away), so that under load deleting costs no fsync of its
+// own, and at a low rate no more than one per removeDelay. Until then
+// PendingDue and Pending skip the records. A crash before that commit
+// delivers them again: a duplicate, never a loss.
+func (s *Store) DoneLater(sink string, seqs []uint64) {
+	if len(seqs) == 0 {
+		return
+	}
+	s.remMu.Lock()
+	m := s.removing[sink]
+	if m == nil {
+		m = map[uint64]bool{}
+		s.removing[sink] = m
+	}
+	for _, seq := range seqs {
+		m[seq] = true
+	}
+	s.queued = append(s.queued, removal{sink: sink, seqs: seqs})
+	s.remMu.Unlock()
+	select {
+	case s.remKick <- struct{}{}:
+	default:
+	}
+}
+
+// delivered reports whether DoneLater queued sink's seq for removal.
+func (s *Store) delivered(sink string, seq uint64) bool {
+	s.remMu.Lock()
+	defer s.remMu.Unlock()
+	return s.removing[sink][seq]
 }
 
 // DropPending deletes pending records of sink without delivering them (the
@@ -711,7 +827,7 @@ func (s *Store) Dead(after uint64, n int) ([]Record, error) {
 	}
 	var out []Record
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return scan(tx.Bucket(bucketDead), after, n, func(r Record) { out = append(out, r) })
+		return scan(tx.Bucket(bucketDead), after, n, func(r Record) bool { out = append(out, r); return true })
 	})
 	if err != nil {
 		return nil, fmt.Errorf("spool dead: %w", err)

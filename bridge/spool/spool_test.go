@@ -759,3 +759,68 @@ func TestPendingDue(t *testing.T) {
 		t.Errorf("unknown sink: %v, %d, %v", got, looked, err)
 	}
 }
+
+// TestDoneLater: a removal is invisible to the dispatcher's reads at once,
+// rides along with the next append's commit (no commit of its own), is
+// committed alone when no append comes, and is not lost by Close.
+func TestDoneLater(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	recs := []Record{rec("bus", "a", "1"), rec("bus", "b", "2"), rec("bus", "c", "3")}
+	if err := s.Append(recs); err != nil {
+		t.Fatal(err)
+	}
+	s.DoneLater("bus", []uint64{recs[0].Seq})
+	got, err := s.Pending("bus", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []uint64{recs[1].Seq, recs[2].Seq}; !slices.Equal(seqsOf(got), want) {
+		t.Fatalf("Pending right after DoneLater = %v, want %v", seqsOf(got), want)
+	}
+	due, _, _, err := s.PendingDue("bus", 0, 10, func([]byte, time.Time) (bool, bool) { return true, false })
+	if err != nil || !slices.Equal(seqsOf(due), seqsOf(got)) {
+		t.Fatalf("PendingDue right after DoneLater = %v, %v", seqsOf(due), err)
+	}
+
+	// The next append's commit takes the removal along.
+	before := s.commits.Load()
+	if err := s.Append([]Record{rec("bus", "d", "4")}); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.commits.Load() - before; n != 1 {
+		t.Errorf("%d commits for an append plus a queued removal, want 1", n)
+	}
+	checkStats(t, s, 3, 0, map[string]int{"bus": 3})
+
+	// Alone, it is committed within removeDelay (the wait allows ten).
+	s.DoneLater("bus", []uint64{recs[1].Seq})
+	deadline := time.Now().Add(10 * removeDelay)
+	for {
+		st, err := s.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Pending == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("removal not committed after %v: %+v", 10*removeDelay, st)
+		}
+		time.Sleep(removeDelay / 10)
+	}
+
+	// Close commits what is still queued.
+	s.DoneLater("bus", []uint64{recs[2].Seq})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir, Options{})
+	got, err = s.Pending("bus", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Message.ID != "d" {
+		t.Fatalf("after reopen: %v, want only d", seqsOf(got))
+	}
+}
