@@ -39,7 +39,8 @@ import (
 // natsURLEnv tells the bare JetStream baseline where to publish.
 const (
 	roleEnv    = "HOOKBRIDGE_LOAD_ROLE"
-	natsURLEnv = "HOOKBRIDGE_LOAD_NATS_URL"
+	natsURLEnv = "HOOKBRIDGE_LOAD_NATS_URL" // or "embedded"
+	storeEnv   = "HOOKBRIDGE_LOAD_STORE"    // the embedded server's store
 )
 
 func main() {
@@ -95,7 +96,7 @@ func parseOptions(args []string, stdout io.Writer) (*options, error) {
 	// flags.
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	fs.StringVar(&o.sink, "sink", "nats", "broker to deliver to: nats (a JetStream server in the load tool), embedded (hookbridge's own, as config.yaml), kafka or sqs")
+	fs.StringVar(&o.sink, "sink", "nats", "broker to deliver to: nats (a JetStream server in the load tool), embedded (hookbridge's own, as config.yaml; bare-js then embeds one too), kafka or sqs")
 	fs.StringVar(&o.delivery, "delivery", "sync", "hookbridge delivery mode: sync or spool")
 	fs.IntVar(&o.n, "n", 30000, "deliveries to send to each receiver, over all rounds")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds in which the trivial server and hookbridge take turns")
@@ -264,8 +265,15 @@ func measure(ctx context.Context, o *options, stderr io.Writer) (*report, error)
 		}
 		defer t.stop()
 		r.trivial = &receiver{name: "trivial", child: t, res: &result{statuses: map[int]int{}}}
-		if np, ok := p.(*natsPeer); ok {
-			b, err := startBaseline(ctx, "bare", natsURLEnv+"="+np.srv.ClientURL())
+		var bareEnv []string
+		switch p := p.(type) {
+		case *natsPeer:
+			bareEnv = []string{natsURLEnv + "=" + p.srv.ClientURL()}
+		case *embeddedPeer:
+			bareEnv = []string{natsURLEnv + "=embedded", storeEnv + "=" + filepath.Join(dir, "bare")}
+		}
+		if bareEnv != nil {
+			b, err := startBaseline(ctx, "bare", bareEnv...)
 			if err != nil {
 				return nil, err
 			}

@@ -68,6 +68,7 @@ func TestLoadChecksEveryAcknowledgedEvent(t *testing.T) {
 		batching string
 	}{
 		{args: []string{"-sink", "nats", "-delivery", "sync"}},
+		{args: []string{"-sink", "embedded", "-delivery", "sync"}},
 		{args: []string{"-sink", "nats", "-delivery", "spool", "-flat"}},
 		{args: []string{"-sink", "kafka", "-delivery", "sync"}, batching: "produce requests"},
 		{args: []string{"-sink", "sqs", "-delivery", "sync", "-trivial=false"}, batching: "SendMessageBatch calls"},
@@ -90,6 +91,11 @@ func TestLoadChecksEveryAcknowledgedEvent(t *testing.T) {
 			}
 			if !strings.Contains(strings.Join(tc.args, " "), "-trivial=false") && !strings.Contains(out, "ratio: ") {
 				t.Errorf("report lacks the ratio:\n%s", out)
+			}
+			if strings.Contains(strings.Join(tc.args, " "), "-sink nats") || strings.Contains(strings.Join(tc.args, " "), "-sink embedded") {
+				if !strings.Contains(out, "bare-js ÷ trivial: ") {
+					t.Errorf("report lacks the bare JetStream baseline:\n%s", out)
+				}
 			}
 			if tc.batching != "" && !strings.Contains(out, tc.batching) {
 				t.Errorf("report lacks the batching line (%s):\n%s", tc.batching, out)

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -242,12 +243,11 @@ func serveTrivial() int {
 // client cost on this machine, so hookbridge's own share can be told
 // apart.
 func serveBare() int {
-	nc, err := natsgo.Connect(os.Getenv(natsURLEnv))
+	js, err := bareJetStream(os.Getenv(natsURLEnv), os.Getenv(storeEnv))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	js, _ := jetstream.New(nc)
 	return serveBaseline(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -277,6 +277,40 @@ func serveBare() int {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"ok":true}` + "\n"))
 	}))
+}
+
+// bareJetStream connects to the NATS server at url, or, when url is
+// "embedded", to a JetStream server started in this process with its
+// store in storeDir and reached over an in-memory pipe, as hookbridge
+// reaches its embedded one, with a stream for bare.>.
+func bareJetStream(url, storeDir string) (jetstream.JetStream, error) {
+	if url != "embedded" {
+		nc, err := natsgo.Connect(url)
+		if err != nil {
+			return nil, err
+		}
+		return jetstream.New(nc)
+	}
+	srv, err := server.NewServer(&server.Options{DontListen: true, JetStream: true, StoreDir: storeDir, NoLog: true, NoSigs: true})
+	if err != nil {
+		return nil, err
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		return nil, errors.New("embedded nats-server did not start in 10s")
+	}
+	nc, err := natsgo.Connect("", natsgo.InProcessServer(srv))
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "BARE", Subjects: []string{"bare.>"}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute})
+	return js, err
 }
 
 // serveBaseline serves h on a loopback port until SIGTERM, after telling
