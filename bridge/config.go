@@ -3,6 +3,7 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"reflect"
@@ -236,7 +237,7 @@ func (t *TargetConfig) decodeNode(d *decoder, n *yaml.Node, key string) {
 			}
 			t.Key, t.Target = k.Value, s
 		default:
-			d.errorf(k, path, "unknown key (a target takes sink and one of: %s)", strings.Join(sortedKeys(targetKeys), ", "))
+			d.errorf(k, path, "unknown key (a target takes sink and one of: %s)", strings.Join(slices.Sorted(maps.Keys(targetKeys)), ", "))
 		}
 	}
 }
@@ -257,7 +258,7 @@ func (s *SinkConfig) decodeNode(d *decoder, n *yaml.Node, key string) {
 		case "type":
 			d.decode(v, joinKey(key, "type"), reflect.ValueOf(&s.Type).Elem())
 			if _, ok := sinkKinds[s.Type]; !ok && s.Type != "" {
-				d.errorf(v, joinKey(key, "type"), "unknown sink type %q (known types: %s)", s.Type, strings.Join(sortedKeys(sinkKinds), ", "))
+				d.errorf(v, joinKey(key, "type"), "unknown sink type %q (known types: %s)", s.Type, strings.Join(slices.Sorted(maps.Keys(sinkKinds)), ", "))
 				return
 			}
 		case "retry":
@@ -270,7 +271,7 @@ func (s *SinkConfig) decodeNode(d *decoder, n *yaml.Node, key string) {
 		}
 	}
 	if s.Type == "" {
-		d.errorf(n, joinKey(key, "type"), "missing: say which broker this is (%s)", strings.Join(sortedKeys(sinkKinds), ", "))
+		d.errorf(n, joinKey(key, "type"), "missing: say which broker this is (%s)", strings.Join(slices.Sorted(maps.Keys(sinkKinds)), ", "))
 		return
 	}
 	s.Options = sinkKinds[s.Type].options()
@@ -572,7 +573,7 @@ func (t *TargetConfig) validate(key, owner string, sinkByName map[string]SinkCon
 	}
 	sk, ok := sinkByName[t.Sink]
 	if !ok {
-		return problemf(key+".sink", "%s: unknown sink %q (declared sinks: %s)", owner, t.Sink, strings.Join(sortedKeys(sinkByName), ", "))
+		return problemf(key+".sink", "%s: unknown sink %q (declared sinks: %s)", owner, t.Sink, strings.Join(slices.Sorted(maps.Keys(sinkByName)), ", "))
 	}
 	kind := sinkKinds[sk.Type]
 	if t.Key != "" && t.Key != kind.targetKey {
@@ -752,13 +753,4 @@ func mappingEntry(n *yaml.Node, key string) (k, v *yaml.Node) {
 		}
 	}
 	return nil, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/hookbridge/hookbridge/sinks"
@@ -33,7 +35,7 @@ type DeliveryError struct {
 }
 
 func (e *DeliveryError) Error() string {
-	names := sortedKeys(e.Failed)
+	names := slices.Sorted(maps.Keys(e.Failed))
 	if len(names) == 1 {
 		return fmt.Sprintf("sink %q: %v", names[0], e.Failed[names[0]])
 	}

@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -306,7 +308,7 @@ type TableRow struct {
 // de-duplication Route applies.
 func (r *Router) Table() []TableRow {
 	var rows []TableRow
-	statuses := sortedKeys(r.byStatus)
+	statuses := slices.Sorted(maps.Keys(r.byStatus))
 	emit := func(status string, idx []int) {
 		var seen []Delivery
 		for _, i := range idx {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"os"
 	"path"
@@ -414,7 +415,7 @@ func (w workload) loadConfig() (cfg *bridge.Config, cfgPath string, asked map[st
 	}
 	data, ok := cm.Data[key]
 	if !ok {
-		return nil, "", nil, fmt.Errorf("%v: -config %s reads key %q of ConfigMap %s, which has keys %v: rename the key or fix -config", w, cfgPath, key, cm.Metadata.Name, sortedKeys(cm.Data))
+		return nil, "", nil, fmt.Errorf("%v: -config %s reads key %q of ConfigMap %s, which has keys %v: rename the key or fix -config", w, cfgPath, key, cm.Metadata.Name, slices.Sorted(maps.Keys(cm.Data)))
 	}
 	if len(w.hb.EnvFrom) > 0 {
 		return nil, "", nil, fmt.Errorf("%v: container %s uses envFrom: list each variable under env so this test knows which ${VAR} are set", w, w.hb.Name)
@@ -434,7 +435,7 @@ func (w workload) loadConfig() (cfg *bridge.Config, cfgPath string, asked map[st
 	name := fmt.Sprintf("%s (ConfigMap %s, key %s)", w.file, cm.Metadata.Name, key)
 	cfg, err = bridge.ParseConfig(name, []byte(data), lookup)
 	if err != nil {
-		return nil, "", nil, fmt.Errorf("%v\n(the hookbridge container sets env %v: a ${VAR} the config reads must be one of them)", err, sortedKeys(set))
+		return nil, "", nil, fmt.Errorf("%v\n(the hookbridge container sets env %v: a ${VAR} the config reads must be one of them)", err, slices.Sorted(maps.Keys(set)))
 	}
 	return cfg, cfgPath, asked, nil
 }
@@ -645,7 +646,7 @@ func TestKubernetesManifests(t *testing.T) {
 				_, inString := s.StringData[ref.Key]
 				_, inData := s.Data[ref.Key]
 				if !inString && !inData {
-					t.Errorf("%v: env %s reads key %q of Secret %s, which has %v: fix secretKeyRef.key or the Secret", w, e.Name, ref.Key, ref.Name, slices.Concat(sortedKeys(s.StringData), sortedKeys(s.Data)))
+					t.Errorf("%v: env %s reads key %q of Secret %s, which has %v: fix secretKeyRef.key or the Secret", w, e.Name, ref.Key, ref.Name, slices.Concat(slices.Sorted(maps.Keys(s.StringData)), slices.Sorted(maps.Keys(s.Data))))
 				}
 			}
 
@@ -1245,8 +1246,8 @@ func TestDockerfile(t *testing.T) {
 			}
 		}
 	}
-	for _, p := range sortedKeys(missing) {
-		t.Errorf("%s: EXPOSE %v lacks %s, a port hookbridge listens on (%s): add it", dockerfile, sortedKeys(exposed), p, missing[p])
+	for _, p := range slices.Sorted(maps.Keys(missing)) {
+		t.Errorf("%s: EXPOSE %v lacks %s, a port hookbridge listens on (%s): add it", dockerfile, slices.Sorted(maps.Keys(exposed)), p, missing[p])
 	}
 
 	// Every file copied from the context survives Dockerfile.dockerignore.
@@ -1337,13 +1338,4 @@ func envOnly(names ...string) func(string) (string, bool) {
 		}
 		return "", false
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -372,6 +372,7 @@ func (rc *receiver) send(ctx context.Context, ds []delivery, o *options) {
 	rc.loadCPU += selfAfter.cpu - selfBefore.cpu
 	rc.rounds = append(rc.rounds, res.rps())
 	rc.res.merge(res)
+	slices.Sort(rc.res.latencies)
 }
 
 // startProfiles starts hookbridge's CPU profile and this process's, and

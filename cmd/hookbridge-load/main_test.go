@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -83,11 +84,15 @@ func TestLoadChecksEveryAcknowledgedEvent(t *testing.T) {
 			out := stdout.String()
 			for _, want := range []string{
 				"arrival: 350 acknowledged (warm-up included), 350 found in the broker by event id, 0 missing, 0 duplicated, 0 not acknowledged",
-				"hookbridge ", "memory: hookbridge RSS",
+				"memory: hookbridge RSS",
 			} {
 				if !strings.Contains(out, want) {
 					t.Errorf("report lacks %q:\n%s", want, out)
 				}
+			}
+			// hookbridge's row: a rate, four latencies and no failure.
+			if !hookbridgeRow.MatchString(out) {
+				t.Errorf("report lacks hookbridge's row of figures:\n%s", out)
 			}
 			if !strings.Contains(strings.Join(tc.args, " "), "-trivial=false") && !strings.Contains(out, "ratio: ") {
 				t.Errorf("report lacks the ratio:\n%s", out)
@@ -103,6 +108,8 @@ func TestLoadChecksEveryAcknowledgedEvent(t *testing.T) {
 		})
 	}
 }
+
+var hookbridgeRow = regexp.MustCompile(`(?m)^hookbridge +[1-9][0-9]* +(?:[0-9.]+ms +){4}0 +`)
 
 func TestMisuseIsOneLineAndExit2(t *testing.T) {
 	for _, args := range [][]string{

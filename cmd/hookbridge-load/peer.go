@@ -83,19 +83,22 @@ func startNATS(dir string) (*natsPeer, error) {
 	p.js, _ = jetstream.New(p.nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := p.js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: loadStream, Subjects: []string{"load.>"}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute,
-	}); err != nil {
-		p.close()
-		return nil, fmt.Errorf("create stream: %w", err)
-	}
-	if _, err := p.js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: "BARE", Subjects: []string{"bare.>"}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute,
-	}); err != nil {
-		p.close()
-		return nil, fmt.Errorf("create stream: %w", err)
+	// LOAD for hookbridge, BARE for the bare-js baseline.
+	for _, sc := range []jetstream.StreamConfig{streamConfig(loadStream, "load.>"), streamConfig(bareStream, "bare.>")} {
+		if _, err := p.js.CreateStream(ctx, sc); err != nil {
+			p.close()
+			return nil, fmt.Errorf("create stream %s: %w", sc.Name, err)
+		}
 	}
 	return p, nil
+}
+
+const bareStream = "BARE"
+
+// streamConfig is a stream as a user would keep events: on file, with
+// JetStream's default de-duplication window.
+func streamConfig(name, subjects string) jetstream.StreamConfig {
+	return jetstream.StreamConfig{Name: name, Subjects: []string{subjects}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute}
 }
 
 func (p *natsPeer) sinkYAML() string {

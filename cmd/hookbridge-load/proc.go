@@ -309,7 +309,7 @@ func bareJetStream(url, storeDir string) (jetstream.JetStream, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "BARE", Subjects: []string{"bare.>"}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute})
+	_, err = js.CreateStream(ctx, streamConfig(bareStream, "bare.>"))
 	return js, err
 }
 
