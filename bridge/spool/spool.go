@@ -618,21 +618,8 @@ func (s *Store) Sinks() ([]string, error) {
 	return out, nil
 }
 
-// Done removes delivered records of sink in one transaction. Seqs that are
-// not pending are ignored, so a retried Done is harmless.
-func (s *Store) Done(sink string, seqs []uint64) error {
-	if len(seqs) == 0 {
-		return nil
-	}
-	_, err := s.removePending(sink, seqs)
-	if err != nil {
-		return fmt.Errorf("spool done %q: %w", sink, err)
-	}
-	return nil
-}
-
-// DoneLater removes delivered records of sink like Done, but without
-// waiting: the removal rides along with the next commit (at most
+// DoneLater removes delivered records of sink, as DropPending removes
+// records, but without waiting: the removal rides along with the next commit (at most
 // removeDelay away), so that under load deleting costs no fsync of its
 // own, and at a low rate no more than one per removeDelay. Until then
 // PendingDue and Pending skip the records. A crash before that commit

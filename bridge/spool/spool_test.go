@@ -188,10 +188,10 @@ func TestAppendPendingDone(t *testing.T) {
 	}
 	checkStats(t, s, 5, 0, map[string]int{"nats": 4, "kafka": 1})
 
-	if err := s.Done("nats", []uint64{batch[0].Seq, more[0].Seq, 999999}); err != nil {
+	if _, err := s.DropPending("nats", []uint64{batch[0].Seq, more[0].Seq, 999999}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Done("kafka", []uint64{batch[1].Seq}); err != nil {
+	if _, err := s.DropPending("kafka", []uint64{batch[1].Seq}); err != nil {
 		t.Fatal(err)
 	}
 	got, _ = s.Pending("nats", 0, 100)
@@ -225,7 +225,7 @@ func TestReopen(t *testing.T) {
 	}
 	last := appended[len(appended)-1].Seq
 	// Delete the newest records: their Seqs must still not be reused.
-	if err := s.Done("nats", []uint64{last, last - 1}); err != nil {
+	if _, err := s.DropPending("nats", []uint64{last, last - 1}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Kill("nats", appended[0].Seq, "bad", nil); err != nil {
@@ -439,7 +439,7 @@ func TestLimits(t *testing.T) {
 			}
 			// A multi-record append that does not fit stores none of its
 			// records, even those that would have fitted alone.
-			if err := s.Done("nats", seqs[:1]); err != nil {
+			if _, err := s.DropPending("nats", seqs[:1]); err != nil {
 				t.Fatal(err)
 			}
 			two := []Record{rec("other", "a", strings.Repeat("x", 100)), rec("other", "b", strings.Repeat("x", 100))}
@@ -586,7 +586,7 @@ func TestLifecycle(t *testing.T) {
 	if !st.Oldest.Equal(fwd.Received) {
 		t.Errorf("oldest %v, want %v", st.Oldest, fwd.Received)
 	}
-	if err := s.Done("dlq", []uint64{fwd.Seq}); err != nil {
+	if _, err := s.DropPending("dlq", []uint64{fwd.Seq}); err != nil {
 		t.Fatal(err)
 	}
 	st = checkStats(t, s, 0, 0, nil)
