@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -67,5 +68,71 @@ func TestReplayCacheRingWraps(t *testing.T) {
 	}
 	if c.len() != 3 || c.n != 3 {
 		t.Errorf("after expiry: %d entries, %d queued; want 3", c.len(), c.n)
+	}
+}
+
+// TestReplayCacheMatchesModel drives the cache with random ids, times and
+// sizes and checks every answer against a plain map and queue: the hash
+// table's deletions (which move entries back along their probe runs) must
+// never lose or invent an id.
+func TestReplayCacheMatchesModel(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, max := range []int{1, 2, 7, 64, 300} {
+		rng := rand.New(rand.NewPCG(uint64(max), 1))
+		c := newReplayCache(time.Minute, max)
+		type entry struct {
+			id string
+			at time.Time
+		}
+		var queue []entry
+		seen := map[string]time.Time{}
+		now := t0
+		for step := range 20000 {
+			now = now.Add(time.Duration(rng.IntN(300)) * time.Millisecond)
+			// Few distinct ids, so repeats, evictions and expiries all happen.
+			id := fmt.Sprintf("%032x", rng.IntN(3*max+5))
+			if rng.IntN(3) == 0 {
+				id = fmt.Sprint("not-hex-", rng.IntN(3*max+5))
+			}
+			at, ok := seen[id]
+			want := ok && now.Sub(at) < time.Minute
+			if got := c.contains(id, now); got != want {
+				t.Fatalf("max %d, step %d: contains(%s) = %v, want %v", max, step, id, got, want)
+			}
+			c.add(id, now)
+			for len(queue) > 0 && now.Sub(queue[0].at) >= time.Minute {
+				delete(seen, queue[0].id)
+				queue = queue[1:]
+			}
+			if _, ok := seen[id]; !ok {
+				for len(queue) >= max {
+					delete(seen, queue[0].id)
+					queue = queue[1:]
+				}
+				seen[id] = now
+				queue = append(queue, entry{id, now})
+			}
+			if c.len() != len(queue) {
+				t.Fatalf("max %d, step %d: %d entries, want %d", max, step, c.len(), len(queue))
+			}
+		}
+	}
+}
+
+// BenchmarkReplayCache is an accepted event's cost in a full cache: one
+// lookup, one insert, one eviction.
+func BenchmarkReplayCache(b *testing.B) {
+	c := newReplayCache(time.Hour, 100000)
+	ids := make([]string, 1<<18)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%032x", uint64(i)*0x9e3779b97f4a7c15)
+	}
+	t0 := time.Now()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		id := ids[i&(len(ids)-1)]
+		if !c.contains(id, t0) {
+			c.add(id, t0)
+		}
 	}
 }

@@ -41,6 +41,7 @@ const (
 	roleEnv    = "HOOKBRIDGE_LOAD_ROLE"
 	natsURLEnv = "HOOKBRIDGE_LOAD_NATS_URL" // or "embedded"
 	storeEnv   = "HOOKBRIDGE_LOAD_STORE"    // the embedded server's store
+	spoolEnv   = "HOOKBRIDGE_LOAD_SPOOL"    // bare-spool's log directory
 )
 
 func main() {
@@ -178,6 +179,7 @@ type report struct {
 	bare          *receiver // the bare JetStream baseline, with -sink nats
 	hb            *receiver
 	hbIdle        procStats
+	hbAnonPeak    procStats // the sample with hookbridge's most anonymous memory
 	memOK         bool
 	arrival       arrival
 	peer          string
@@ -273,17 +275,30 @@ func measure(ctx context.Context, o *options, stderr io.Writer) (*report, error)
 			bareEnv = []string{natsURLEnv + "=embedded", storeEnv + "=" + filepath.Join(dir, "bare")}
 		}
 		if bareEnv != nil {
+			name := "bare-js"
+			if o.delivery == "spool" {
+				// The floor of a spooling bridge: a log with group commit
+				// on the same disk as hookbridge's spool.
+				name = "bare-spool"
+				spoolDir := filepath.Join(dir, "bare-spool")
+				if err := os.MkdirAll(spoolDir, 0o700); err != nil {
+					return nil, err
+				}
+				bareEnv = append(bareEnv, spoolEnv+"="+spoolDir)
+			}
 			b, err := startBaseline(ctx, "bare", bareEnv...)
 			if err != nil {
 				return nil, err
 			}
 			defer b.stop()
-			r.bare = &receiver{name: "bare-js", child: b, res: &result{statuses: map[int]int{}}}
+			r.bare = &receiver{name: name, child: b, res: &result{statuses: map[int]int{}}}
 		}
 	}
 	// Let start-up garbage settle before calling the figure idle.
 	time.Sleep(time.Second)
 	r.hbIdle, r.memOK = readProcStats(hb.cmd.Process.Pid)
+	sampler := sampleMemory(hb.cmd.Process.Pid, 100*time.Millisecond)
+	defer sampler.end()
 
 	fmt.Fprintf(stderr, "warming up with %d deliveries each…\n", len(warm))
 	acked, err := warmUp(ctx, r, warm, o)
@@ -322,6 +337,7 @@ func measure(ctx context.Context, o *options, stderr io.Writer) (*report, error)
 	// Read after the broker caught up: the spool's dispatchers may still
 	// have been draining.
 	r.hb.mem, _ = readProcStats(hb.cmd.Process.Pid)
+	r.hbAnonPeak = sampler.end()
 	for _, b := range r.baselines() {
 		b.mem, _ = readProcStats(b.child.cmd.Process.Pid)
 	}
@@ -453,8 +469,12 @@ func (r *report) print(w io.Writer, o *options) {
 		fmt.Fprintf(w, "\nratio: %s (hookbridge req/s ÷ trivial server req/s, median of the rounds: %s)\n",
 			ratioString(r.hb, r.trivial), roundRatios(r.hb, r.trivial))
 		if r.bare != nil {
-			fmt.Fprintf(w, "bare-js ÷ trivial: %s; hookbridge ÷ bare-js: %s (bare-js publishes the body to JetStream and waits for the PubAck, nothing else)\n",
-				ratioString(r.bare, r.trivial), ratioString(r.hb, r.bare))
+			what := "bare-js publishes the body to JetStream and waits for the PubAck, nothing else"
+			if r.bare.name == "bare-spool" {
+				what = "bare-spool appends the body to a log, answers after its group's fdatasync, then publishes it to JetStream; nothing else"
+			}
+			fmt.Fprintf(w, "%s ÷ trivial: %s; hookbridge ÷ %s: %s (%s)\n",
+				r.bare.name, ratioString(r.bare, r.trivial), r.bare.name, ratioString(r.hb, r.bare), what)
 		}
 	}
 	a := r.arrival
@@ -465,7 +485,8 @@ func (r *report) print(w io.Writer, o *options) {
 			r.hb.res.sent, r.requests, r.requestsWhat, float64(r.hb.res.sent)/float64(r.requests))
 	}
 	if r.memOK {
-		fmt.Fprintf(w, "memory: hookbridge RSS %s idle, %s peak (VmHWM)", mib(r.hbIdle.rss), mib(r.hb.mem.peak))
+		fmt.Fprintf(w, "memory: hookbridge RSS %s idle, %s peak (VmHWM); at most %s anonymous (heap, stacks), beside %s of the binary's mapped pages (sampled every 100ms)",
+			mib(r.hbIdle.rss), mib(r.hb.mem.peak), mib(r.hbAnonPeak.anon), mib(r.hbAnonPeak.file))
 		for _, b := range r.baselines() {
 			fmt.Fprintf(w, "; %s %s peak", b.name, mib(b.mem.peak))
 		}

@@ -97,10 +97,19 @@ func TestLoadChecksEveryAcknowledgedEvent(t *testing.T) {
 			if !strings.Contains(strings.Join(tc.args, " "), "-trivial=false") && !strings.Contains(out, "ratio: ") {
 				t.Errorf("report lacks the ratio:\n%s", out)
 			}
-			if strings.Contains(strings.Join(tc.args, " "), "-sink nats") || strings.Contains(strings.Join(tc.args, " "), "-sink embedded") {
-				if !strings.Contains(out, "bare-js ÷ trivial: ") {
-					t.Errorf("report lacks the bare JetStream baseline:\n%s", out)
+			if joined := strings.Join(tc.args, " "); strings.Contains(joined, "-sink nats") || strings.Contains(joined, "-sink embedded") {
+				// The floor of the same delivery mode: a bare publish for
+				// sync, a bare fsynced log for spool.
+				want := "bare-js ÷ trivial: "
+				if strings.Contains(joined, "-delivery spool") {
+					want = "bare-spool ÷ trivial: "
 				}
+				if !strings.Contains(out, want) || !regexp.MustCompile(`(?m)^bare-(js|spool) +[1-9][0-9]* +`).MatchString(out) {
+					t.Errorf("report lacks the bare baseline (%q and its row):\n%s", want, out)
+				}
+			}
+			if !regexp.MustCompile(`at most [0-9.]+ MiB anonymous \(heap, stacks\), beside [0-9.]+ MiB of the binary's mapped pages`).MatchString(out) {
+				t.Errorf("report lacks the anonymous/mapped split of hookbridge's memory:\n%s", out)
 			}
 			if tc.batching != "" && !strings.Contains(out, tc.batching) {
 				t.Errorf("report lacks the batching line (%s):\n%s", tc.batching, out)

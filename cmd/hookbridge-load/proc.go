@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -175,8 +177,47 @@ func waitReady(ctx context.Context, url string, exited <-chan struct{}) error {
 
 // procStats is what the kernel says about a process.
 type procStats struct {
-	rss, peak int64         // bytes: VmRSS, VmHWM
-	cpu       time.Duration // user + system
+	rss, peak  int64         // bytes: VmRSS, VmHWM
+	anon, file int64         // bytes: RssAnon (heap, stacks) and RssFile (the binary's mapped pages), now
+	cpu        time.Duration // user + system
+}
+
+// memSampler follows a process's anonymous memory, which VmHWM does not
+// tell apart from the binary's mapped pages: the peak of RssAnon, and
+// RssFile at that moment.
+type memSampler struct {
+	once sync.Once
+	stop chan struct{}
+	done chan struct{}
+	peak procStats // the sample with the most anonymous memory
+}
+
+func sampleMemory(pid int, every time.Duration) *memSampler {
+	m := &memSampler{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(m.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			if s, ok := readProcStats(pid); ok && s.anon > m.peak.anon {
+				m.peak = s
+			}
+			select {
+			case <-m.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return m
+}
+
+// end stops sampling and returns the sample with the most anonymous
+// memory. Calling it again returns the same.
+func (m *memSampler) end() procStats {
+	m.once.Do(func() { close(m.stop) })
+	<-m.done
+	return m.peak
 }
 
 // readProcStats reads /proc (Linux only; elsewhere ok is false).
@@ -200,6 +241,10 @@ func readProcStats(pid int) (procStats, bool) {
 			s.rss = kb << 10
 		case "VmHWM":
 			s.peak = kb << 10
+		case "RssAnon":
+			s.anon = kb << 10
+		case "RssFile":
+			s.file = kb << 10
 		}
 	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -242,11 +287,32 @@ func serveTrivial() int {
 // no signature, no event, no routing. It shows what the broker and its Go
 // client cost on this machine, so hookbridge's own share can be told
 // apart.
+//
+// With spoolEnv set it is the floor of a spooling bridge instead
+// (bare-spool): it appends the body to a log file in that directory,
+// answers once a group commit's single fdatasync covered it, and
+// publishes to JetStream afterwards, in the background — no index, no
+// removal, no retries: less than any spool that survives a restart needs.
 func serveBare() int {
 	js, err := bareJetStream(os.Getenv(natsURLEnv), os.Getenv(storeEnv))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
+	}
+	publish := func(body []byte) (jetstream.PubAckFuture, error) {
+		var id [16]byte
+		_, _ = rand.Read(id[:])
+		m := natsgo.NewMsg("bare.event")
+		m.Header.Set(jetstream.MsgIDHeader, hex.EncodeToString(id[:]))
+		m.Data = body
+		return js.PublishMsgAsync(m)
+	}
+	var log *groupLog
+	if dir := os.Getenv(spoolEnv); dir != "" {
+		if log, err = openGroupLog(filepath.Join(dir, "bare-spool.log"), publish); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	}
 	return serveBaseline(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
@@ -254,20 +320,19 @@ func serveBare() int {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		var id [16]byte
-		_, _ = rand.Read(id[:])
-		m := natsgo.NewMsg("bare.event")
-		m.Header.Set(jetstream.MsgIDHeader, hex.EncodeToString(id[:]))
-		m.Data = body
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		defer cancel()
-		f, err := js.PublishMsgAsync(m)
-		if err == nil {
-			select {
-			case <-f.Ok():
-			case err = <-f.Err():
-			case <-ctx.Done():
-				err = ctx.Err()
+		if log != nil {
+			err = log.append(ctx, body)
+		} else {
+			var f jetstream.PubAckFuture
+			if f, err = publish(body); err == nil {
+				select {
+				case <-f.Ok():
+				case err = <-f.Err():
+				case <-ctx.Done():
+					err = ctx.Err()
+				}
 			}
 		}
 		if err != nil {
@@ -277,6 +342,75 @@ func serveBare() int {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"ok":true}` + "\n"))
 	}))
+}
+
+// groupLog is bare-spool's log: one writer appends whatever requests
+// are waiting, fdatasyncs once for all of them, answers them, and hands
+// the bodies to publish.
+type groupLog struct {
+	reqs chan logAppend
+}
+
+type logAppend struct {
+	body []byte
+	done chan error
+}
+
+func openGroupLog(path string, publish func([]byte) (jetstream.PubAckFuture, error)) (*groupLog, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	l := &groupLog{reqs: make(chan logAppend, 1024)}
+	go func() {
+		var buf []byte
+		for first := range l.reqs {
+			group := []logAppend{first}
+			for more := true; more; {
+				select {
+				case a := <-l.reqs:
+					group = append(group, a)
+				default:
+					more = false
+				}
+			}
+			buf = buf[:0]
+			for _, a := range group {
+				buf = binary.AppendUvarint(buf, uint64(len(a.body)))
+				buf = append(buf, a.body...)
+			}
+			_, err := f.Write(buf)
+			if err == nil {
+				err = f.Sync()
+			}
+			for _, a := range group {
+				a.done <- err
+			}
+			if err == nil {
+				for _, a := range group {
+					if _, err := publish(a.body); err != nil {
+						fmt.Fprintln(os.Stderr, "bare-spool: publish:", err)
+					}
+				}
+			}
+		}
+	}()
+	return l, nil
+}
+
+func (l *groupLog) append(ctx context.Context, body []byte) error {
+	done := make(chan error, 1)
+	select {
+	case l.reqs <- logAppend{body, done}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // bareJetStream connects to the NATS server at url, or, when url is
