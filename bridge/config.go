@@ -487,6 +487,10 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// maxReplayCacheSize bounds server.replay_cache_size: 50 million ids take
+// 1.7 GB.
+const maxReplayCacheSize = 50_000_000
+
 func (s *ServerConfig) validate() error {
 	var errs []error
 	if _, port, err := net.SplitHostPort(s.Listen); err != nil || port == "" {
@@ -511,6 +515,11 @@ func (s *ServerConfig) validate() error {
 		if p.v < 0 {
 			errs = append(errs, problemf(p.key, "must be positive (or left out for the default)"))
 		}
+	}
+	// Past this the cache's table positions would not fit its int32
+	// slots; long before it, memory runs out (34 bytes per id).
+	if s.ReplayCacheSize < 1 || s.ReplayCacheSize > maxReplayCacheSize {
+		errs = append(errs, problemf("server.replay_cache_size", "%d is out of range: give 1 to %d ids (34 bytes each), or leave it out for 100000", s.ReplayCacheSize, maxReplayCacheSize))
 	}
 	if s.WriteTimeout <= s.PublishTimeout {
 		errs = append(errs, problemf("server.write_timeout", "%v must be longer than publish_timeout (%v): the answer is written after publishing", s.WriteTimeout, s.PublishTimeout))

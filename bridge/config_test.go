@@ -96,6 +96,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		"unknown-template-var.yaml":  `unknown-template-var.yaml:13: routes[0].to[0].subject: route "all": target "task.{stauts}" uses unknown variable {stauts}: use {status}, {source} or {task_id}`,
 		"unknown-top-key.yaml":       `unknown-top-key.yaml:1: servre: unknown key (known keys: server, delivery, spool, sources, sinks, routes)`,
 		"unset-env.yaml":             `unset-env.yaml:3: sources[0].secrets[0]: environment variable HOOKBRIDGE_UNSET_SECRET is not set: export it (or write ${HOOKBRIDGE_UNSET_SECRET:-default} for a fallback)`,
+		"replay-cache-size.yaml":     `replay-cache-size.yaml:2: server.replay_cache_size: -5 is out of range: give 1 to 50000000 ids (34 bytes each), or leave it out for 100000`,
 		"write-timeout.yaml":         `write-timeout.yaml:1: server.write_timeout: 30s must be longer than publish_timeout (1m0s): the answer is written after publishing`,
 		"wrong-target-key.yaml":      `wrong-target-key.yaml:13: routes[0].to[0].topic: route "all": nats sink "bus" takes its target as subject, not topic`,
 		"yaml-syntax.yaml":           `yaml-syntax.yaml:12: did not find expected ',' or '}'`,
