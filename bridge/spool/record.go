@@ -234,29 +234,45 @@ func storedSize(val []byte) (int64, error) {
 	return size, r.err
 }
 
+// schedule is the part of a record after its header and up to its task
+// key: everything a dispatcher decides on. The byte fields alias the
+// input.
+type schedule struct {
+	attempts                uint64
+	received, nextTry, died time.Time // zero when the record has none
+	sink, target, key       []byte
+}
+
+// schedule reads the schedule part of a record whose header said flags.
+func (r *reader) schedule(flags byte) schedule {
+	var s schedule
+	s.attempts = r.uvarint("attempts")
+	if flags&flagReceived != 0 {
+		s.received = time.Unix(0, r.varint("received"))
+	}
+	if flags&flagNextTry != 0 {
+		s.nextTry = time.Unix(0, r.varint("next try"))
+	}
+	if flags&flagDied != 0 {
+		s.died = time.Unix(0, r.varint("died"))
+	}
+	s.sink = r.bytes("sink")
+	s.target = r.bytes("target")
+	s.key = r.bytes("key")
+	return s
+}
+
 // peekSchedule reads what a dispatcher decides on, a record's task key
 // and when it is next due, without decoding (and copying) the rest. key
 // aliases val.
 func peekSchedule(val []byte) (key []byte, nextTry time.Time, err error) {
 	r := reader{b: val}
 	flags, _ := r.header()
-	r.uvarint("attempts")
-	if flags&flagReceived != 0 {
-		r.varint("received")
-	}
-	if flags&flagNextTry != 0 {
-		nextTry = time.Unix(0, r.varint("next try"))
-	}
-	if flags&flagDied != 0 {
-		r.varint("died")
-	}
-	r.bytes("sink")
-	r.bytes("target")
-	key = r.bytes("key")
+	s := r.schedule(flags)
 	if r.err != nil {
 		return nil, time.Time{}, r.err
 	}
-	return key, nextTry, nil
+	return s.key, s.nextTry, nil
 }
 
 // decodeRecord parses val (as written by encodeRecord) into a Record with
@@ -265,24 +281,15 @@ func peekSchedule(val []byte) (key []byte, nextTry time.Time, err error) {
 func decodeRecord(seq uint64, val []byte) (Record, error) {
 	r := reader{b: val}
 	flags, _ := r.header()
-	rec := Record{Seq: seq, DeadLetter: flags&flagDeadLetter != 0}
-	attempts := r.uvarint("attempts")
-	if r.err == nil && attempts > math.MaxInt32 {
+	sc := r.schedule(flags)
+	if r.err == nil && sc.attempts > math.MaxInt32 {
 		r.fail("attempts")
 	}
-	rec.Attempts = int(attempts)
-	if flags&flagReceived != 0 {
-		rec.Received = time.Unix(0, r.varint("received"))
+	rec := Record{
+		Seq: seq, DeadLetter: flags&flagDeadLetter != 0, Attempts: int(sc.attempts),
+		Received: sc.received, NextTry: sc.nextTry, Died: sc.died, Sink: string(sc.sink),
+		Message: sinks.Message{Target: string(sc.target), Key: string(sc.key)},
 	}
-	if flags&flagNextTry != 0 {
-		rec.NextTry = time.Unix(0, r.varint("next try"))
-	}
-	if flags&flagDied != 0 {
-		rec.Died = time.Unix(0, r.varint("died"))
-	}
-	rec.Sink = r.string("sink")
-	rec.Message.Target = r.string("target")
-	rec.Message.Key = r.string("key")
 	rec.Message.ID = r.string("id")
 	rec.LastError = r.string("last error")
 	rec.Reason = r.string("reason")

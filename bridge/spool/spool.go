@@ -99,15 +99,9 @@ type Store struct {
 	// removing holds their seqs until that commit is done, so that
 	// PendingDue and Pending skip records already delivered.
 	remMu    sync.Mutex
-	queued   []removal
+	queued   []*writeReq                // removals nobody waits for
 	removing map[string]map[uint64]bool // by sink
 	remKick  chan struct{}              // DoneLater queued something
-}
-
-// removal is one DoneLater call.
-type removal struct {
-	sink string
-	seqs []uint64
 }
 
 // removeDelay is the longest a DoneLater removal waits for an append's
@@ -128,7 +122,7 @@ type writeReq struct {
 	removed    int      // how many were pending and are gone
 
 	err  error
-	done chan struct{}
+	done chan struct{} // nil for a DoneLater removal: nobody waits
 }
 
 // meta holds the counters of the meta bucket during a transaction.
@@ -385,11 +379,15 @@ func (s *Store) writer() {
 // wait for the next commit.
 func (s *Store) commit(batch []*writeReq) {
 	s.remMu.Lock()
-	rems := s.queued
+	later := s.queued
 	s.queued = nil
 	s.remMu.Unlock()
-	if len(batch) == 0 && len(rems) == 0 {
+	if len(batch) == 0 && len(later) == 0 {
 		return
+	}
+	all := batch // the queued removals first, in the order they came
+	if len(later) > 0 {
+		all = append(later[:len(later):len(later)], batch...)
 	}
 	applied := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -399,24 +397,17 @@ func (s *Store) commit(batch []*writeReq) {
 			return err
 		}
 		pend := tx.Bucket(bucketPending)
-		for _, rm := range rems {
-			n, err := removeFrom(pend, &m, rm.sink, rm.seqs)
-			if errors.Is(err, errGarbled) {
-				continue // stays pending; reading it fails loudly elsewhere
-			}
-			if err != nil {
-				return err
-			}
-			applied += n
-		}
 		var buckets map[string]*bolt.Bucket
-		for _, r := range batch {
+		for _, r := range all {
 			r.err = nil
 			if r.removeSink != "" {
 				r.removed = 0
 				n, err := removeFrom(pend, &m, r.removeSink, r.removeSeqs)
 				if errors.Is(err, errGarbled) {
-					r.err = err // this removal fails; the batch goes on
+					// This removal fails (a DoneLater one leaves the
+					// record pending, and reading it fails loudly
+					// elsewhere); the batch goes on.
+					r.err = err
 					continue
 				}
 				if err != nil {
@@ -471,13 +462,13 @@ func (s *Store) commit(batch []*writeReq) {
 	}
 	s.remMu.Lock()
 	if err == nil || errors.Is(err, errNothingApplied) {
-		for _, rm := range rems {
-			for _, seq := range rm.seqs {
-				delete(s.removing[rm.sink], seq)
+		for _, rm := range later {
+			for _, seq := range rm.removeSeqs {
+				delete(s.removing[rm.removeSink], seq)
 			}
 		}
 	} else {
-		s.queued = append(rems, s.queued...) // the next commit retries them
+		s.queued = append(later, s.queued...) // the next commit retries them
 	}
 	s.remMu.Unlock()
 	if err == nil || errors.Is(err, errNothingApplied) {
@@ -637,7 +628,7 @@ func (s *Store) DoneLater(sink string, seqs []uint64) {
 	for _, seq := range seqs {
 		m[seq] = true
 	}
-	s.queued = append(s.queued, removal{sink: sink, seqs: seqs})
+	s.queued = append(s.queued, &writeReq{removeSink: sink, removeSeqs: seqs})
 	s.remMu.Unlock()
 	select {
 	case s.remKick <- struct{}{}:

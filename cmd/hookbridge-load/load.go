@@ -178,7 +178,7 @@ func (g *generator) run(ctx context.Context, ds []delivery) *result {
 			res.acked = append(res.acked, ids[i])
 		}
 	}
-	res.latencies = lat // sorted once, in receiver.send, over every round
+	res.latencies = lat // sorted once, in measure, over every round
 	return res
 }
 

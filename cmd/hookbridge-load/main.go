@@ -164,6 +164,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // receiver is one side of the comparison and what it measured.
 type receiver struct {
 	name    string
+	about   string // what a baseline does, for the report
 	child   *child
 	res     *result       // all rounds
 	rounds  []float64     // requests/s in each round
@@ -176,7 +177,7 @@ type receiver struct {
 type report struct {
 	deliveryBytes int
 	trivial       *receiver // nil with -trivial=false
-	bare          *receiver // the bare JetStream baseline, with -sink nats
+	bare          *receiver // bare-js or bare-spool, with -sink nats or embedded
 	hb            *receiver
 	hbIdle        procStats
 	hbAnonPeak    procStats // the sample with hookbridge's most anonymous memory
@@ -275,11 +276,11 @@ func measure(ctx context.Context, o *options, stderr io.Writer) (*report, error)
 			bareEnv = []string{natsURLEnv + "=embedded", storeEnv + "=" + filepath.Join(dir, "bare")}
 		}
 		if bareEnv != nil {
-			name := "bare-js"
+			name, about := "bare-js", "bare-js publishes the body to JetStream and waits for the PubAck, nothing else"
 			if o.delivery == "spool" {
 				// The floor of a spooling bridge: a log with group commit
 				// on the same disk as hookbridge's spool.
-				name = "bare-spool"
+				name, about = "bare-spool", "bare-spool appends the body to a log, answers after its group's fsync, then publishes it to JetStream; nothing else"
 				spoolDir := filepath.Join(dir, "bare-spool")
 				if err := os.MkdirAll(spoolDir, 0o700); err != nil {
 					return nil, err
@@ -291,7 +292,7 @@ func measure(ctx context.Context, o *options, stderr io.Writer) (*report, error)
 				return nil, err
 			}
 			defer b.stop()
-			r.bare = &receiver{name: name, child: b, res: &result{statuses: map[int]int{}}}
+			r.bare = &receiver{name: name, about: about, child: b, res: &result{statuses: map[int]int{}}}
 		}
 	}
 	// Let start-up garbage settle before calling the figure idle.
@@ -322,6 +323,9 @@ func measure(ctx context.Context, o *options, stderr io.Writer) (*report, error)
 	}
 	after, what := p.requests()
 	r.requests, r.requestsWhat = after-before, what
+	for _, rc := range append(r.baselines(), r.hb) {
+		slices.Sort(rc.res.latencies) // once, over every round, for percentile
+	}
 	if profiled != nil {
 		if err := profiled(); err != nil {
 			return nil, err
@@ -388,7 +392,6 @@ func (rc *receiver) send(ctx context.Context, ds []delivery, o *options) {
 	rc.loadCPU += selfAfter.cpu - selfBefore.cpu
 	rc.rounds = append(rc.rounds, res.rps())
 	rc.res.merge(res)
-	slices.Sort(rc.res.latencies)
 }
 
 // startProfiles starts hookbridge's CPU profile and this process's, and
@@ -469,12 +472,8 @@ func (r *report) print(w io.Writer, o *options) {
 		fmt.Fprintf(w, "\nratio: %s (hookbridge req/s ÷ trivial server req/s, median of the rounds: %s)\n",
 			ratioString(r.hb, r.trivial), roundRatios(r.hb, r.trivial))
 		if r.bare != nil {
-			what := "bare-js publishes the body to JetStream and waits for the PubAck, nothing else"
-			if r.bare.name == "bare-spool" {
-				what = "bare-spool appends the body to a log, answers after its group's fdatasync, then publishes it to JetStream; nothing else"
-			}
 			fmt.Fprintf(w, "%s ÷ trivial: %s; hookbridge ÷ %s: %s (%s)\n",
-				r.bare.name, ratioString(r.bare, r.trivial), r.bare.name, ratioString(r.hb, r.bare), what)
+				r.bare.name, ratioString(r.bare, r.trivial), r.bare.name, ratioString(r.hb, r.bare), r.bare.about)
 		}
 	}
 	a := r.arrival
@@ -518,20 +517,26 @@ func (r *report) ratio() float64 { return medianRatio(r.hb, r.trivial) }
 func ratioString(a, b *receiver) string { return fmt.Sprintf("%.2f", medianRatio(a, b)) }
 
 func roundRatios(a, b *receiver) string {
-	per := make([]string, len(a.rounds))
-	for i := range per {
-		per[i] = fmt.Sprintf("%.2f", a.rounds[i]/b.rounds[i])
+	var per []string
+	for _, r := range perRound(a, b) {
+		per = append(per, fmt.Sprintf("%.2f", r))
 	}
 	return strings.Join(per, " ")
+}
+
+// perRound is a's requests/s over b's in each round.
+func perRound(a, b *receiver) []float64 {
+	ratios := make([]float64, len(a.rounds))
+	for i := range ratios {
+		ratios[i] = a.rounds[i] / b.rounds[i]
+	}
+	return ratios
 }
 
 // medianRatio is the median over the rounds of a's requests/s over b's in
 // the same round.
 func medianRatio(a, b *receiver) float64 {
-	ratios := make([]float64, len(a.rounds))
-	for i := range ratios {
-		ratios[i] = a.rounds[i] / b.rounds[i]
-	}
+	ratios := perRound(a, b)
 	slices.Sort(ratios)
 	if n := len(ratios); n%2 == 0 {
 		return (ratios[n/2-1] + ratios[n/2]) / 2

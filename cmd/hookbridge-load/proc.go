@@ -290,7 +290,8 @@ func serveTrivial() int {
 //
 // With spoolEnv set it is the floor of a spooling bridge instead
 // (bare-spool): it appends the body to a log file in that directory,
-// answers once a group commit's single fdatasync covered it, and
+// answers once a group commit's single fsync covered it (for a file that
+// grows, as much work as fdatasync: its size must be journaled), and
 // publishes to JetStream afterwards, in the background — no index, no
 // removal, no retries: less than any spool that survives a restart needs.
 func serveBare() int {
@@ -345,7 +346,7 @@ func serveBare() int {
 }
 
 // groupLog is bare-spool's log: one writer appends whatever requests
-// are waiting, fdatasyncs once for all of them, answers them, and hands
+// are waiting, fsyncs once for all of them, answers them, and hands
 // the bodies to publish.
 type groupLog struct {
 	reqs chan logAppend
