@@ -12,9 +12,11 @@ import (
 	"strings"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"gopkg.in/yaml.v3"
 
 	"github.com/hookbridge/hookbridge/sinks"
+	natssink "github.com/hookbridge/hookbridge/sinks/nats"
 )
 
 // Config is hookbridge's configuration file. LoadConfig reads it strictly:
@@ -43,20 +45,84 @@ const (
 	DeliverySync  = "sync"
 )
 
-// SpoolConfig configures the durable local spool behind delivery: spool.
+// SpoolConfig configures the durable buffer behind delivery: spool: a
+// local bbolt file (backend local, one per replica) or a JetStream stream
+// in the user's NATS (backend jetstream, shared by every replica).
 type SpoolConfig struct {
-	// Backend is where the spool lives: "local" (a bbolt file in Dir).
-	// Default "local".
+	// Backend is where the spool lives: "local" (a bbolt file in Dir) or
+	// "jetstream" (a stream at URL, shared by every replica). Default
+	// "local".
 	Backend string `yaml:"backend"`
-	// Dir holds the spool file. Default "./data/spool".
+	// Dir holds the spool file (local). Default "./data/spool".
 	Dir string `yaml:"dir"`
 	// MaxBytes caps the size of the events waiting in the spool; when it
 	// is reached webhooks are answered 503 with Retry-After. Default 1 GiB.
+	// With jetstream it is the stream's max_bytes.
 	MaxBytes int64 `yaml:"max_bytes"`
 	// MaxEvents caps the number of messages waiting in the spool (one per
-	// event and sink target). Default 1,000,000.
+	// event and sink target). Default 1,000,000. With jetstream it is the
+	// stream's max_msgs.
 	MaxEvents int `yaml:"max_events"`
+
+	// The keys below are the jetstream backend's.
+
+	// URL is one or more comma-separated nats:// (or tls://) URLs of the
+	// NATS cluster. Required with backend jetstream.
+	URL string `yaml:"url"`
+	// CredsFile, Token, User and Password authenticate to NATS. Give
+	// secrets as ${VAR}.
+	CredsFile string `yaml:"creds_file"`
+	Token     string `yaml:"token"`
+	User      string `yaml:"user"`
+	Password  string `yaml:"password"`
+	// Stream is the stream's name. Default "HOOKBRIDGE_SPOOL".
+	Stream string `yaml:"stream"`
+	// SubjectPrefix is the first tokens of the stream's subjects:
+	// <prefix>.q.<sink>.<partition> for waiting messages and
+	// <prefix>.dead.<sink> for dead letters. Default "hookbridge.spool".
+	SubjectPrefix string `yaml:"subject_prefix"`
+	// Replicas is the stream's (and the replay bucket's) replica count:
+	// 1, or 3 to survive the loss of a NATS node. Default 1.
+	Replicas int `yaml:"replicas"`
+	// Storage is "file" or "memory". Default "file".
+	Storage string `yaml:"storage"`
+	// MaxAge drops messages older than this from the stream, dead letters
+	// included. It must be longer than every sink's retry.max_age, which
+	// dead-letters first. Default 168h (7 days).
+	MaxAge time.Duration `yaml:"max_age"`
+	// Duplicates is the window in which the stream drops a message whose
+	// Nats-Msg-Id it has seen: a sender's retry that another replica takes
+	// is kept once. Default 5m.
+	Duplicates time.Duration `yaml:"duplicates"`
+	// Partitions is how many ordered lanes each sink's messages are split
+	// into by a hash of the task id: one message per lane is in flight at
+	// a time, across all replicas, so a task's events keep their order and
+	// up to Partitions messages per sink are delivered at once. Changing
+	// it needs an empty stream. Default 16.
+	Partitions int `yaml:"partitions"`
+	// AckWait is how long a replica may hold a message before NATS gives
+	// it to another: a replica that dies mid-delivery hands its messages
+	// over after this. It must be longer than server.publish_timeout.
+	// Default 30s.
+	AckWait time.Duration `yaml:"ack_wait"`
+	// ReplayBucket is the NATS KV bucket of server.replay_cache: nats.
+	// Default "hookbridge_replay".
+	ReplayBucket string `yaml:"replay_bucket"`
+	// ConnectTimeout bounds the first connection. Default 5s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 }
+
+// Spool backends.
+const (
+	SpoolLocal     = "local"
+	SpoolJetStream = "jetstream"
+)
+
+// Replay caches.
+const (
+	ReplayMemory = "memory"
+	ReplayNATS   = "nats"
+)
 
 // ServerConfig configures the webhook listener. The zero value is a valid
 // configuration: SetDefaults fills every field.
@@ -117,6 +183,11 @@ type ServerConfig struct {
 	// ReplayCacheSize caps the remembered ids per source; past it the
 	// oldest are forgotten first. Default 100000.
 	ReplayCacheSize int `yaml:"replay_cache_size"`
+	// ReplayCache is where accepted ids are remembered: "memory" (this
+	// replica only) or "nats" (also in the KV bucket spool.replay_bucket,
+	// so a retry that lands on another replica is recognized too; needs
+	// spool.backend: jetstream). Default "memory".
+	ReplayCache string `yaml:"replay_cache"`
 }
 
 // SourceConfig is one webhook sender: a path and the secrets its deliveries
@@ -291,10 +362,23 @@ const (
 // defaults are applied, and is idempotent.
 func (c *Config) SetDefaults() {
 	setDefault(&c.Delivery, DeliverySpool)
-	setDefault(&c.Spool.Backend, "local")
-	setDefault(&c.Spool.Dir, "./data/spool")
-	setDefault(&c.Spool.MaxBytes, 1<<30)
-	setDefault(&c.Spool.MaxEvents, 1_000_000)
+	sp := &c.Spool
+	setDefault(&sp.Backend, SpoolLocal)
+	setDefault(&sp.Dir, "./data/spool")
+	setDefault(&sp.MaxBytes, 1<<30)
+	setDefault(&sp.MaxEvents, 1_000_000)
+	if sp.Backend == SpoolJetStream {
+		setDefault(&sp.Stream, "HOOKBRIDGE_SPOOL")
+		setDefault(&sp.SubjectPrefix, "hookbridge.spool")
+		setDefault(&sp.Replicas, 1)
+		setDefault(&sp.Storage, "file")
+		setDefault(&sp.MaxAge, 7*24*time.Hour)
+		setDefault(&sp.Duplicates, 5*time.Minute)
+		setDefault(&sp.Partitions, 16)
+		setDefault(&sp.AckWait, 30*time.Second)
+		setDefault(&sp.ReplayBucket, "hookbridge_replay")
+		setDefault(&sp.ConnectTimeout, 5*time.Second)
+	}
 	for i := range c.Sinks {
 		r := &c.Sinks[i].Retry
 		setDefault(&r.MinBackoff, 200*time.Millisecond)
@@ -320,6 +404,7 @@ func (c *Config) SetDefaults() {
 	setDefault(&s.ShutdownTimeout, 15*time.Second)
 	setDefault(&s.MaxConcurrentRequests, 1024)
 	setDefault(&s.ReplayCacheSize, 100_000)
+	setDefault(&s.ReplayCache, ReplayMemory)
 	if s.ReplayWindow == nil {
 		d := 5 * time.Minute
 		s.ReplayWindow = &d
@@ -399,7 +484,7 @@ func (c *Config) Validate() error {
 	if c.Delivery != DeliverySpool && c.Delivery != DeliverySync {
 		add(problemf("delivery", "%q: use spool (answer once fsynced locally, deliver in the background) or sync (answer once every sink confirmed)", c.Delivery))
 	}
-	add(c.Spool.validate())
+	add(c.validateSpool())
 
 	if len(c.Sources) == 0 {
 		add(problemf("sources", "no source: add one with a name, a path and secrets"))
@@ -527,18 +612,132 @@ func (s *ServerConfig) validate() error {
 	return errors.Join(errs...)
 }
 
-func (s *SpoolConfig) validate() error {
+func (c *Config) validateSpool() error {
+	s := &c.Spool
 	var errs []error
-	if s.Backend != "local" {
-		errs = append(errs, problemf("spool.backend", "%q: the only backend is local", s.Backend))
+	add := func(key, format string, args ...any) {
+		errs = append(errs, problemf(key, format, args...))
 	}
 	if s.MaxBytes < 0 {
-		errs = append(errs, problemf("spool.max_bytes", "must be positive (or left out for 1 GiB)"))
+		add("spool.max_bytes", "must be positive (or left out for 1 GiB)")
 	}
 	if s.MaxEvents < 0 {
-		errs = append(errs, problemf("spool.max_events", "must be positive (or left out for 1000000)"))
+		add("spool.max_events", "must be positive (or left out for 1000000)")
+	}
+	switch c.Server.ReplayCache {
+	case ReplayMemory:
+	case ReplayNATS:
+		if s.Backend != SpoolJetStream {
+			add("server.replay_cache", "nats keeps the ids in the NATS of the jetstream spool: set spool.backend: jetstream and spool.url, or use memory")
+		}
+	default:
+		add("server.replay_cache", "%q: use memory (this replica) or nats (shared by every replica, with spool.backend: jetstream)", c.Server.ReplayCache)
+	}
+	switch s.Backend {
+	case SpoolLocal:
+		for _, k := range []struct {
+			key string
+			set bool
+		}{
+			{"url", s.URL != ""}, {"creds_file", s.CredsFile != ""}, {"token", s.Token != ""}, {"user", s.User != ""},
+			{"password", s.Password != ""}, {"stream", s.Stream != ""}, {"subject_prefix", s.SubjectPrefix != ""},
+			{"replicas", s.Replicas != 0}, {"storage", s.Storage != ""}, {"max_age", s.MaxAge != 0},
+			{"duplicates", s.Duplicates != 0}, {"partitions", s.Partitions != 0}, {"ack_wait", s.AckWait != 0},
+			{"replay_bucket", s.ReplayBucket != ""}, {"connect_timeout", s.ConnectTimeout != 0},
+		} {
+			if k.set {
+				add("spool."+k.key, "only applies with backend: jetstream: remove it, or set spool.backend: jetstream")
+			}
+		}
+	case SpoolJetStream:
+		errs = append(errs, c.validateJetStreamSpool()...)
+	default:
+		add("spool.backend", "%q: use local (a file in spool.dir, one per replica) or jetstream (a stream in your NATS, shared by every replica)", s.Backend)
 	}
 	return errors.Join(errs...)
+}
+
+// validateJetStreamSpool checks the keys of spool.backend: jetstream.
+func (c *Config) validateJetStreamSpool() []error {
+	s := &c.Spool
+	var errs []error
+	add := func(key, format string, args ...any) {
+		errs = append(errs, problemf(key, format, args...))
+	}
+	switch {
+	case s.URL == "":
+		add("spool.url", "missing: write your NATS cluster's URLs, e.g. nats://nats-0:4222,nats://nats-1:4222")
+	case s.URL == "embedded":
+		add("spool.url", "embedded is one process's NATS: every replica must reach the same cluster; write nats://host:4222")
+	default:
+		for _, u := range strings.Split(s.URL, ",") {
+			if err := natssink.CheckURL(strings.TrimSpace(u)); err != nil {
+				add("spool.url", "%v", err)
+			}
+		}
+	}
+	if s.Password != "" && s.User == "" {
+		add("spool.password", "a password needs a user")
+	}
+	if !natsName(s.Stream) {
+		add("spool.stream", "%q: a stream name is letters, digits, - and _", s.Stream)
+	}
+	if !natsserver.IsValidPublishSubject(s.SubjectPrefix) {
+		add("spool.subject_prefix", "%q: write tokens separated by dots, without spaces, * or >, e.g. hookbridge.spool", s.SubjectPrefix)
+	}
+	if s.Replicas < 1 || s.Replicas > 5 {
+		add("spool.replicas", "%d: use 1, or 3 to survive the loss of a NATS node (at most 5)", s.Replicas)
+	}
+	if s.Storage != "file" && s.Storage != "memory" {
+		add("spool.storage", `%q: use "file" or "memory"`, s.Storage)
+	}
+	for i, sk := range c.Sinks {
+		if s.MaxAge > 0 && sk.Retry.MaxAge >= s.MaxAge {
+			add(fmt.Sprintf("sinks[%d].retry.max_age", i), "%v is not shorter than spool.max_age %v: the stream would drop messages before they are dead-lettered; shorten it or lengthen spool.max_age", sk.Retry.MaxAge, s.MaxAge)
+		}
+		if !natsName(sk.Name) {
+			add(fmt.Sprintf("sinks[%d].name", i), "%q: with spool.backend jetstream a sink name is part of NATS subjects and consumer names: use letters, digits, - and _", sk.Name)
+		}
+	}
+	switch {
+	case s.MaxAge < 0:
+		add("spool.max_age", "%v: use a positive duration such as 168h", s.MaxAge)
+	case s.Duplicates < 0:
+		add("spool.duplicates", "%v: use a positive duration such as 5m", s.Duplicates)
+	case s.Duplicates > s.MaxAge:
+		add("spool.duplicates", "%v is longer than spool.max_age %v: JetStream refuses that; shorten it", s.Duplicates, s.MaxAge)
+	}
+	if s.Partitions < 1 || s.Partitions > maxPartitions {
+		add("spool.partitions", "%d: use 1 to %d lanes per sink (more lanes, more parallel deliveries)", s.Partitions, maxPartitions)
+	}
+	if s.AckWait <= c.Server.PublishTimeout {
+		add("spool.ack_wait", "%v must be longer than server.publish_timeout (%v): NATS would hand a message to another replica while this one still publishes it", s.AckWait, c.Server.PublishTimeout)
+	}
+	if !natsName(s.ReplayBucket) {
+		add("spool.replay_bucket", "%q: a bucket name is letters, digits, - and _", s.ReplayBucket)
+	}
+	if s.ConnectTimeout < 0 {
+		add("spool.connect_timeout", "%v: use a positive duration such as 5s", s.ConnectTimeout)
+	}
+	return errs
+}
+
+// maxPartitions bounds spool.partitions: each lane is a durable consumer
+// per sink, and every replica pulls from each.
+const maxPartitions = 1024
+
+// natsName reports whether s can be a stream, consumer or bucket name and
+// a subject token: letters, digits, - and _.
+func natsName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *RetryConfig) validate(key string) error {

@@ -51,6 +51,28 @@ func TestLoadConfigIssueMinimal(t *testing.T) {
 	}
 }
 
+// TestLoadJetStreamSpool: the jetstream backend's defaults, and a
+// password from the environment that never shows.
+func TestLoadJetStreamSpool(t *testing.T) {
+	cfg, err := LoadConfig("testdata/config/ok-jetstream.yaml", testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := SpoolConfig{
+		Backend: SpoolJetStream, Dir: "./data/spool", MaxBytes: 1 << 30, MaxEvents: 1_000_000,
+		URL: "nats://nats-0:4222,nats://nats-1:4222,nats://nats-2:4222", User: "hookbridge", Password: "secret",
+		Stream: "HOOKBRIDGE_SPOOL", SubjectPrefix: "hookbridge.spool", Replicas: 3, Storage: "file",
+		MaxAge: 168 * time.Hour, Duplicates: 5 * time.Minute, Partitions: 16, AckWait: 30 * time.Second,
+		ReplayBucket: "hookbridge_replay", ConnectTimeout: 5 * time.Second,
+	}
+	if cfg.Spool != want {
+		t.Errorf("spool =\n%+v\nwant\n%+v", cfg.Spool, want)
+	}
+	if cfg.Server.ReplayCache != ReplayNATS {
+		t.Errorf("server.replay_cache = %q", cfg.Server.ReplayCache)
+	}
+}
+
 func TestLoadWorkedExample(t *testing.T) {
 	cfg, err := LoadConfig("testdata/config/ok-kafka-sqs.yaml", testEnv)
 	if err != nil {
@@ -97,9 +119,18 @@ func TestLoadConfigErrors(t *testing.T) {
 		"unknown-top-key.yaml":       `unknown-top-key.yaml:1: servre: unknown key (known keys: server, delivery, spool, sources, sinks, routes)`,
 		"unset-env.yaml":             `unset-env.yaml:3: sources[0].secrets[0]: environment variable HOOKBRIDGE_UNSET_SECRET is not set: export it (or write ${HOOKBRIDGE_UNSET_SECRET:-default} for a fallback)`,
 		"replay-cache-size.yaml":     `replay-cache-size.yaml:2: server.replay_cache_size: -5 is out of range: give 1 to 50000000 ids (34 bytes each), or leave it out for 100000`,
-		"write-timeout.yaml":         `write-timeout.yaml:1: server.write_timeout: 30s must be longer than publish_timeout (1m0s): the answer is written after publishing`,
-		"wrong-target-key.yaml":      `wrong-target-key.yaml:13: routes[0].to[0].topic: route "all": nats sink "bus" takes its target as subject, not topic`,
-		"yaml-syntax.yaml":           `yaml-syntax.yaml:12: did not find expected ',' or '}'`,
+		"jetstream-keys-on-local.yaml": `jetstream-keys-on-local.yaml:2: server.replay_cache: nats keeps the ids in the NATS of the jetstream spool: set spool.backend: jetstream and spool.url, or use memory
+jetstream-keys-on-local.yaml:5: spool.url: only applies with backend: jetstream: remove it, or set spool.backend: jetstream
+jetstream-keys-on-local.yaml:6: spool.partitions: only applies with backend: jetstream: remove it, or set spool.backend: jetstream`,
+		"jetstream-problems.yaml": `jetstream-problems.yaml:5: spool.url: embedded is one process's NATS: every replica must reach the same cluster; write nats://host:4222
+jetstream-problems.yaml:6: spool.replicas: 7: use 1, or 3 to survive the loss of a NATS node (at most 5)
+jetstream-problems.yaml:14: sinks[0].retry.max_age: 72h0m0s is not shorter than spool.max_age 48h0m0s: the stream would drop messages before they are dead-lettered; shorten it or lengthen spool.max_age
+jetstream-problems.yaml:14: sinks[0].name: "bus.main": with spool.backend jetstream a sink name is part of NATS subjects and consumer names: use letters, digits, - and _
+jetstream-problems.yaml:7: spool.partitions: 5000: use 1 to 1024 lanes per sink (more lanes, more parallel deliveries)
+jetstream-problems.yaml:8: spool.ack_wait: 5s must be longer than server.publish_timeout (10s): NATS would hand a message to another replica while this one still publishes it`,
+		"write-timeout.yaml":    `write-timeout.yaml:1: server.write_timeout: 30s must be longer than publish_timeout (1m0s): the answer is written after publishing`,
+		"wrong-target-key.yaml": `wrong-target-key.yaml:13: routes[0].to[0].topic: route "all": nats sink "bus" takes its target as subject, not topic`,
+		"yaml-syntax.yaml":      `yaml-syntax.yaml:12: did not find expected ',' or '}'`,
 		"kafka-sqs-problems.yaml": `kafka-sqs-problems.yaml:5: sinks[0].brokers: sink "events": missing: list your brokers, e.g. [kafka-1:9092]
 kafka-sqs-problems.yaml:7: sinks[0].compression: sink "events": "brotli": use "none", "gzip", "snappy", "lz4" or "zstd"
 kafka-sqs-problems.yaml:15: routes[0].to[0].topic: route "finished": "task finished": a topic name holds only letters, digits, '.', '_' and '-'

@@ -28,9 +28,7 @@ type Spooler struct {
 
 	stop    context.CancelFunc
 	running sync.WaitGroup
-	metrics *Metrics      // nil in unit tests
-	dead    atomic.Uint64 // messages dead-lettered since start
-	retries atomic.Uint64 // failed publish attempts that will be retried, since start
+	counters
 }
 
 // NewSpooler builds the dispatchers for cfg's sinks over store. Start
@@ -102,13 +100,6 @@ func (s *Spooler) Deliver(ctx context.Context, ev *Event, deliveries []Delivery)
 
 // IsFull reports whether err says the spool is full.
 func IsFull(err error) bool { return errors.Is(err, spool.ErrFull) }
-
-// DeadLetters returns how many messages were dead-lettered since start.
-func (s *Spooler) DeadLetters() uint64 { return s.dead.Load() }
-
-// Retries returns how many failed publishes were scheduled for a retry
-// since start.
-func (s *Spooler) Retries() uint64 { return s.retries.Load() }
 
 // wakeAll makes every dispatcher look at the spool now.
 func (s *Spooler) wakeAll() {
@@ -280,17 +271,12 @@ func (d *dispatcher) deliver(ctx context.Context, recs []spool.Record) {
 			done = append(done, r.Seq)
 		case ctx.Err() != nil:
 			// Shutting down: not the message's fault, not an attempt.
-		case sinks.IsPermanent(e):
-			d.kill(r, "the sink refuses it: "+e.Error())
-		case d.retry.MaxAttempts > 0 && r.Attempts+1 >= d.retry.MaxAttempts:
-			d.kill(r, fmt.Sprintf("undelivered after %d attempts: %v", r.Attempts+1, e))
-		case now.Sub(r.Received) >= d.retry.MaxAge:
-			d.kill(r, fmt.Sprintf("undelivered after max_age %v: %v", d.retry.MaxAge, e))
 		default:
-			d.spooler.retries.Add(1)
-			if m := d.spooler.metrics; m != nil {
-				m.retries.WithLabelValues(d.name).Inc()
+			if reason := d.retry.giveUp(e, r.Attempts+1, now.Sub(r.Received)); reason != "" {
+				d.kill(r, reason)
+				continue
 			}
+			d.spooler.countRetry(d.name)
 			if err := d.store.Retry(d.name, r.Seq, now.Add(backoff(d.retry, r.Attempts+1)), e.Error()); err != nil {
 				d.log.Error("record a failed attempt in the spool", "seq", r.Seq, "err", err)
 			}
@@ -310,37 +296,102 @@ func (d *dispatcher) deliver(ctx context.Context, recs []spool.Record) {
 func (d *dispatcher) kill(r spool.Record, reason string) {
 	var forward *spool.Record
 	if d.deadSink != "" && !r.DeadLetter {
-		m := r.Message
-		m.Target = d.deadTarget
-		extra := []sinks.Attr{{Name: "deadlettersink", Value: d.name}, {Name: "deadletterreason", Value: reason}}
-		m.Attrs = append(append([]sinks.Attr(nil), m.Attrs...), extra...)
-		// The body is the structured CloudEvent: the reason joins its
-		// attributes there too, for sinks that carry no headers (files).
-		if len(m.Body) > 1 && m.Body[0] == '{' {
-			body := []byte{'{'}
-			for _, a := range extra {
-				body = AppendQuote(body, a.Name)
-				body = append(body, ':')
-				body = AppendQuote(body, a.Value)
-				body = append(body, ',')
-			}
-			m.Body = append(body, m.Body[1:]...)
-		}
+		m := deadLetterCopy(r.Message, d.deadTarget, d.name, reason)
 		forward = &spool.Record{Sink: d.deadSink, Message: m, Received: d.now(), DeadLetter: true}
 	}
 	if err := d.store.Kill(d.name, r.Seq, reason, forward); err != nil {
 		d.log.Error("dead-letter a message in the spool", "seq", r.Seq, "err", err)
 		return
 	}
-	d.spooler.dead.Add(1)
-	if m := d.spooler.metrics; m != nil {
-		m.deadLetters.WithLabelValues(d.name).Inc()
-	}
+	d.spooler.countDead(d.name)
 	d.log.Warn("message dead-lettered", "id", r.Message.ID, "target", r.Message.Target,
 		"attempts", r.Attempts+1, "reason", reason, "dead_letter_sink", d.deadSink)
 	if forward != nil {
 		d.spooler.wake(d.deadSink)
 	}
+}
+
+// SpoolDeliverer is what a generation runs behind delivery: spool: the
+// local Spooler or the JetStreamSpooler.
+type SpoolDeliverer interface {
+	Deliverer
+	// Start runs the dispatchers until Stop.
+	Start(ctx context.Context)
+	// Stop ends the dispatchers and waits for them; what they had not
+	// delivered stays in the spool.
+	Stop()
+	// Drain waits until this replica has nothing left to deliver, or ctx
+	// ends.
+	Drain(ctx context.Context) error
+	// DeadLetters and Retries count since start.
+	DeadLetters() uint64
+	Retries() uint64
+	// wakeAll makes every dispatcher look for work now.
+	wakeAll()
+}
+
+// counters counts a spooler's retries and dead letters, in metrics too.
+type counters struct {
+	metrics *Metrics      // nil in unit tests
+	dead    atomic.Uint64 // messages dead-lettered since start
+	retries atomic.Uint64 // failed publish attempts that will be retried, since start
+}
+
+// DeadLetters returns how many messages were dead-lettered since start.
+func (c *counters) DeadLetters() uint64 { return c.dead.Load() }
+
+// Retries returns how many failed publishes were scheduled for a retry
+// since start.
+func (c *counters) Retries() uint64 { return c.retries.Load() }
+
+func (c *counters) countRetry(sink string) {
+	c.retries.Add(1)
+	if c.metrics != nil {
+		c.metrics.retries.WithLabelValues(sink).Inc()
+	}
+}
+
+func (c *counters) countDead(sink string) {
+	c.dead.Add(1)
+	if c.metrics != nil {
+		c.metrics.deadLetters.WithLabelValues(sink).Inc()
+	}
+}
+
+// giveUp returns why a message that failed with e on its attempt-th
+// attempt, age after its webhook was accepted, is dead-lettered now, or
+// "" to retry it.
+func (r RetryConfig) giveUp(e error, attempt int, age time.Duration) string {
+	switch {
+	case sinks.IsPermanent(e):
+		return "the sink refuses it: " + e.Error()
+	case r.MaxAttempts > 0 && attempt >= r.MaxAttempts:
+		return fmt.Sprintf("undelivered after %d attempts: %v", attempt, e)
+	case age >= r.MaxAge:
+		return fmt.Sprintf("undelivered after max_age %v: %v", r.MaxAge, e)
+	}
+	return ""
+}
+
+// deadLetterCopy is m readdressed to a dead-letter target, carrying which
+// sink gave up on it and why, as attributes and, since the body is the
+// structured CloudEvent, in the body too, for sinks that carry no headers
+// (files).
+func deadLetterCopy(m sinks.Message, target, sink, reason string) sinks.Message {
+	m.Target = target
+	extra := []sinks.Attr{{Name: "deadlettersink", Value: sink}, {Name: "deadletterreason", Value: reason}}
+	m.Attrs = append(append([]sinks.Attr(nil), m.Attrs...), extra...)
+	if len(m.Body) > 1 && m.Body[0] == '{' {
+		body := []byte{'{'}
+		for _, a := range extra {
+			body = AppendQuote(body, a.Name)
+			body = append(body, ':')
+			body = AppendQuote(body, a.Value)
+			body = append(body, ',')
+		}
+		m.Body = append(body, m.Body[1:]...)
+	}
+	return m
 }
 
 // backoff is the wait after the n-th failure: min_backoff doubled n-1

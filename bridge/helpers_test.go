@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"testing"
+	"time"
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -50,4 +51,34 @@ func busStream(t *testing.T, svc *Service) jetstream.Stream {
 		t.Fatal(err)
 	}
 	return stream
+}
+
+// readAll fetches every message of stream name, in stream order.
+func readAll(t *testing.T, js jetstream.JetStream, name string) []jetstream.Msg {
+	t.Helper()
+	ctx := context.Background()
+	st, err := js.Stream(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil || info.State.Msgs == 0 {
+		return nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(int(info.State.Msgs), jetstream.FetchMaxWait(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	for m := range batch.Messages() {
+		out = append(out, m)
+	}
+	if len(out) != int(info.State.Msgs) {
+		t.Fatalf("fetched %d of the %d messages of stream %s", len(out), info.State.Msgs, name)
+	}
+	return out
 }

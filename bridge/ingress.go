@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -85,7 +86,8 @@ type source struct {
 	verifier      *Verifier
 	tolerance     time.Duration
 	allowUnparsed bool
-	replay        *replayCache // nil: off
+	replay        *replayCache  // nil: off
+	shared        *sharedReplay // with server.replay_cache: nats; nil: this replica only
 }
 
 // NewIngress builds the handler for cfg's sources. now is the clock (nil:
@@ -118,16 +120,22 @@ func NewIngress(cfg *Config, router *Router, d Deliverer, log *slog.Logger, now 
 			return nil, fmt.Errorf("source %q: %w", sc.Name, err)
 		}
 		src := &source{name: sc.Name, verifier: v, tolerance: *sc.Tolerance, allowUnparsed: sc.AllowUnparsedTimestamp}
-		window := *sc.Tolerance
-		if window == 0 && cfg.Server.ReplayWindow != nil {
-			window = *cfg.Server.ReplayWindow
-		}
-		if window > 0 {
+		if window := replayWindow(cfg, sc); window > 0 {
 			src.replay = newReplayCache(window, cfg.Server.ReplayCacheSize)
 		}
 		h.sources[sc.Path] = src
 	}
 	return h, nil
+}
+
+// replayWindow is how long src's accepted ids are remembered: its
+// tolerance, or server.replay_window where the tolerance is 0.
+func replayWindow(cfg *Config, src SourceConfig) time.Duration {
+	window := *src.Tolerance
+	if window == 0 && cfg.Server.ReplayWindow != nil {
+		window = *cfg.Server.ReplayWindow
+	}
+	return window
 }
 
 // setMetrics makes h count into m, with each source's counters looked up
@@ -216,7 +224,13 @@ func (h *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeAccepted(w, ev.ID, 0, true)
 		return
 	}
-	if src.replay != nil && src.replay.contains(ev.ID, received) {
+	// A sender that hangs up mid-delivery does not cancel it: the event
+	// may be stored already, and finishing costs less than a half-known
+	// outcome. publishLimit still bounds the wait. (Detaching also saves
+	// registering with the request's context on every delivery.)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.publishLimit)
+	defer cancel()
+	if src.seen(ctx, ev.ID, received) {
 		// Browser Use retrying, or someone replaying: it is kept already.
 		h.count(src, ResultDuplicate)
 		h.log.Debug("repeat of an accepted event; not published again", "source", src.name, "id", ev.ID)
@@ -225,18 +239,12 @@ func (h *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	deliveries, routes := h.router.Route(ev)
 	if len(deliveries) == 0 {
-		src.remember(ev.ID, received)
+		src.remember(ctx, ev.ID, received)
 		h.count(src, ResultUnrouted)
 		h.log.Info("event matched no route", "source", src.name, "id", ev.ID, "status", ev.Status)
 		writeAccepted(w, ev.ID, 0, false)
 		return
 	}
-	// A sender that hangs up mid-delivery does not cancel it: the event
-	// may be stored already, and finishing costs less than a half-known
-	// outcome. publishLimit still bounds the wait. (Detaching also saves
-	// registering with the request's context on every delivery.)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.publishLimit)
-	defer cancel()
 	if err := h.deliverer.Deliver(ctx, ev, deliveries); err != nil {
 		w.Header().Set("Retry-After", h.retryAfter)
 		if IsFull(err) {
@@ -249,7 +257,7 @@ func (h *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "event not delivered, retry later: "+err.Error())
 		return
 	}
-	src.remember(ev.ID, received)
+	src.remember(ctx, ev.ID, received)
 	h.count(src, ResultAccepted)
 	if h.metrics != nil {
 		status := ev.Status
@@ -263,9 +271,38 @@ func (h *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeAccepted(w, ev.ID, len(routes), false)
 }
 
-func (s *source) remember(id string, now time.Time) {
+// seen reports whether id was accepted within the replay window: by this
+// replica, or with server.replay_cache: nats by any.
+func (s *source) seen(ctx context.Context, id string, now time.Time) bool {
+	if s.replay == nil {
+		return false
+	}
+	if s.replay.contains(id, now) {
+		return true
+	}
+	if s.shared != nil && s.shared.seen(ctx, id, s.replay.window, now) {
+		s.replay.add(id, now)
+		return true
+	}
+	return false
+}
+
+func (s *source) remember(ctx context.Context, id string, now time.Time) {
 	if s.replay != nil {
 		s.replay.add(id, now)
+		if s.shared != nil {
+			s.shared.remember(ctx, id, now)
+		}
+	}
+}
+
+// shareReplay makes every source that remembers ids also look them up in
+// and record them to kv.
+func (h *Ingress) shareReplay(kv jetstream.KeyValue) {
+	for _, src := range h.sources {
+		if src.replay != nil {
+			src.shared = &sharedReplay{kv: kv, log: h.log.With("source", src.name)}
+		}
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hookbridge/hookbridge/bridge/spool"
 	"github.com/hookbridge/hookbridge/sinks"
+	natssink "github.com/hookbridge/hookbridge/sinks/nats"
 )
 
 // Service is a running hookbridge: its webhook and admin listeners, the
@@ -41,7 +42,8 @@ type Service struct {
 	ln       net.Listener
 	adminLn  net.Listener
 	served   chan error
-	store    *spool.Store // nil when no route uses the spool
+	store    *spool.Store    // the local spool; nil unless a route uses it
+	jsSpool  *JetStreamSpool // the jetstream spool (or replay bucket); nil unless used
 	gen      atomic.Pointer[generation]
 	slots    chan struct{} // one per webhook being handled: server.max_concurrent_requests
 	reloadMu sync.Mutex
@@ -54,7 +56,7 @@ type generation struct {
 	router  *Router
 	ingress *Ingress
 	sinks   map[string]sinks.Sink // instrumented
-	spooler *Spooler              // nil without a spool
+	spooler SpoolDeliverer        // nil without a spool
 
 	// mu is held for reading by every request served by this generation;
 	// a reload takes it for writing to wait for them before closing what
@@ -85,22 +87,34 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Service, error)
 		}
 		s.ln = tls.NewListener(s.ln, certs.tlsConfig())
 	}
-	if cfg.UsesSpool() {
+	switch {
+	case cfg.Spool.Backend == SpoolJetStream && (cfg.UsesSpool() || cfg.Server.ReplayCache == ReplayNATS):
+		if s.jsSpool, err = OpenJetStreamSpool(ctx, cfg, log); err != nil {
+			s.closeListeners()
+			return nil, err
+		}
+	case cfg.UsesSpool():
 		if s.store, err = OpenSpool(cfg); err != nil {
 			s.closeListeners()
 			return nil, err
 		}
+	}
+	if cfg.UsesSpool() {
 		s.Metrics.registerSpool(s.spoolStats)
 	}
 	g, err := s.build(ctx, cfg, nil)
 	if err != nil {
 		s.closeListeners()
-		return nil, errors.Join(err, closeStore(s.store))
+		return nil, errors.Join(err, s.closeSpool())
 	}
 	s.gen.Store(g)
 	if g.spooler != nil {
-		if st, err := s.store.Stats(); err == nil {
-			log.Info("spool open", "dir", cfg.Spool.Dir, "waiting", st.Pending, "dead_letters", st.Dead)
+		if st, err := s.stats(ctx); err == nil {
+			where := []any{"dir", cfg.Spool.Dir}
+			if s.jsSpool != nil {
+				where = []any{"stream", cfg.Spool.Stream, "nats", natssink.Redact(cfg.Spool.URL), "partitions", cfg.Spool.Partitions}
+			}
+			log.Info("spool open", append(where, "backend", cfg.Spool.Backend, "waiting", st.Pending, "dead_letters", st.Dead)...)
 		}
 		g.spooler.Start(context.WithoutCancel(ctx))
 	}
@@ -134,7 +148,7 @@ func (s *Service) build(ctx context.Context, cfg *Config, prev *generation) (*ge
 	if err != nil {
 		return nil, err
 	}
-	if cfg.UsesSpool() && s.store == nil {
+	if cfg.UsesSpool() && s.store == nil && s.jsSpool == nil {
 		return nil, errors.New("delivery: spool needs the spool, which opens at start: restart hookbridge to use it")
 	}
 	if s.SkipProbe {
@@ -157,15 +171,23 @@ func (s *Service) build(ctx context.Context, cfg *Config, prev *generation) (*ge
 		g.sinks[name] = newInstrumented(sk, name, s.Metrics)
 	}
 	var d Deliverer = NewSyncDeliverer(g.sinks)
-	if s.store != nil {
-		g.spooler = NewSpooler(cfg, s.store, g.sinks, s.log, nil)
-		g.spooler.metrics = s.Metrics
-		d = g.spooler
+	switch {
+	case s.store != nil:
+		sp := NewSpooler(cfg, s.store, g.sinks, s.log, nil)
+		sp.metrics = s.Metrics
+		g.spooler, d = sp, sp
+	case s.jsSpool != nil && cfg.UsesSpool():
+		sp := NewJetStreamSpooler(cfg, s.jsSpool, g.sinks, s.log)
+		sp.metrics = s.Metrics
+		g.spooler, d = sp, sp
 	}
 	if g.ingress, err = NewIngress(cfg, router, d, s.log, nil); err != nil {
 		return nil, errors.Join(err, CloseSinks(ctx, opened))
 	}
 	g.ingress.setMetrics(s.Metrics)
+	if s.jsSpool != nil && s.jsSpool.replay != nil {
+		g.ingress.shareReplay(s.jsSpool.replay)
+	}
 	// Remembered event ids outlive a reload, or a retry after it would be
 	// published again.
 	if prev != nil {
@@ -238,8 +260,9 @@ func (s *Service) Reload(ctx context.Context, cfg *Config) error {
 	keep("server.tls", cfg.Server.TLS != old.cfg.Server.TLS)
 	keep("server.max_concurrent_requests", cfg.Server.MaxConcurrentRequests != old.cfg.Server.MaxConcurrentRequests)
 	keep("spool", cfg.Spool != old.cfg.Spool)
-	cfg.Server.Listen, cfg.Server.AdminListen, cfg.Server.Pprof, cfg.Server.TLS, cfg.Spool =
-		old.cfg.Server.Listen, old.cfg.Server.AdminListen, old.cfg.Server.Pprof, old.cfg.Server.TLS, old.cfg.Spool
+	keep("server.replay_cache", cfg.Server.ReplayCache != old.cfg.Server.ReplayCache)
+	cfg.Server.Listen, cfg.Server.AdminListen, cfg.Server.Pprof, cfg.Server.TLS, cfg.Spool, cfg.Server.ReplayCache =
+		old.cfg.Server.Listen, old.cfg.Server.AdminListen, old.cfg.Server.Pprof, old.cfg.Server.TLS, old.cfg.Spool, old.cfg.Server.ReplayCache
 
 	g, err := s.build(ctx, cfg, old)
 	if err != nil {
@@ -308,7 +331,7 @@ func (s *Service) Config() *Config { return s.gen.Load().cfg }
 func (s *Service) Sinks() map[string]sinks.Sink { return s.gen.Load().sinks }
 
 // Spooler returns the running spooler, nil without a spool.
-func (s *Service) Spooler() *Spooler { return s.gen.Load().spooler }
+func (s *Service) Spooler() SpoolDeliverer { return s.gen.Load().spooler }
 
 // Ingress returns the running webhook handler.
 func (s *Service) Ingress() *Ingress { return s.gen.Load().ingress }
@@ -334,7 +357,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		g.spooler.Stop()
 	}
 	adminErr := s.admin.Close()
-	return errors.Join(err, adminErr, CloseSinks(context.WithoutCancel(ctx), g.sinks), closeStore(s.store))
+	return errors.Join(err, adminErr, CloseSinks(context.WithoutCancel(ctx), g.sinks), s.closeSpool())
 }
 
 func (s *Service) closeListeners() {
@@ -375,7 +398,12 @@ func (s *Service) Ready() error {
 		return errDraining
 	}
 	g := s.gen.Load()
-	if s.store != nil {
+	switch {
+	case s.jsSpool != nil && g.spooler != nil:
+		if err := s.jsSpool.Ready(context.Background()); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+	case s.store != nil:
 		st, err := s.store.Stats()
 		if err != nil {
 			return fmt.Errorf("spool: %w", err)
@@ -399,8 +427,21 @@ func (s *Service) Ready() error {
 }
 
 func (s *Service) spoolStats() (spoolStats, error) {
-	st, err := s.store.Stats()
+	st, err := s.stats(context.Background())
 	return spoolStats{Pending: st.Pending, PendingBytes: st.PendingBytes, Oldest: st.Oldest, Dead: st.Dead}, err
+}
+
+// stats reads the spool's counts, from whichever backend runs.
+func (s *Service) stats(ctx context.Context) (spool.Stats, error) {
+	if s.jsSpool != nil {
+		return s.jsSpool.Stats(ctx)
+	}
+	return s.store.Stats()
+}
+
+// closeSpool closes whichever spool is open.
+func (s *Service) closeSpool() error {
+	return errors.Join(closeStore(s.store), s.jsSpool.Close())
 }
 
 // UsesSpool reports whether any route delivers through the spool.

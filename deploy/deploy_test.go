@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"maps"
 	"net"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -73,10 +74,26 @@ func TestConfigFilesLoad(t *testing.T) {
 }
 
 // Every ConfigMap in kubernetes/ whose key ends in .yaml loads, even one
-// no workload mounts.
+// no workload mounts, with the webhook secret and the env the file's
+// hookbridge containers set (e.g. a NATS password); TestKubernetesManifests
+// checks each mounted config against its own container's env exactly.
 func TestConfigMapConfigsLoad(t *testing.T) {
 	for _, file := range manifestFiles(t) {
-		for _, obj := range readManifests(t, file) {
+		objs := readManifests(t, file)
+		env := []string{secretEnv}
+		for _, o := range objs {
+			if o.Spec.Template == nil {
+				continue
+			}
+			for _, c := range slices.Concat(o.Spec.Template.Spec.InitContainers, o.Spec.Template.Spec.Containers) {
+				if isHookbridge(c) {
+					for _, e := range c.Env {
+						env = append(env, e.Name)
+					}
+				}
+			}
+		}
+		for _, obj := range objs {
 			if obj.Kind != "ConfigMap" {
 				continue
 			}
@@ -85,7 +102,7 @@ func TestConfigMapConfigsLoad(t *testing.T) {
 					continue
 				}
 				name := fmt.Sprintf("%s: ConfigMap %s key %s", file, obj.Metadata.Name, key)
-				if _, err := bridge.ParseConfig(name, []byte(data), envOnly(secretEnv)); err != nil {
+				if _, err := bridge.ParseConfig(name, []byte(data), envOnly(env...)); err != nil {
 					t.Errorf("%v", err)
 				}
 			}
@@ -117,12 +134,44 @@ type manifest struct {
 				} `yaml:"resources"`
 			} `yaml:"spec"`
 		} `yaml:"volumeClaimTemplates"`
-		// A Service's selector is a label map; a workload's has matchLabels.
+		// A Service's selector is a label map; a workload's and a
+		// PodDisruptionBudget's have matchLabels.
 		Selector yaml.Node `yaml:"selector"`
 		// Service.
 		Type  string        `yaml:"type"`
 		Ports []servicePort `yaml:"ports"`
+		// Deployment, StatefulSet (nil: 1).
+		Replicas *int `yaml:"replicas"`
+		// HorizontalPodAutoscaler.
+		ScaleTargetRef struct {
+			Kind string `yaml:"kind"`
+			Name string `yaml:"name"`
+		} `yaml:"scaleTargetRef"`
+		MinReplicas *int `yaml:"minReplicas"` // nil: 1
+		MaxReplicas int  `yaml:"maxReplicas"`
+		Metrics     []struct {
+			Type     string `yaml:"type"`
+			Resource *struct {
+				Name   string `yaml:"name"`
+				Target struct {
+					Type string `yaml:"type"`
+				} `yaml:"target"`
+			} `yaml:"resource"`
+		} `yaml:"metrics"`
+		// PodDisruptionBudget: an int or a percentage.
+		MinAvailable   yaml.Node `yaml:"minAvailable"`
+		MaxUnavailable yaml.Node `yaml:"maxUnavailable"`
 	} `yaml:"spec"`
+}
+
+type labelSelector struct {
+	MatchLabels      map[string]string `yaml:"matchLabels"`
+	MatchExpressions []yaml.Node       `yaml:"matchExpressions"`
+}
+
+type podAffinityTerm struct {
+	TopologyKey   string        `yaml:"topologyKey"`
+	LabelSelector labelSelector `yaml:"labelSelector"`
 }
 
 type objectMeta struct {
@@ -143,6 +192,19 @@ type podSpec struct {
 	InitContainers                []container      `yaml:"initContainers"`
 	Containers                    []container      `yaml:"containers"`
 	Volumes                       []volume         `yaml:"volumes"`
+	TopologySpreadConstraints     []struct {
+		TopologyKey       string        `yaml:"topologyKey"`
+		WhenUnsatisfiable string        `yaml:"whenUnsatisfiable"`
+		LabelSelector     labelSelector `yaml:"labelSelector"`
+	} `yaml:"topologySpreadConstraints"`
+	Affinity *struct {
+		PodAntiAffinity *struct {
+			Required  []podAffinityTerm `yaml:"requiredDuringSchedulingIgnoredDuringExecution"`
+			Preferred []struct {
+				PodAffinityTerm podAffinityTerm `yaml:"podAffinityTerm"`
+			} `yaml:"preferredDuringSchedulingIgnoredDuringExecution"`
+		} `yaml:"podAntiAffinity"`
+	} `yaml:"affinity"`
 }
 
 type securityContext struct {
@@ -180,6 +242,10 @@ type container struct {
 	StartupProbe    *probe           `yaml:"startupProbe"`
 	VolumeMounts    []volumeMount    `yaml:"volumeMounts"`
 	SecurityContext *securityContext `yaml:"securityContext"`
+	Resources       struct {
+		Requests map[string]string `yaml:"requests"`
+		Limits   map[string]string `yaml:"limits"`
+	} `yaml:"resources"`
 }
 
 type probe struct {
@@ -270,6 +336,7 @@ type workload struct {
 	configMaps map[string]manifest
 	secrets    map[string]manifest
 	services   []manifest
+	objs       []manifest // every object in the file
 }
 
 func (w workload) String() string { return fmt.Sprintf("%s: %s %s", w.file, w.kind, w.name) }
@@ -312,7 +379,7 @@ func workloads(t *testing.T) []workload {
 				}
 				ws = append(ws, workload{
 					file: file, name: o.Metadata.Name, kind: o.Kind, obj: o, pod: pod, hb: c,
-					claims: claims, configMaps: cms, secrets: secrets, services: services,
+					claims: claims, configMaps: cms, secrets: secrets, services: services, objs: objs,
 				})
 				n++
 			}
@@ -614,7 +681,7 @@ func TestKubernetesManifests(t *testing.T) {
 				case !wr:
 					return fmt.Errorf("is under volume %s, which is not an emptyDir or a PersistentVolumeClaim (ConfigMaps and Secrets are read-only)", m.Name)
 				}
-				if size != "" && cfg.UsesSpool() && dir == cfg.Spool.Dir {
+				if size != "" && cfg.UsesSpool() && cfg.Spool.Backend == bridge.SpoolLocal && dir == cfg.Spool.Dir {
 					n, err := parseQuantity(size)
 					if err != nil {
 						return fmt.Errorf("volume %s size %q: %v", m.Name, size, err)
@@ -648,6 +715,18 @@ func TestKubernetesManifests(t *testing.T) {
 				if !inString && !inData {
 					t.Errorf("%v: env %s reads key %q of Secret %s, which has %v: fix secretKeyRef.key or the Secret", w, e.Name, ref.Key, ref.Name, slices.Concat(slices.Sorted(maps.Keys(s.StringData)), slices.Sorted(maps.Keys(s.Data))))
 				}
+			}
+
+			// Files the config reads (NATS creds) are mounted.
+			checkMountedFiles(t, w, cfg)
+
+			// Replica count, autoscalers, disruption budgets, spreading.
+			minReplicas := checkAutoscalers(t, w)
+			pdbs := checkDisruptionBudgets(t, w, minReplicas)
+			if cfg.Spool.Backend == bridge.SpoolJetStream {
+				checkScaleOut(t, w, cfg, minReplicas, pdbs)
+			} else if filepath.Base(w.file) == scaleOutFile {
+				t.Errorf("%v: spool.backend is %s: %s is the shared-spool shape, set spool.backend: jetstream (a per-replica spool belongs in standalone.yaml)", w, cfg.Spool.Backend, scaleOutFile)
 			}
 
 			// Shutdown: the kubelet's SIGKILL comes after the grace period.
@@ -706,6 +785,216 @@ func checkPrometheus(t *testing.T, where string, ann map[string]string, adminPor
 	}
 }
 
+// scaleOutFile is the manifest of the shared (jetstream) spool: its
+// workload must keep spool.backend: jetstream.
+const scaleOutFile = "scaleout.yaml"
+
+// checkMountedFiles checks that every file the config reads at start (NATS
+// creds, TLS certificates, secret files) is under a volumeMount: the image
+// has none of them.
+func checkMountedFiles(t *testing.T, w workload, cfg *bridge.Config) {
+	t.Helper()
+	files := map[string]string{}
+	if cfg.Spool.Backend == bridge.SpoolJetStream && cfg.Spool.CredsFile != "" {
+		files["spool.creds_file"] = cfg.Spool.CredsFile
+	}
+	for i, sk := range cfg.Sinks {
+		if o, ok := sk.Options.(*natssink.Config); ok && o.CredsFile != "" {
+			files[fmt.Sprintf("sinks[%d] (%s) creds_file", i, sk.Name)] = o.CredsFile
+		}
+	}
+	files["server.tls.cert_file"], files["server.tls.key_file"] = cfg.Server.TLS.CertFile, cfg.Server.TLS.KeyFile
+	for i, src := range cfg.Sources {
+		for j, f := range src.SecretFiles {
+			files[fmt.Sprintf("sources[%d].secret_files[%d]", i, j)] = f
+		}
+	}
+	for _, key := range slices.Sorted(maps.Keys(files)) {
+		f := files[key]
+		if f == "" {
+			continue
+		}
+		if !path.IsAbs(f) {
+			t.Errorf("%v: %s %q is relative: give the absolute path in the Secret's mount, e.g. /etc/nats/hookbridge.creds", w, key, f)
+			continue
+		}
+		m, ok := mountOf(w.hb.VolumeMounts, f)
+		if !ok || w.volume(m.Name) == nil {
+			t.Errorf("%v: %s %s is not under a volumeMount of container %s: the image has no such file; mount the Secret holding it at %s", w, key, f, w.hb.Name, path.Dir(f))
+		}
+	}
+}
+
+// checkAutoscalers checks the HorizontalPodAutoscalers targeting w and
+// returns the fewest replicas w runs: the autoscaler's minReplicas, or
+// spec.replicas without one.
+func checkAutoscalers(t *testing.T, w workload) int {
+	t.Helper()
+	least := 1
+	if w.obj.Spec.Replicas != nil {
+		least = *w.obj.Spec.Replicas
+	}
+	for _, o := range w.objs {
+		if o.Kind != "HorizontalPodAutoscaler" || o.Spec.ScaleTargetRef.Kind != w.kind || o.Spec.ScaleTargetRef.Name != w.name {
+			continue
+		}
+		where := fmt.Sprintf("%s: HorizontalPodAutoscaler %s", w.file, o.Metadata.Name)
+		least = 1
+		if o.Spec.MinReplicas != nil {
+			least = *o.Spec.MinReplicas
+		}
+		if o.Spec.MaxReplicas < least {
+			t.Errorf("%s: maxReplicas %d is below minReplicas %d", where, o.Spec.MaxReplicas, least)
+		}
+		if r := w.obj.Spec.Replicas; r != nil && (*r < least || *r > o.Spec.MaxReplicas) {
+			t.Errorf("%s: %s %s has replicas %d, outside minReplicas..maxReplicas (%d..%d): every kubectl apply would move it there until the autoscaler moves it back", where, w.kind, w.name, *r, least, o.Spec.MaxReplicas)
+		}
+		for _, m := range o.Spec.Metrics {
+			if m.Type != "Resource" || m.Resource == nil || m.Resource.Target.Type != "Utilization" {
+				continue
+			}
+			// Utilization is a percentage of the request, of every container.
+			for _, c := range slices.Concat(w.pod.InitContainers, w.pod.Containers) {
+				if c.Resources.Requests[m.Resource.Name] == "" {
+					t.Errorf("%s: scales on %s utilization, but container %s requests no %s: the autoscaler cannot compute it; set resources.requests.%s", where, m.Resource.Name, c.Name, m.Resource.Name, m.Resource.Name)
+				}
+			}
+		}
+	}
+	return least
+}
+
+// checkDisruptionBudgets returns the PodDisruptionBudgets of w's file that
+// select its pods, and checks each lets a drain evict at least one pod
+// when w runs least replicas.
+func checkDisruptionBudgets(t *testing.T, w workload, least int) []manifest {
+	t.Helper()
+	var out []manifest
+	for _, o := range w.objs {
+		if o.Kind != "PodDisruptionBudget" {
+			continue
+		}
+		var sel labelSelector
+		if err := o.Spec.Selector.Decode(&sel); err != nil || len(sel.MatchLabels) == 0 || !selects(sel.MatchLabels, w.obj.Spec.Template.Metadata.Labels) {
+			continue
+		}
+		out = append(out, o)
+		where := fmt.Sprintf("%s: PodDisruptionBudget %s (for %s %s)", w.file, o.Metadata.Name, w.kind, w.name)
+		minA, maxU := o.Spec.MinAvailable, o.Spec.MaxUnavailable
+		if (minA.Kind == 0) == (maxU.Kind == 0) {
+			t.Errorf("%s: give exactly one of minAvailable and maxUnavailable (maxUnavailable: 1)", where)
+			continue
+		}
+		if maxU.Kind != 0 && (maxU.Value == "0" || maxU.Value == "0%") {
+			t.Errorf("%s: maxUnavailable %s blocks every node drain: use 1", where, maxU.Value)
+		}
+		if minA.Kind != 0 {
+			n, err := strconv.Atoi(minA.Value)
+			if minA.Value == "100%" || err == nil && n >= least {
+				t.Errorf("%s: minAvailable %s with as few as %d replicas blocks every node drain: use maxUnavailable: 1", where, minA.Value, least)
+			}
+		}
+	}
+	return out
+}
+
+// checkScaleOut checks a workload on the shared jetstream spool: its
+// replicas hold no state, so it must run as several interchangeable pods
+// spread over nodes, and the stream must outlive a NATS node.
+func checkScaleOut(t *testing.T, w workload, cfg *bridge.Config, least int, pdbs []manifest) {
+	t.Helper()
+	sp := cfg.Spool
+	if w.kind != "Deployment" {
+		t.Errorf("%v: with spool.backend: jetstream the replicas hold no state: run them as a Deployment", w)
+	}
+	if len(w.obj.Spec.VolumeClaimTemplates) > 0 {
+		t.Errorf("%v: has volumeClaimTemplates, but the jetstream spool is in NATS: remove them (and spool.dir does not apply)", w)
+	}
+	for _, v := range w.pod.Volumes {
+		if v.PersistentVolumeClaim != nil {
+			t.Errorf("%v: volume %s is a PersistentVolumeClaim, but the jetstream spool is in NATS: replicas must share nothing but NATS; remove it", w, v.Name)
+		}
+	}
+	if least < 2 {
+		t.Errorf("%v: runs as few as %d replica: the shared spool is for several (one going down hands its messages to the others); set replicas (and an autoscaler's minReplicas) to 2 or more", w, least)
+	}
+	if len(pdbs) == 0 {
+		t.Errorf("%v: no PodDisruptionBudget in %s selects its pods: add one with maxUnavailable: 1, so a node drain never takes every replica", w, w.file)
+	}
+	podLabels := w.obj.Spec.Template.Metadata.Labels
+	spread := false
+	for _, c := range w.pod.TopologySpreadConstraints {
+		spread = spread || c.TopologyKey == "kubernetes.io/hostname" && selects(c.LabelSelector.MatchLabels, podLabels) && len(c.LabelSelector.MatchLabels) > 0
+	}
+	if a := w.pod.Affinity; a != nil && a.PodAntiAffinity != nil {
+		terms := a.PodAntiAffinity.Required
+		for _, p := range a.PodAntiAffinity.Preferred {
+			terms = append(terms, p.PodAffinityTerm)
+		}
+		for _, term := range terms {
+			spread = spread || term.TopologyKey == "kubernetes.io/hostname" && selects(term.LabelSelector.MatchLabels, podLabels) && len(term.LabelSelector.MatchLabels) > 0
+		}
+	}
+	if !spread {
+		t.Errorf("%v: nothing spreads its replicas over nodes: add a topologySpreadConstraint (or podAntiAffinity) on kubernetes.io/hostname selecting %v, so one node's loss takes one replica", w, podLabels)
+	}
+	if cfg.Server.ReplayCache != bridge.ReplayNATS {
+		t.Errorf("%v: server.replay_cache is %s: set it to nats, or a Browser Use retry landing on another replica (after spool.duplicates) is delivered again", w, cfg.Server.ReplayCache)
+	}
+	if sp.Replicas < 3 {
+		t.Errorf("%v: spool.replicas %d: the stream holds every accepted event not yet delivered; keep 3 copies so losing a NATS node loses none", w, sp.Replicas)
+	}
+	if h := loopbackURL(sp.URL); h != "" {
+		t.Errorf("%v: spool.url names %s, the pod itself: every replica must reach the same NATS cluster; write its Service or pods", w, h)
+	}
+	for i, sk := range cfg.Sinks {
+		o, ok := sk.Options.(*natssink.Config)
+		if !ok {
+			continue
+		}
+		switch {
+		case o.URL == natssink.Embedded:
+			t.Errorf("%v: sinks[%d] (%s) is embedded NATS: each replica would run its own, and the events would scatter over them; point it at the shared cluster", w, i, sk.Name)
+		case loopbackURL(o.URL) != "":
+			t.Errorf("%v: sinks[%d] (%s) url names %s, the pod itself: point it at the shared NATS cluster", w, i, sk.Name, loopbackURL(o.URL))
+		case o.JetStream && o.Stream.Create != nil && *o.Stream.Create && o.Stream.Replicas < sp.Replicas:
+			t.Errorf("%v: sinks[%d] (%s) would create its stream %s with stream.replicas %d, fewer than spool.replicas %d: an event leaving the spool would lose its durability; set stream.replicas: %d", w, i, sk.Name, o.Stream.Name, o.Stream.Replicas, sp.Replicas, sp.Replicas)
+		}
+	}
+}
+
+// loopbackURL returns the first loopback host among comma-separated URLs,
+// "" when none is.
+func loopbackURL(urls string) string {
+	for _, raw := range strings.Split(urls, ",") {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil {
+			continue
+		}
+		h := u.Hostname()
+		if ip := net.ParseIP(h); h == "localhost" || ip != nil && ip.IsLoopback() {
+			return u.Host
+		}
+	}
+	return ""
+}
+
+// Every HorizontalPodAutoscaler scales a hookbridge workload of its file.
+func TestAutoscalersTargetAWorkload(t *testing.T) {
+	ws := workloads(t)
+	for _, file := range manifestFiles(t) {
+		for _, o := range readManifests(t, file) {
+			if o.Kind != "HorizontalPodAutoscaler" {
+				continue
+			}
+			ref := o.Spec.ScaleTargetRef
+			if !slices.ContainsFunc(ws, func(w workload) bool { return w.file == file && w.kind == ref.Kind && w.name == ref.Name }) {
+				t.Errorf("%s: HorizontalPodAutoscaler %s scales %s %s, which is not a hookbridge workload in the file: fix scaleTargetRef", file, o.Metadata.Name, ref.Kind, ref.Name)
+			}
+		}
+	}
+}
+
 func selects(sel, labels map[string]string) bool {
 	for k, v := range sel {
 		if labels[k] != v {
@@ -734,10 +1023,11 @@ func within(p, root string) bool {
 }
 
 // checkStatePaths runs check on every directory hookbridge writes: the
-// spool (with delivery: spool) and each embedded NATS store.
+// local spool (with delivery: spool; the jetstream spool lives in NATS and
+// never opens spool.dir) and each embedded NATS store.
 func checkStatePaths(t *testing.T, where string, cfg *bridge.Config, check func(dir string) error) {
 	t.Helper()
-	if cfg.UsesSpool() {
+	if cfg.UsesSpool() && cfg.Spool.Backend == bridge.SpoolLocal {
 		if err := check(cfg.Spool.Dir); err != nil {
 			t.Errorf("%s: spool.dir %s %v", where, cfg.Spool.Dir, err)
 		}
@@ -1311,6 +1601,26 @@ func TestReadmeNamesWhatTheFilesNeed(t *testing.T) {
 	} {
 		if !bytes.Contains(b, []byte(s)) {
 			t.Errorf("%s does not mention %q: the deployment files rely on it", readme, s)
+		}
+	}
+	// Each manifest is described, and each Secret a manifest reads (which
+	// the user creates: the files hold placeholders) is named.
+	for _, file := range manifestFiles(t) {
+		if !bytes.Contains(b, []byte(filepath.ToSlash(file))) {
+			t.Errorf("%s does not mention %s: add it to the table and say when to use it", readme, filepath.ToSlash(file))
+		}
+	}
+	secrets := map[string]string{}
+	for _, w := range workloads(t) {
+		for _, e := range w.hb.Env {
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				secrets[e.ValueFrom.SecretKeyRef.Name] = w.file
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(secrets)) {
+		if !bytes.Contains(b, []byte(name)) {
+			t.Errorf("%s does not mention the Secret %s that %s reads: say how to create it", readme, name, secrets[name])
 		}
 	}
 }

@@ -13,6 +13,7 @@
 //
 //	go run ./cmd/hookbridge-load                      # sync into JetStream, 64 connections
 //	go run ./cmd/hookbridge-load -delivery spool      # through the durable spool
+//	go run ./cmd/hookbridge-load -delivery jetstream  # through the shared JetStream spool
 //	go run ./cmd/hookbridge-load -rate 2000 -n 20000  # latency at a fixed rate
 //	go run ./cmd/hookbridge-load -sink kafka          # or -sink sqs
 package main
@@ -98,7 +99,7 @@ func parseOptions(args []string, stdout io.Writer) (*options, error) {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	fs.StringVar(&o.sink, "sink", "nats", "broker to deliver to: nats (a JetStream server in the load tool), embedded (hookbridge's own, as config.yaml; bare-js then embeds one too), kafka or sqs")
-	fs.StringVar(&o.delivery, "delivery", "sync", "hookbridge delivery mode: sync or spool")
+	fs.StringVar(&o.delivery, "delivery", "sync", "hookbridge delivery mode: sync, spool, or jetstream (spool with backend jetstream on the load tool's nats-server; needs -sink nats)")
 	fs.IntVar(&o.n, "n", 30000, "deliveries to send to each receiver, over all rounds")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds in which the trivial server and hookbridge take turns")
 	fs.IntVar(&o.conns, "c", 64, "keep-alive connections")
@@ -125,8 +126,10 @@ func parseOptions(args []string, stdout io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	case o.sink != "nats" && o.sink != "embedded" && o.sink != "kafka" && o.sink != "sqs":
 		return nil, fmt.Errorf("-sink %q: want nats, embedded, kafka or sqs", o.sink)
-	case o.delivery != "sync" && o.delivery != "spool":
-		return nil, fmt.Errorf("-delivery %q: want sync or spool", o.delivery)
+	case o.delivery != "sync" && o.delivery != "spool" && o.delivery != "jetstream":
+		return nil, fmt.Errorf("-delivery %q: want sync, spool or jetstream", o.delivery)
+	case o.delivery == "jetstream" && o.sink != "nats":
+		return nil, fmt.Errorf("-delivery jetstream spools on the load tool's nats-server: use it with -sink nats")
 	case o.n < 1:
 		return nil, errors.New("-n must be at least 1")
 	case o.rounds < 1 || o.rounds > o.n:
@@ -417,6 +420,10 @@ func startProfiles(ctx context.Context, admin, dir string) func() error {
 // loadConfig is the hookbridge config for a run: one source, every
 // status routed to the peer.
 func loadConfig(o *options, p peer, spoolDir string) string {
+	delivery, spool := o.delivery, fmt.Sprintf("dir: %q", spoolDir)
+	if np, ok := p.(*natsPeer); ok && o.delivery == "jetstream" {
+		delivery, spool = "spool", fmt.Sprintf("backend: jetstream\n  url: %q", np.srv.ClientURL())
+	}
 	return fmt.Sprintf(`# Written by hookbridge-load.
 server:
   listen: "127.0.0.1:0"
@@ -424,7 +431,7 @@ server:
   pprof: %t
 delivery: %s
 spool:
-  dir: %q
+  %s
 sources:
   - name: browser-use
     secrets: ["${LOAD_WEBHOOK_SECRET}"]
@@ -436,7 +443,7 @@ routes:
     status: ["*"]
     to:
       - {sink: bus, %s}
-`, o.profile != "", o.delivery, spoolDir, p.sinkYAML(), p.target())
+`, o.profile != "", delivery, spool, p.sinkYAML(), p.target())
 }
 
 func (r *report) print(w io.Writer, o *options) {

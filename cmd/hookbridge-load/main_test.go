@@ -71,6 +71,7 @@ func TestLoadChecksEveryAcknowledgedEvent(t *testing.T) {
 		{args: []string{"-sink", "nats", "-delivery", "sync"}},
 		{args: []string{"-sink", "embedded", "-delivery", "sync"}},
 		{args: []string{"-sink", "nats", "-delivery", "spool", "-flat"}},
+		{args: []string{"-sink", "nats", "-delivery", "jetstream"}},
 		{args: []string{"-sink", "kafka", "-delivery", "sync"}, batching: "produce requests"},
 		{args: []string{"-sink", "sqs", "-delivery", "sync", "-trivial=false"}, batching: "SendMessageBatch calls"},
 	}
@@ -124,6 +125,7 @@ func TestMisuseIsOneLineAndExit2(t *testing.T) {
 	for _, args := range [][]string{
 		{"-sink", "redis"},
 		{"-delivery", "later"},
+		{"-delivery", "jetstream", "-sink", "kafka"},
 		{"-n", "0"},
 		{"-c", "-1"},
 		{"-rate", "-5"},

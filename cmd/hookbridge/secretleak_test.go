@@ -492,6 +492,10 @@ func TestSecretLeak(t *testing.T) {
 		{name: "NATS unreachable, password in the URL", old: "    connect_timeout: 1s\n    skip_probe: true\n", new: "    connect_timeout: 1s\n"},
 		{name: "NATS unreachable, user and password keys", old: `url: "nats://hb:${NATS_PASSWORD}@` + closedAddr + `"` + "\n    connect_timeout: 1s\n    skip_probe: true\n",
 			new: `url: "nats://` + closedAddr + `"` + "\n    user: hb\n    password: \"${NATS_PASSWORD}\"\n    connect_timeout: 1s\n"},
+		{name: "jetstream spool unreachable, password in the URL", old: "spool:\n  dir: " + dir + "/spool\n",
+			new: "spool:\n  backend: jetstream\n  url: \"nats://hb:${NATS_PASSWORD}@" + closedAddr + "\"\n  connect_timeout: 1s\n"},
+		{name: "jetstream spool unreachable, user and password keys", old: "spool:\n  dir: " + dir + "/spool\n",
+			new: "spool:\n  backend: jetstream\n  url: \"nats://" + closedAddr + "\"\n  user: hb\n  password: \"${NATS_PASSWORD}\"\n  connect_timeout: 1s\n"},
 		{name: "SQS unreachable, static keys", old: "    skip_probe: true\n    retry:", new: "    retry:"},
 		{name: "Kafka unreachable, sasl password", old: "routes:", new: "  - name: events\n    type: kafka\n    brokers: [\"" + closedAddr + "\"]\n    topic: t\n    write_timeout: 2s\n    sasl: {mechanism: plain, username: hb, password: \"${KAFKA_PASSWORD}\"}\nroutes:"},
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hookbridge/hookbridge/bridge"
+	natssink "github.com/hookbridge/hookbridge/sinks/nats"
 )
 
 const defaultConfig = "config.yaml"
@@ -158,8 +159,13 @@ each problem, when it is not.`,
 func printCheck(e env, path string, cfg *bridge.Config, router *bridge.Router) {
 	s := cfg.Server
 	fmt.Fprintf(e.stdout, "%s is valid.\n\ndelivery: %s", path, cfg.Delivery)
-	if cfg.UsesSpool() {
-		fmt.Fprintf(e.stdout, " (spool in %s, at most %d bytes and %d messages)", cfg.Spool.Dir, cfg.Spool.MaxBytes, cfg.Spool.MaxEvents)
+	switch sp := cfg.Spool; {
+	case !cfg.UsesSpool():
+	case sp.Backend == bridge.SpoolJetStream:
+		fmt.Fprintf(e.stdout, " (shared JetStream spool: stream %s on %s, R%d, %d partitions per sink, ack_wait %v, at most %d bytes and %d messages)",
+			sp.Stream, natssink.Redact(sp.URL), sp.Replicas, sp.Partitions, sp.AckWait, sp.MaxBytes, sp.MaxEvents)
+	default:
+		fmt.Fprintf(e.stdout, " (spool in %s, at most %d bytes and %d messages)", sp.Dir, sp.MaxBytes, sp.MaxEvents)
 	}
 	fmt.Fprint(e.stdout, "\n\nserver:\n")
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
@@ -168,6 +174,7 @@ func printCheck(e env, path string, cfg *bridge.Config, router *bridge.Router) {
 		{"max_json_depth", s.MaxJSONDepth}, {"read_header_timeout", s.ReadHeaderTimeout},
 		{"read_timeout", s.ReadTimeout}, {"write_timeout", s.WriteTimeout}, {"idle_timeout", s.IdleTimeout},
 		{"publish_timeout", s.PublishTimeout}, {"retry_after", s.RetryAfter}, {"shutdown_timeout", s.ShutdownTimeout},
+		{"replay_cache", s.ReplayCache},
 	} {
 		fmt.Fprintf(tw, "  %s:\t%v\n", kv[0], kv[1])
 	}

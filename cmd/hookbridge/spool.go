@@ -48,6 +48,10 @@ SEQ is the number ls prints in its first column.`,
 			if err != nil {
 				return fail(e, "spool", err)
 			}
+			if c := cfg.Spool; c.Backend == bridge.SpoolJetStream {
+				return fail(e, "spool", fmt.Errorf("spool.backend is jetstream: the spool is stream %s on your NATS, shared by every replica; "+
+					"see it with `nats stream info %s`, the dead letters with `nats stream view %s --subject '%s.dead.>'`", c.Stream, c.Stream, c.Stream, c.SubjectPrefix))
+			}
 			st, err := bridge.OpenSpool(cfg)
 			if err != nil {
 				return fail(e, "spool", err)

@@ -48,7 +48,7 @@ Without -subject it follows the subjects the config's routes publish to
 				if nc.URL == "embedded" {
 					*url = "nats://" + nc.Embedded.Listen
 				}
-				opts = natsAuth(nc)
+				opts = natssink.AuthOptions(nc.CredsFile, nc.Token, nc.User, nc.Password)
 				subjects = bridge.SubjectPatterns(cfg.TargetTemplates(name))
 				if len(subjects) == 0 {
 					subjects = []string{">"} // no route uses the sink: follow everything
@@ -100,18 +100,4 @@ func findNATSSink(cfg *bridge.Config, name string) (*natssink.Config, string, er
 		return nil, "", usagef("-sink %q: no NATS sink of that name in the config", name)
 	}
 	return nil, "", fmt.Errorf("the config has no NATS sink: pass -url")
-}
-
-func natsAuth(c *natssink.Config) []natsgo.Option {
-	var opts []natsgo.Option
-	if c.CredsFile != "" {
-		opts = append(opts, natsgo.UserCredentials(c.CredsFile))
-	}
-	if c.Token != "" {
-		opts = append(opts, natsgo.Token(c.Token))
-	}
-	if c.User != "" {
-		opts = append(opts, natsgo.UserInfo(c.User, c.Password))
-	}
-	return opts
 }

@@ -136,7 +136,7 @@ func (c *Config) Validate() error {
 		}
 	default:
 		for _, u := range strings.Split(c.URL, ",") {
-			if err := checkURL(strings.TrimSpace(u)); err != nil {
+			if err := CheckURL(strings.TrimSpace(u)); err != nil {
 				errs = append(errs, sinks.Problemf("url", "%v", err))
 			}
 		}
@@ -183,8 +183,8 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// checkURL checks one server URL without ever printing its credentials.
-func checkURL(raw string) error {
+// CheckURL checks one server URL without ever printing its credentials.
+func CheckURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("%q is not a server URL: write nats://host:4222 (or embedded)", Redact(raw))
@@ -216,6 +216,22 @@ func listenAddr(s string) (hostPort, error) {
 type hostPort struct {
 	host string
 	port int
+}
+
+// AuthOptions are the connect options for NATS credentials: a .creds
+// file, a token, or a user and password; empty values are left out.
+func AuthOptions(credsFile, token, user, password string) []natsgo.Option {
+	var opts []natsgo.Option
+	if credsFile != "" {
+		opts = append(opts, natsgo.UserCredentials(credsFile))
+	}
+	if token != "" {
+		opts = append(opts, natsgo.Token(token))
+	}
+	if user != "" {
+		opts = append(opts, natsgo.UserInfo(user, password))
+	}
+	return opts
 }
 
 // Redact drops user info from a URL or URL list, so it can be shown.
@@ -275,19 +291,11 @@ func New(ctx context.Context, cfg Config, subjects []string, log *slog.Logger) (
 		natsgo.Timeout(cfg.ConnectTimeout),
 		natsgo.MaxReconnects(-1), // a broker outage must not end the sink
 	}
-	if cfg.CredsFile != "" {
-		opts = append(opts, natsgo.UserCredentials(cfg.CredsFile))
-	}
-	if cfg.Token != "" {
-		opts = append(opts, natsgo.Token(cfg.Token))
-	}
+	opts = append(opts, AuthOptions(cfg.CredsFile, cfg.Token, cfg.User, cfg.Password)...)
 	if s.srv != nil {
 		// The embedded server is in this process: talk to it over an
 		// in-memory pipe, without a socket's system calls per write.
 		opts = append(opts, natsgo.InProcessServer(s.srv))
-	}
-	if cfg.User != "" {
-		opts = append(opts, natsgo.UserInfo(cfg.User, cfg.Password))
 	}
 	connected := make(chan struct{}, 1)
 	if cfg.SkipProbe && s.srv == nil {

@@ -1,0 +1,427 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	natssink "github.com/hookbridge/hookbridge/sinks/nats"
+)
+
+// natsCluster runs an n-node NATS cluster with JetStream, routed on
+// loopback, and waits until it has a JetStream meta leader. It returns the
+// servers and the client URL list.
+func natsCluster(t *testing.T, n int) ([]*server.Server, string) {
+	t.Helper()
+	routes := make([]*url.URL, n)
+	ports := make([]int, n)
+	for i := range n {
+		ports[i] = freeTCPPort(t)
+		routes[i] = &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])}
+	}
+	servers := make([]*server.Server, n)
+	urls := make([]string, n)
+	for i := range n {
+		srv, err := server.NewServer(&server.Options{
+			ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: -1,
+			JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+			Cluster: server.ClusterOpts{Name: "hookbridge-test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  routes,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Start()
+		if !srv.ReadyForConnections(10 * time.Second) {
+			t.Fatalf("nats node %d not ready", i)
+		}
+		t.Cleanup(srv.Shutdown)
+		servers[i], urls[i] = srv, srv.ClientURL()
+	}
+	waitFor(t, "a JetStream meta leader that sees every node", func() bool {
+		for _, s := range servers {
+			if s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) == n {
+				return true
+			}
+		}
+		return false
+	})
+	return servers, strings.Join(urls, ",")
+}
+
+// scaleOutConfig is one replica's config: jsSpoolConfig's, with three
+// copies of the stream, the sink at sinkURL publishing into a stream the
+// test made, and a second target.
+func scaleOutConfig(t *testing.T, urls, sinkURL string) *Config {
+	t.Helper()
+	cfg := jsSpoolConfig(t, urls, "  replicas: 3")
+	bus := cfg.Sinks[0].Options.(*natssink.Config)
+	bus.URL, bus.ConnectTimeout, bus.Stream.Create = sinkURL, 2*time.Second, new(bool)
+	cfg.Routes[0].To = append(cfg.Routes[0].To, TargetConfig{Sink: "bus", Key: "subject", Target: "task.audit.{status}"})
+	return cfg
+}
+
+// freezer is a TCP proxy to one address that can stop forwarding, as a
+// hung network path does: what arrives after freeze is held, not sent.
+type freezer struct {
+	addr   string
+	frozen chan struct{}
+	once   sync.Once
+	held   atomic.Int64 // bytes that arrived from clients after the freeze
+}
+
+func newFreezer(t *testing.T, target string) *freezer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	f := &freezer{addr: ln.Addr().String(), frozen: make(chan struct{})}
+	pipe := func(dst, src net.Conn, fromClient bool) {
+		defer dst.Close()
+		defer src.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				select {
+				case <-f.frozen:
+					if fromClient {
+						f.held.Add(int64(n))
+					}
+					continue // held: never forwarded, and the connection stays up
+				default:
+				}
+				if _, err := dst.Write(buf[:n]); err != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go pipe(up, c, true)
+			go pipe(c, up, false)
+		}
+	}()
+	return f
+}
+
+func (f *freezer) freeze() { f.once.Do(func() { close(f.frozen) }) }
+
+// crash stops svc the way a killed process stops: its listeners and NATS
+// connections close at once; nothing it holds is handed back or flushed.
+func (s *Service) crash() {
+	s.draining.Store(true)
+	s.server.Close()
+	s.admin.Close()
+	s.jsSpool.nc.Close()
+	g := s.gen.Load()
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	CloseSinks(gone, g.sinks)
+	g.spooler.Stop()
+}
+
+// tryPost signs and posts one event like postEvent, returning transport
+// errors instead of failing the test: a replica may be gone.
+func tryPost(client *http.Client, url, task string, n int) (int, string, error) {
+	body := fmt.Sprintf(`{"type":"agent.task.status_update","timestamp":"2026-11-26T12:00:00.%06d+00:00","payload":{"task_id":%q,"status":"started","metadata":{"n":"%d"}}}`, n, task, n)
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set(HeaderTimestamp, ts)
+	req.Header.Set(HeaderSignature, hostileSign("whsec_spool", ts, []byte(body)))
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	var answer struct{ ID string }
+	_ = json.NewDecoder(resp.Body).Decode(&answer)
+	return resp.StatusCode, answer.ID, nil
+}
+
+// TestScaleOutSurvivesReplicaAndNodeLoss runs three hookbridge replicas on
+// a shared jetstream spool in a three-node NATS cluster. Senders spread
+// each task's events over the replicas, one at a time, retrying on another
+// replica as a load balancer would. A third of the way in one replica
+// crashes while its publishes hang; at two thirds the NATS node leading the spool stream stops.
+// Every acknowledged event must reach each sink target exactly once, and
+// each task's events must arrive in the order they were accepted.
+func TestScaleOutSurvivesReplicaAndNodeLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a NATS cluster")
+	}
+	t.Parallel()
+	servers, urls := natsCluster(t, 3)
+	ctx := context.Background()
+	nc, err := natsgo.Connect(urls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "HOOKBRIDGE", Subjects: []string{"task.>"},
+		Replicas: 3, Duplicates: 2 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Replica 1, the one that crashes, reaches the sink through a proxy
+	// that will hang, so that it dies with publishes in flight.
+	hung := newFreezer(t, servers[0].Addr().String())
+	var logBuf syncBuf
+	defer func() {
+		if t.Failed() {
+			t.Log(logBuf.String())
+		}
+	}()
+	// The replicas start at once, as a Deployment's first rollout does:
+	// all of them create the stream, the bucket and the consumers.
+	replicas := make([]*Service, 3)
+	var starting sync.WaitGroup
+	for i := range replicas {
+		sinkURL := urls
+		log := slog.New(slog.DiscardHandler)
+		if i == 1 {
+			sinkURL = "nats://" + hung.addr
+			log = slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}
+		cfg := scaleOutConfig(t, urls, sinkURL)
+		starting.Go(func() {
+			svc, err := Start(ctx, cfg, log)
+			if err != nil {
+				t.Errorf("replica %d: %v", i, err)
+				return
+			}
+			replicas[i] = svc
+		})
+	}
+	starting.Wait()
+	if t.Failed() {
+		for _, svc := range replicas {
+			if svc != nil {
+				svc.Shutdown(ctx)
+			}
+		}
+		return
+	}
+	var crashed atomic.Int32
+	crashed.Store(-1)
+	t.Cleanup(func() {
+		for i, svc := range replicas {
+			if int32(i) != crashed.Load() {
+				svc.Shutdown(ctx)
+			}
+		}
+	})
+
+	const senders, tasksPer, events = 6, 2, 15
+	total := senders * tasksPer * events
+	var mu sync.Mutex
+	acked := map[string]string{} // id -> task
+	progress := make(chan struct{}, total)
+	var sent sync.WaitGroup
+	for w := range senders {
+		sent.Go(func() {
+			client := &http.Client{Timeout: 10 * time.Second}
+			for n := range events {
+				for k := range tasksPer {
+					task := fmt.Sprintf("task-%d-%d", w, k)
+					// Round robin over the replicas; on a refusal or a 503 the
+					// same delivery goes to the next one.
+					for try := 0; ; try++ {
+						if try == 200 {
+							t.Errorf("%s/%d: no replica took it", task, n)
+							return
+						}
+						svc := replicas[(w+n+k+try)%3]
+						code, id, err := tryPost(client, "http://"+svc.Addr().String()+"/webhook", task, n)
+						if err == nil && code == http.StatusOK {
+							mu.Lock()
+							acked[id] = task
+							mu.Unlock()
+							progress <- struct{}{}
+							break
+						}
+						time.Sleep(20 * time.Millisecond)
+					}
+				}
+			}
+		})
+	}
+
+	done := 0
+	for done < total/3 {
+		<-progress
+		done++
+	}
+	hung.freeze()
+	waitFor(t, "replica 1 to publish into the hung path", func() bool { return hung.held.Load() > 0 })
+	t.Logf("%d accepted; crashing replica 1 with a publish in flight", done)
+	crashed.Store(1)
+	replicas[1].crash()
+	for done < 2*total/3 {
+		<-progress
+		done++
+	}
+	info, err := js.Stream(ctx, "HOOKBRIDGE_SPOOL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := info.CachedInfo().Cluster.Leader
+	t.Logf("%d accepted; stopping NATS node %s, the spool stream's leader", done, leader)
+	for _, s := range servers {
+		if s.Name() == leader {
+			s.Shutdown()
+			s.WaitForShutdown()
+		}
+	}
+	sent.Wait()
+	if t.Failed() {
+		return
+	}
+	t.Logf("all %d accepted", len(acked))
+
+	// Read the sink's stream back once it holds both targets' copies.
+	want := 2 * len(acked)
+	waitFor(t, "every acknowledged event on both targets", func() bool {
+		st, err := js.Stream(ctx, "HOOKBRIDGE")
+		if err != nil {
+			return false
+		}
+		i, err := st.Info(ctx)
+		return err == nil && int(i.State.Msgs) >= want
+	})
+	got := readAll(t, js, "HOOKBRIDGE")
+	seen := map[string]int{}
+	last := map[string]int{}
+	for _, m := range got {
+		var ce struct {
+			ID   string
+			Data struct {
+				TaskID   string `json:"task_id"`
+				Metadata struct{ N string }
+			}
+		}
+		if err := json.Unmarshal(m.Data(), &ce); err != nil {
+			t.Fatal(err)
+		}
+		target := "status"
+		if strings.HasPrefix(m.Subject(), "task.audit.") {
+			target = "audit"
+		}
+		seen[target+" "+ce.ID]++
+		n, _ := strconv.Atoi(ce.Data.Metadata.N)
+		key := target + " " + ce.Data.TaskID
+		if prev, ok := last[key]; ok && n < prev {
+			t.Errorf("%s: task %s's event %d arrived after %d", target, ce.Data.TaskID, n, prev)
+		}
+		last[key] = n
+	}
+	for id := range acked {
+		for _, target := range []string{"status", "audit"} {
+			if c := seen[target+" "+id]; c != 1 {
+				t.Errorf("%s target: acknowledged event %s delivered %d times, want once", target, id, c)
+			}
+		}
+	}
+	if len(got) != want {
+		t.Errorf("the sink holds %d messages, want %d (two targets × %d acknowledged events)", len(got), want, len(acked))
+	}
+	waitFor(t, "the spool stream to empty", func() bool {
+		st, err := js.Stream(ctx, "HOOKBRIDGE_SPOOL")
+		if err != nil {
+			return false
+		}
+		i, err := st.Info(ctx)
+		return err == nil && i.State.Msgs == 0
+	})
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestGracefulStopHandsOver: a replica stopped while its sink hangs hands
+// what it holds back to NATS, and the other replica delivers it. ack_wait
+// is an hour, so nothing reaches the other replica unless it was handed
+// back. With 16 partitions and 4 publishers, most of what the replica
+// holds waits behind the hung publishes, and only Stop hands it back.
+func TestGracefulStopHandsOver(t *testing.T) {
+	t.Parallel() // most of it is the hung sink's flush at shutdown
+	srv := natsOnPort(t, -1, t.TempDir())
+	hung := newFreezer(t, srv.Addr().String())
+	cfgA := jsSpoolConfig(t, srv.ClientURL(), "")
+	cfgA.Spool.AckWait, cfgA.Spool.Partitions = time.Hour, 16
+	cfgA.Sinks[0].Options.(*natssink.Config).URL = "nats://" + hung.addr
+	ctx := context.Background()
+	a, err := Start(ctx, cfgA, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hung.freeze()
+	url := "http://" + a.Addr().String() + "/webhook"
+	acked := map[string]bool{}
+	for n := range 40 {
+		code, id := postEvent(t, http.DefaultClient, url, fmt.Sprintf("task-%d", n%20), n)
+		if code != http.StatusOK {
+			t.Fatalf("event %d answered %d", n, code)
+		}
+		acked[id] = true
+	}
+	waitFor(t, "replica A to publish into the hung path", func() bool { return hung.held.Load() > 0 })
+	// Shutdown waits for the publishes in flight (publish_timeout), then
+	// for the hung sink's flush (10 s, past this deadline by design).
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	a.Shutdown(sctx)
+
+	cfgB := jsSpoolConfig(t, srv.ClientURL(), "")
+	cfgB.Spool.AckWait, cfgB.Spool.Partitions = time.Hour, 16
+	startConfig(t, cfgB)
+	waitFor(t, "replica B to deliver every event", func() bool { return streamCount(t, srv.ClientURL(), "HOOKBRIDGE") == len(acked) })
+	checkDelivered(t, streamEvents(t, srv.ClientURL()), acked)
+}
