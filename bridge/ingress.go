@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -239,7 +238,7 @@ func (h *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	deliveries, routes := h.router.Route(ev)
 	if len(deliveries) == 0 {
-		src.remember(ctx, ev.ID, received)
+		src.remember(ev.ID, received)
 		h.count(src, ResultUnrouted)
 		h.log.Info("event matched no route", "source", src.name, "id", ev.ID, "status", ev.Status)
 		writeAccepted(w, ev.ID, 0, false)
@@ -257,7 +256,7 @@ func (h *Ingress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "event not delivered, retry later: "+err.Error())
 		return
 	}
-	src.remember(ctx, ev.ID, received)
+	src.remember(ev.ID, received)
 	h.count(src, ResultAccepted)
 	if h.metrics != nil {
 		status := ev.Status
@@ -287,21 +286,21 @@ func (s *source) seen(ctx context.Context, id string, now time.Time) bool {
 	return false
 }
 
-func (s *source) remember(ctx context.Context, id string, now time.Time) {
+func (s *source) remember(id string, now time.Time) {
 	if s.replay != nil {
 		s.replay.add(id, now)
 		if s.shared != nil {
-			s.shared.remember(ctx, id, now)
+			s.shared.remember(id, now)
 		}
 	}
 }
 
 // shareReplay makes every source that remembers ids also look them up in
-// and record them to kv.
-func (h *Ingress) shareReplay(kv jetstream.KeyValue) {
+// and record them to the bucket.
+func (h *Ingress) shareReplay(b *replayBucket) {
 	for _, src := range h.sources {
 		if src.replay != nil {
-			src.shared = &sharedReplay{kv: kv, log: h.log.With("source", src.name)}
+			src.shared = &sharedReplay{bucket: b, log: h.log.With("source", src.name)}
 		}
 	}
 }

@@ -37,7 +37,7 @@ type JetStreamSpool struct {
 	nc     *natsgo.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
-	replay jetstream.KeyValue // nil unless server.replay_cache: nats
+	replay *replayBucket // nil unless server.replay_cache: nats
 	log    *slog.Logger
 
 	statsMu sync.Mutex
@@ -225,7 +225,16 @@ func (j *JetStreamSpool) ensureReplayBucket(ctx context.Context, cfg *Config) er
 	if err != nil {
 		return fmt.Errorf("spool: replay bucket %s: %w", j.cfg.ReplayBucket, err)
 	}
-	j.replay = kv
+	// Records go out without waiting for their acks, on a context of
+	// their own so that only their failures reach this handler.
+	puts, err := jetstream.New(j.nc, jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *natsgo.Msg, err error) {
+		j.log.Warn("replay bucket: could not record an accepted id; a retry on another replica may be published again (the stream's duplicates window still drops it)",
+			"subject", m.Subject, "err", err)
+	}))
+	if err != nil {
+		return fmt.Errorf("spool: replay bucket %s: %w", j.cfg.ReplayBucket, err)
+	}
+	j.replay = &replayBucket{kv: kv, puts: puts, subject: "$KV." + want.Bucket + "."}
 	return nil
 }
 
@@ -392,12 +401,19 @@ func (j *JetStreamSpool) Close() error {
 	return nil
 }
 
-// sharedReplay is the KV bucket of server.replay_cache: nats: each
+// replayBucket is the KV bucket of server.replay_cache: nats: each
 // accepted id with when it was accepted, so that a sender's retry that
 // another replica takes is recognized too.
+type replayBucket struct {
+	kv      jetstream.KeyValue
+	puts    jetstream.JetStream // records, published without waiting
+	subject string              // "$KV.<bucket>.", a key's subject without the key
+}
+
+// sharedReplay is one source's view of the replay bucket.
 type sharedReplay struct {
-	kv  jetstream.KeyValue
-	log *slog.Logger
+	bucket *replayBucket
+	log    *slog.Logger
 }
 
 // seen reports whether id was accepted less than window before now, on
@@ -405,7 +421,7 @@ type sharedReplay struct {
 // delivered again, and the stream's and sinks' Nats-Msg-Id still drop the
 // repeat within their windows.
 func (r *sharedReplay) seen(ctx context.Context, id string, window time.Duration, now time.Time) bool {
-	e, err := r.kv.Get(ctx, id)
+	e, err := r.bucket.kv.Get(ctx, id)
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrKeyNotFound) {
 			r.log.Warn("replay bucket lookup failed; treating the event as new", "id", id, "err", err)
@@ -416,9 +432,11 @@ func (r *sharedReplay) seen(ctx context.Context, id string, window time.Duration
 	return err == nil && now.Sub(time.Unix(0, at)) < window
 }
 
-// remember records id as accepted at now.
-func (r *sharedReplay) remember(ctx context.Context, id string, now time.Time) {
-	if _, err := r.kv.Put(ctx, id, strconv.AppendInt(nil, now.UnixNano(), 10)); err != nil {
+// remember records id as accepted at now. It does not wait for NATS: the
+// webhook is accepted already, and a record that fails costs at most a
+// repeat that the stream's Nats-Msg-Id drops (the handler logs it).
+func (r *sharedReplay) remember(id string, now time.Time) {
+	if _, err := r.bucket.puts.PublishAsync(r.bucket.subject+id, strconv.AppendInt(nil, now.UnixNano(), 10)); err != nil {
 		r.log.Warn("replay bucket: could not record an accepted id; a retry on another replica may be published again (the stream's duplicates window still drops it)", "id", id, "err", err)
 	}
 }

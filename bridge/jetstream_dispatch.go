@@ -162,25 +162,9 @@ func (d *jsDispatcher) run(ctx context.Context) {
 	}
 	var pulls []jetstream.ConsumeContext
 	for p := range js.cfg.Partitions {
-		cons, err := d.consumer(ctx, p)
+		cc, err := d.pull(ctx, p)
 		if err != nil {
 			break // stopped
-		}
-		cc, err := cons.Consume(d.receive(ctx),
-			jetstream.PullMaxMessages(4),
-			// A pull request lives on the consumer's leader in NATS; when
-			// that node goes away the request goes with it, unnoticed
-			// until a heartbeat is missed. Short ones bound that stall.
-			jetstream.PullExpiry(5*time.Second),
-			jetstream.PullHeartbeat(time.Second),
-			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-				if ctx.Err() == nil {
-					d.log.Debug("spool: pull from NATS", "partition", p, "err", err)
-				}
-			}))
-		if err != nil {
-			d.log.Error("spool: cannot pull from the stream; this replica leaves the partition to the others", "partition", p, "err", err)
-			continue
 		}
 		pulls = append(pulls, cc)
 	}
@@ -215,9 +199,10 @@ func (d *jsDispatcher) run(ctx context.Context) {
 	}
 }
 
-// consumer creates or updates partition p's durable consumer, retrying
-// until it succeeds or ctx ends.
-func (d *jsDispatcher) consumer(ctx context.Context, p int) (jetstream.Consumer, error) {
+// pull creates or updates partition p's durable consumer and starts
+// pulling from it, retrying until it succeeds or ctx ends: a partition
+// nobody pulls from would wait for good.
+func (d *jsDispatcher) pull(ctx context.Context, p int) (jetstream.ConsumeContext, error) {
 	js := d.spooler.js
 	cfg := jetstream.ConsumerConfig{
 		Durable:       consumerName(d.name, p),
@@ -234,11 +219,27 @@ func (d *jsDispatcher) consumer(ctx context.Context, p int) (jetstream.Consumer,
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		cons, err := js.stream.CreateOrUpdateConsumer(cctx, cfg)
 		cancel()
+		var cc jetstream.ConsumeContext
 		if err == nil {
-			return cons, nil
+			cc, err = cons.Consume(d.receive(ctx),
+				jetstream.PullMaxMessages(4),
+				// A pull request lives on the consumer's leader in NATS;
+				// when that node goes away the request goes with it,
+				// unnoticed until a heartbeat is missed. Short ones bound
+				// that stall.
+				jetstream.PullExpiry(5*time.Second),
+				jetstream.PullHeartbeat(time.Second),
+				jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+					if ctx.Err() == nil {
+						d.log.Debug("spool: pull from NATS", "partition", p, "err", err)
+					}
+				}))
+		}
+		if err == nil {
+			return cc, nil
 		}
 		if failures == 1 {
-			d.log.Error("spool: cannot set up a consumer; retrying", "consumer", cfg.Durable, "err", err)
+			d.log.Error("spool: cannot pull from the stream; retrying", "consumer", cfg.Durable, "err", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -263,9 +263,16 @@ func TestSharedReplayCache(t *testing.T) {
 	srv := natsOnPort(t, -1, t.TempDir())
 	a := startConfig(t, jsSpoolConfig(t, srv.ClientURL(), ""))
 	b := startConfig(t, jsSpoolConfig(t, srv.ClientURL(), ""))
-	if code, _ := postEvent(t, http.DefaultClient, "http://"+a.Addr().String()+"/webhook", "task-r", 1); code != http.StatusOK {
+	code, id := postEvent(t, http.DefaultClient, "http://"+a.Addr().String()+"/webhook", "task-r", 1)
+	if code != http.StatusOK {
 		t.Fatalf("first delivery answered %d", code)
 	}
+	// The record goes out without being waited for; Browser Use's retry
+	// comes seconds later.
+	waitFor(t, "the id in the replay bucket", func() bool {
+		_, err := a.jsSpool.replay.kv.Get(context.Background(), id)
+		return err == nil
+	})
 	if code, _ := postEvent(t, http.DefaultClient, "http://"+b.Addr().String()+"/webhook", "task-r", 1); code != http.StatusOK {
 		t.Fatalf("the retry answered %d", code)
 	}
@@ -277,7 +284,7 @@ func TestSharedReplayCache(t *testing.T) {
 
 // TestJetStreamSpoolRefusesPartitionChange: messages laid out in one
 // partition count keep it until they are delivered.
-func TestJetStreamSpoolRefusesPartitionChange(t *testing.T) {
+func TestJetStreamSpoolPartitionChangeNeedsAnEmptyStream(t *testing.T) {
 	srv := natsOnPort(t, -1, t.TempDir())
 	cfg := jsSpoolConfig(t, srv.ClientURL(), "")
 	js, err := OpenJetStreamSpool(context.Background(), cfg, slog.New(slog.DiscardHandler))
@@ -292,6 +299,18 @@ func TestJetStreamSpoolRefusesPartitionChange(t *testing.T) {
 	_, err = OpenJetStreamSpool(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "spool.partitions") || !strings.Contains(err.Error(), "partitions: 4") {
 		t.Errorf("err = %v, want a spool.partitions error naming 4", err)
+	}
+	// Once nothing waits, the count may change.
+	if err := js.stream.Purge(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	js8, err := OpenJetStreamSpool(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("with the stream empty: %v", err)
+	}
+	defer js8.Close()
+	if got := js8.stream.CachedInfo().Config.Metadata[partitionsKey]; got != "8" {
+		t.Errorf("the stream records %q partitions, want 8", got)
 	}
 }
 

@@ -99,7 +99,7 @@ func parseOptions(args []string, stdout io.Writer) (*options, error) {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	fs.StringVar(&o.sink, "sink", "nats", "broker to deliver to: nats (a JetStream server in the load tool), embedded (hookbridge's own, as config.yaml; bare-js then embeds one too), kafka or sqs")
-	fs.StringVar(&o.delivery, "delivery", "sync", "hookbridge delivery mode: sync, spool, or jetstream (spool with backend jetstream on the load tool's nats-server; needs -sink nats)")
+	fs.StringVar(&o.delivery, "delivery", "sync", "hookbridge delivery mode: sync, spool, or jetstream (the scale-out setup: spool backend jetstream and replay_cache nats on the load tool's nats-server; needs -sink nats)")
 	fs.IntVar(&o.n, "n", 30000, "deliveries to send to each receiver, over all rounds")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds in which the trivial server and hookbridge take turns")
 	fs.IntVar(&o.conns, "c", 64, "keep-alive connections")
@@ -420,15 +420,18 @@ func startProfiles(ctx context.Context, admin, dir string) func() error {
 // loadConfig is the hookbridge config for a run: one source, every
 // status routed to the peer.
 func loadConfig(o *options, p peer, spoolDir string) string {
-	delivery, spool := o.delivery, fmt.Sprintf("dir: %q", spoolDir)
+	delivery, spool, replay := o.delivery, fmt.Sprintf("dir: %q", spoolDir), "memory"
 	if np, ok := p.(*natsPeer); ok && o.delivery == "jetstream" {
-		delivery, spool = "spool", fmt.Sprintf("backend: jetstream\n  url: %q", np.srv.ClientURL())
+		// The scale-out setup: the shared spool and the shared replay
+		// bucket, on the load tool's nats-server.
+		delivery, spool, replay = "spool", fmt.Sprintf("backend: jetstream\n  url: %q", np.srv.ClientURL()), "nats"
 	}
 	return fmt.Sprintf(`# Written by hookbridge-load.
 server:
   listen: "127.0.0.1:0"
   admin_listen: "127.0.0.1:0"
   pprof: %t
+  replay_cache: %s
 delivery: %s
 spool:
   %s
@@ -443,7 +446,7 @@ routes:
     status: ["*"]
     to:
       - {sink: bus, %s}
-`, o.profile != "", delivery, spool, p.sinkYAML(), p.target())
+`, o.profile != "", replay, delivery, spool, p.sinkYAML(), p.target())
 }
 
 func (r *report) print(w io.Writer, o *options) {

@@ -80,3 +80,15 @@ func TestSpoolCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestSpoolCommandsNameTheStream: with backend jetstream there is no local
+// spool to open; the command says where the spool is and how to see it.
+func TestSpoolCommandsNameTheStream(t *testing.T) {
+	config := "../../bridge/testdata/config/ok-jetstream.yaml"
+	env := map[string]string{"BROWSER_USE_WEBHOOK_SECRET": "whsec_x"}
+	code, _, stderr := runCmd(t, "", env, "spool", "ls", "-config", config)
+	want := "nats stream view HOOKBRIDGE_SPOOL --subject 'hookbridge.spool.dead.>'"
+	if code != 1 || !strings.Contains(stderr, "stream HOOKBRIDGE_SPOOL") || !strings.Contains(stderr, want) || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("spool ls: exit %d, stderr %q; want 1 and one line naming the stream and %q", code, stderr, want)
+	}
+}
