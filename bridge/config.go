@@ -25,9 +25,10 @@ import (
 type Config struct {
 	Server ServerConfig `yaml:"server"`
 	// Delivery is what a 200 answer waits for: "spool" (the default) once
-	// the event is fsynced in the local spool, which delivers it in the
-	// background with retries; "sync" once every sink confirmed it. A
-	// route may override it.
+	// the event is kept in the spool (fsynced in the local one, or stored
+	// by NATS in the jetstream one), which delivers it in the background
+	// with retries; "sync" once every sink confirmed it. A route may
+	// override it.
 	Delivery string         `yaml:"delivery"`
 	Spool    SpoolConfig    `yaml:"spool"`
 	Sources  []SourceConfig `yaml:"sources"`

@@ -340,6 +340,17 @@ func TestJetStreamSpoolReload(t *testing.T) {
 	post(30, 60)
 	waitFor(t, "every event in the sink's stream", func() bool { return streamCount(t, srv.ClientURL(), "HOOKBRIDGE") == len(acked) })
 	checkDelivered(t, streamEvents(t, srv.ClientURL()), acked)
+
+	// With no route spooling any more, what the stream still holds is
+	// delivered all the same.
+	sync := jsSpoolConfig(t, srv.ClientURL(), "")
+	sync.Routes[0].Delivery = DeliverySync
+	if err := svc.Reload(context.Background(), sync); err != nil {
+		t.Fatal(err)
+	}
+	if svc.Spooler() == nil {
+		t.Error("no dispatchers after a reload to sync delivery: the stream's messages would wait")
+	}
 }
 
 // TestJetStreamSpoolStopsWithNATSDown: a replica cut off from NATS still

@@ -176,7 +176,9 @@ func (s *Service) build(ctx context.Context, cfg *Config, prev *generation) (*ge
 		sp := NewSpooler(cfg, s.store, g.sinks, s.log, nil)
 		sp.metrics = s.Metrics
 		g.spooler, d = sp, sp
-	case s.jsSpool != nil && cfg.UsesSpool():
+	case s.jsSpool != nil && s.jsSpool.stream != nil:
+		// Like the local spool's, the dispatchers run even when no route
+		// spools any more: what the stream holds still goes out.
 		sp := NewJetStreamSpooler(cfg, s.jsSpool, g.sinks, s.log)
 		sp.metrics = s.Metrics
 		g.spooler, d = sp, sp
