@@ -95,9 +95,10 @@ func OpenJetStreamSpool(ctx context.Context, cfg *Config, log *slog.Logger) (*Je
 }
 
 // setUp runs f, which creates something the spool needs in NATS, until it
-// succeeds or fails for a reason other than a timeout. On a fresh cluster
-// replicas that start together race to create the same stream, and the
-// requests of the ones that lose can time out instead of finding it.
+// succeeds or fails for a reason other than a race or a timeout. On a
+// fresh cluster replicas that start together race to create the same
+// stream, and the requests of the ones that lose can time out, or find it
+// half made, instead of finding it.
 func setUp(ctx context.Context, log *slog.Logger, f func(context.Context) error) error {
 	const attempts = 6
 	for attempt := 1; ; attempt++ {
@@ -106,13 +107,17 @@ func setUp(ctx context.Context, log *slog.Logger, f func(context.Context) error)
 		actx, cancel := context.WithTimeout(ctx, time.Duration(attempt)*2*time.Second)
 		err := f(actx)
 		cancel()
+		// The not-found and exists errors are another replica's create
+		// half done: it is there a moment later.
 		transient := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, natsgo.ErrTimeout) ||
-			errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse)
+			errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) ||
+			errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) ||
+			errors.Is(err, jetstream.ErrBucketExists)
 		if err == nil || !transient || attempt == attempts || ctx.Err() != nil {
 			return err
 		}
 		wait := time.Duration(attempt)*250*time.Millisecond + rand.N(250*time.Millisecond)
-		log.Warn("spool: setting up in NATS timed out; trying again", "err", err, "attempt", attempt, "wait", wait)
+		log.Warn("spool: setting up in NATS failed; trying again", "err", err, "attempt", attempt, "wait", wait)
 		select {
 		case <-ctx.Done():
 			return err

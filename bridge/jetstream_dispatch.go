@@ -238,7 +238,7 @@ func (d *jsDispatcher) pull(ctx context.Context, p int) (jetstream.ConsumeContex
 		if err == nil {
 			return cc, nil
 		}
-		if failures == 1 {
+		if failures == 1 && ctx.Err() == nil {
 			d.log.Error("spool: cannot pull from the stream; retrying", "consumer", cfg.Durable, "err", err)
 		}
 		select {

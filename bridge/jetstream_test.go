@@ -364,7 +364,9 @@ func TestJetStreamSpoolStopsWithNATSDown(t *testing.T) {
 	}
 	srv.Shutdown()
 	srv.WaitForShutdown()
-	waitFor(t, "the spool to notice", func() bool { return svc.Ready() != nil })
+	waitFor(t, "the spool and the sink to notice", func() bool {
+		return svc.Ready() != nil && sinkReady(svc.Sinks()["bus"]) != nil
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if err := svc.Shutdown(ctx); err != nil {
