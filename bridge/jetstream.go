@@ -53,6 +53,28 @@ const partitionsKey = "hookbridge_partitions"
 // (and with server.replay_cache: nats, the KV bucket) exists with cfg's
 // settings.
 func OpenJetStreamSpool(ctx context.Context, cfg *Config, log *slog.Logger) (*JetStreamSpool, error) {
+	j, err := connectJetStream(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	nc := j.nc
+	if cfg.UsesSpool() {
+		if err := setUp(ctx, log, j.ensureStream); err != nil {
+			nc.Close()
+			return nil, err
+		}
+	}
+	if cfg.Server.ReplayCache == ReplayNATS {
+		if err := setUp(ctx, log, func(ctx context.Context) error { return j.ensureReplayBucket(ctx, cfg) }); err != nil {
+			nc.Close()
+			return nil, err
+		}
+	}
+	return j, nil
+}
+
+// connectJetStream connects to cfg.Spool.URL.
+func connectJetStream(cfg *Config, log *slog.Logger) (*JetStreamSpool, error) {
 	c := cfg.Spool
 	opts := []natsgo.Option{
 		natsgo.Name("hookbridge-spool"),
@@ -78,20 +100,7 @@ func OpenJetStreamSpool(ctx context.Context, cfg *Config, log *slog.Logger) (*Je
 		nc.Close()
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	j := &JetStreamSpool{cfg: c, nc: nc, js: js, log: log}
-	if cfg.UsesSpool() {
-		if err := setUp(ctx, log, j.ensureStream); err != nil {
-			nc.Close()
-			return nil, err
-		}
-	}
-	if cfg.Server.ReplayCache == ReplayNATS {
-		if err := setUp(ctx, log, func(ctx context.Context) error { return j.ensureReplayBucket(ctx, cfg) }); err != nil {
-			nc.Close()
-			return nil, err
-		}
-	}
-	return j, nil
+	return &JetStreamSpool{cfg: c, nc: nc, js: js, log: log}, nil
 }
 
 // setUp runs f, which creates something the spool needs in NATS, until it

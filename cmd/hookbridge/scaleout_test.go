@@ -42,16 +42,7 @@ func TestTwoReplicasShareTheJetStreamSpool(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
-		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(ns.Shutdown) // runs after the replicas' cleanups
+	ns := startNATS(t) // its cleanup runs after the replicas'
 
 	// One config for both replicas; only the listen address, from the
 	// environment, differs.
@@ -293,4 +284,21 @@ func sinkEvents(t *testing.T, ctx context.Context, js jetstream.JetStream) []sin
 		out = append(out, sinkEvent{ce.ID, ce.Data.TaskID, seq})
 	}
 	return out
+}
+
+// startNATS runs a JetStream nats-server on a free port until the test
+// ends.
+func startNATS(t *testing.T) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
+		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	return ns
 }

@@ -511,6 +511,7 @@ func TestSecretLeak(t *testing.T) {
 			dir+"/spool", filepath.Join(dir, "spool"+strconv.Itoa(i)), dir+"/nats", filepath.Join(dir, "nats"+strconv.Itoa(i))).Replace(cfg)
 		p := write("startfail.yaml", cfg)
 		runAll(bg, "check "+b.name, "", "check", "-config", p)
+		runAll(bg, "spool ls "+b.name, "", "spool", "ls", "-config", p)
 		sctx, scancel := context.WithTimeout(bg, 2*time.Minute) // a bound, not an assertion
 		if code, _, stderr := runAll(sctx, "serve "+b.name, "", "serve", "-config", p, "-log-level", "debug"); code != 1 {
 			t.Errorf("serve %s: exit %d, want 1: %s", b.name, code, stderr)

@@ -21,8 +21,10 @@ var spoolCmd = &command{
 	actions:   []string{"ls", "replay", "drop"},
 	takesArgs: true,
 	long: `
-Spool works on the durable spool of the config (spool.dir) while serve is
-stopped: the spool file is locked by a running hookbridge.
+Spool works on the durable spool of the config: the local spool file
+(spool.dir) while serve is stopped, since a running hookbridge locks it;
+or, with spool.backend: jetstream, the shared stream while the replicas
+run (SEQ is then the stream sequence).
 
 	hookbridge spool ls              messages waiting, per sink, oldest first
 	hookbridge spool ls -dead        dead letters, with why they died
@@ -48,23 +50,25 @@ SEQ is the number ls prints in its first column.`,
 			if err != nil {
 				return fail(e, "spool", err)
 			}
-			if c := cfg.Spool; c.Backend == bridge.SpoolJetStream {
-				return fail(e, "spool", fmt.Errorf("spool.backend is jetstream: the spool is stream %s on your NATS, shared by every replica; "+
-					"see it with `nats stream info %s`, the dead letters with `nats stream view %s --subject '%s.dead.>'`", c.Stream, c.Stream, c.Stream, c.SubjectPrefix))
+			var st spoolAdmin
+			if cfg.Spool.Backend == bridge.SpoolJetStream {
+				st, err = bridge.OpenJetStreamAdmin(ctx, cfg)
+			} else {
+				st, err = bridge.OpenSpool(cfg)
 			}
-			st, err := bridge.OpenSpool(cfg)
 			if err != nil {
 				return fail(e, "spool", err)
 			}
 			defer st.Close()
+			shared := cfg.Spool.Backend == bridge.SpoolJetStream
 			switch e.action {
 			case "ls":
 				if len(seqs) > 0 {
 					return fail(e, "spool", usagef("ls takes no SEQ"))
 				}
-				err = spoolList(e, st, *dead, *sinkName, *limit)
+				err = spoolList(e, st, *dead, *sinkName, *limit, shared)
 			case "replay":
-				err = spoolReplay(e, st, seqs, *all)
+				err = spoolReplay(e, st, seqs, *all, shared)
 			case "drop":
 				err = spoolDrop(e, st, seqs, *all, *pending, *sinkName)
 			}
@@ -88,7 +92,19 @@ func parseSeqs(args []string) ([]uint64, error) {
 	return seqs, nil
 }
 
-func spoolList(e env, st *spool.Store, dead bool, sinkName string, limit int) error {
+// spoolAdmin is what these commands need of a spool: the local file
+// (*spool.Store) or the shared stream (*bridge.JetStreamAdmin).
+type spoolAdmin interface {
+	Stats() (spool.Stats, error)
+	Pending(sink string, after uint64, n int) ([]spool.Record, error)
+	Dead(after uint64, n int) ([]spool.Record, error)
+	Replay(seqs []uint64) (int, error)
+	Drop(seqs []uint64) (int, error)
+	DropPending(sink string, seqs []uint64) (int, error)
+	Close() error
+}
+
+func spoolList(e env, st spoolAdmin, dead bool, sinkName string, limit int, shared bool) error {
 	stats, err := st.Stats()
 	if err != nil {
 		return err
@@ -129,17 +145,22 @@ func spoolList(e env, st *spool.Store, dead bool, sinkName string, limit int) er
 		if sinkName != "" && r.Sink != sinkName {
 			continue
 		}
-		when, why := time.Since(r.Received).Round(time.Second).String(), r.LastError
-		if dead {
+		when, why, attempts := time.Since(r.Received).Round(time.Second).String(), r.LastError, strconv.Itoa(r.Attempts)
+		switch {
+		case dead:
 			when, why = r.Died.UTC().Format(time.RFC3339), r.Reason
+		case shared:
+			// NATS counts a waiting message's attempts, not the record:
+			// nats consumer info hookbridge_<sink>_<partition> shows them.
+			attempts = "-"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Seq, r.Sink, orDash(r.Message.Target),
-			orDash(r.Message.Key), r.Message.ID, r.Attempts, when, orDash(oneLine(why)))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, r.Sink, orDash(r.Message.Target),
+			orDash(r.Message.Key), r.Message.ID, attempts, when, orDash(oneLine(why)))
 	}
 	return tw.Flush()
 }
 
-func spoolReplay(e env, st *spool.Store, seqs []uint64, all bool) error {
+func spoolReplay(e env, st spoolAdmin, seqs []uint64, all, shared bool) error {
 	seqs, err := pickDead(st, seqs, all)
 	if err != nil {
 		return err
@@ -148,14 +169,26 @@ func spoolReplay(e env, st *spool.Store, seqs []uint64, all bool) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "%d dead letters back in line: the next serve delivers them\n", n)
+	who := "the next serve delivers them"
+	if shared {
+		who = "the running replicas deliver them"
+	}
+	fmt.Fprintf(e.stdout, "%d dead letters back in line: %s\n", n, who)
 	return nil
 }
 
-func spoolDrop(e env, st *spool.Store, seqs []uint64, all, pending bool, sinkName string) error {
+func spoolDrop(e env, st spoolAdmin, seqs []uint64, all, pending bool, sinkName string) error {
 	if pending {
 		if sinkName == "" {
 			return usagef("drop -pending needs -sink NAME")
+		}
+		if p, ok := st.(interface{ PurgePending(string) (int, error) }); ok && all && len(seqs) == 0 {
+			n, err := p.PurgePending(sinkName)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "every waiting message of sink %q dropped (%d were waiting)\n", sinkName, n)
+			return nil
 		}
 		if all {
 			recs, err := st.Pending(sinkName, 0, 1<<30)
@@ -189,7 +222,7 @@ func spoolDrop(e env, st *spool.Store, seqs []uint64, all, pending bool, sinkNam
 }
 
 // pickDead returns seqs, or with all every dead letter's.
-func pickDead(st *spool.Store, seqs []uint64, all bool) ([]uint64, error) {
+func pickDead(st spoolAdmin, seqs []uint64, all bool) ([]uint64, error) {
 	switch {
 	case all && len(seqs) > 0:
 		return nil, usagef("give SEQs or -all, not both")

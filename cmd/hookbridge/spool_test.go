@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -8,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/hookbridge/hookbridge/bridge"
 	"github.com/hookbridge/hookbridge/bridge/spool"
 	"github.com/hookbridge/hookbridge/sinks"
 )
@@ -81,14 +87,80 @@ func TestSpoolCommands(t *testing.T) {
 	}
 }
 
-// TestSpoolCommandsNameTheStream: with backend jetstream there is no local
-// spool to open; the command says where the spool is and how to see it.
-func TestSpoolCommandsNameTheStream(t *testing.T) {
-	config := "../../bridge/testdata/config/ok-jetstream.yaml"
-	env := map[string]string{"BROWSER_USE_WEBHOOK_SECRET": "whsec_x"}
-	code, _, stderr := runCmd(t, "", env, "spool", "ls", "-config", config)
-	want := "nats stream view HOOKBRIDGE_SPOOL --subject 'hookbridge.spool.dead.>'"
-	if code != 1 || !strings.Contains(stderr, "stream HOOKBRIDGE_SPOOL") || !strings.Contains(stderr, want) || strings.Count(stderr, "\n") != 1 {
-		t.Errorf("spool ls: exit %d, stderr %q; want 1 and one line naming the stream and %q", code, stderr, want)
+// TestSpoolCommandsOnTheJetStreamSpool lists, replays and drops on the
+// shared stream of spool.backend: jetstream, as on a local spool file.
+func TestSpoolCommandsOnTheJetStreamSpool(t *testing.T) {
+	ns := startNATS(t)
+	config := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf(`
+spool: {backend: jetstream, url: %[1]q, partitions: 4}
+sources: [{name: browser-use, secrets: ["whsec_x"]}]
+sinks: [{name: bus, type: nats, url: %[1]q, jetstream: true}]
+routes: [{name: all, status: ["*"], to: [{sink: bus, subject: "task.{status}"}]}]
+`, ns.ClientURL())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	spoolCmd := func(args ...string) (int, string, string) {
+		return runCmd(t, "", nil, append([]string{"spool"}, append(args[:1:1], append([]string{"-config", config}, args[1:]...)...)...)...)
+	}
+	if code, _, stderr := spoolCmd("ls"); code != 1 || !strings.Contains(stderr, "no stream HOOKBRIDGE_SPOOL") {
+		t.Errorf("ls before any replica ran: exit %d, %q", code, stderr)
+	}
+
+	// What replicas would have left: one waiting message, two dead letters.
+	cfg, err := bridge.LoadConfig(config, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := bridge.OpenJetStreamSpool(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js.Close()
+	nc, err := natsgo.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	put := func(subject, id, reason string) {
+		r := spool.Record{Sink: "bus", Message: sinks.Message{Target: "task.paused", Key: "t-" + id, ID: id, Body: []byte("{}")},
+			Received: time.Now(), Attempts: 3, Reason: reason}
+		if reason != "" {
+			r.Died = time.Now()
+		}
+		if err := nc.Publish(subject, spool.Marshal(&r)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("hookbridge.spool.q.bus.3", "w1", "")
+	put("hookbridge.spool.dead.bus", "d1", "the sink refuses it: too large")
+	put("hookbridge.spool.dead.bus", "d2", "undelivered after 3 attempts: down")
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	steps := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"ls"}, []string{"waiting: 1 messages", "dead letters: 2", "\nSEQ ", "\n1 ", " w1 ", " - "}},
+		{[]string{"ls", "-dead"}, []string{"\n2 ", " d1 ", "the sink refuses it: too large", "\n3 ", " d2 "}},
+		{[]string{"replay", "2"}, []string{"1 dead letters back in line: the running replicas deliver them"}},
+		{[]string{"ls"}, []string{"waiting: 2 messages", "dead letters: 1", " d1 "}},
+		{[]string{"drop", "-all"}, []string{"1 dead letters dropped"}},
+		{[]string{"drop", "-pending", "-sink", "bus", "-all"}, []string{`every waiting message of sink "bus" dropped (2 were waiting)`}},
+		{[]string{"ls"}, []string{"waiting: 0 messages", "dead letters: 0"}},
+	}
+	for _, st := range steps {
+		code, stdout, stderr := spoolCmd(st.args...)
+		t.Logf("spool %s:\n%s", strings.Join(st.args, " "), stdout)
+		if code != 0 {
+			t.Fatalf("spool %s: exit %d: %s", strings.Join(st.args, " "), code, stderr)
+		}
+		for _, w := range st.want {
+			if !strings.Contains(stdout, w) {
+				t.Errorf("spool %s: output lacks %q:\n%s", strings.Join(st.args, " "), w, stdout)
+			}
+		}
 	}
 }
