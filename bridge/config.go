@@ -93,7 +93,8 @@ type SpoolConfig struct {
 	MaxAge time.Duration `yaml:"max_age"`
 	// Duplicates is the window in which the stream drops a message whose
 	// Nats-Msg-Id it has seen: a sender's retry that another replica takes
-	// is kept once. Default 5m.
+	// is kept once. Default: the longest replay window of the sources
+	// (their tolerance, or server.replay_window), at least 2m.
 	Duplicates time.Duration `yaml:"duplicates"`
 	// Partitions is how many ordered lanes each sink's messages are split
 	// into by a hash of the task id: one message per lane is in flight at
@@ -374,7 +375,6 @@ func (c *Config) SetDefaults() {
 		setDefault(&sp.Replicas, 1)
 		setDefault(&sp.Storage, "file")
 		setDefault(&sp.MaxAge, 7*24*time.Hour)
-		setDefault(&sp.Duplicates, 5*time.Minute)
 		setDefault(&sp.Partitions, 16)
 		setDefault(&sp.AckWait, 30*time.Second)
 		setDefault(&sp.ReplayBucket, "hookbridge_replay")
@@ -416,6 +416,15 @@ func (c *Config) SetDefaults() {
 		if src.Tolerance == nil {
 			d := DefaultTolerance
 			src.Tolerance = &d
+		}
+	}
+	if sp.Backend == SpoolJetStream && sp.Duplicates == 0 {
+		// As long as a sender may retry and be accepted: then a retry
+		// that another replica takes is stored once, even without
+		// replay_cache: nats.
+		sp.Duplicates = 2 * time.Minute
+		for _, src := range c.Sources {
+			sp.Duplicates = max(sp.Duplicates, replayWindow(c, src))
 		}
 	}
 	for _, sk := range c.Sinks {

@@ -71,6 +71,30 @@ func TestLoadJetStreamSpool(t *testing.T) {
 	if cfg.Server.ReplayCache != ReplayNATS {
 		t.Errorf("server.replay_cache = %q", cfg.Server.ReplayCache)
 	}
+
+	// duplicates follows the longest replay window, at least 2m.
+	for _, tc := range []struct {
+		sources string
+		want    time.Duration
+	}{
+		{`[{name: a, secrets: [x], tolerance: 30m}, {name: b, path: /b, secrets: [x]}]`, 30 * time.Minute},
+		{`[{name: a, secrets: [x], tolerance: 0}]`, 5 * time.Minute}, // server.replay_window's default
+		{`[{name: a, secrets: [x], tolerance: 30s}]`, 2 * time.Minute},
+	} {
+		yaml := `
+spool: {backend: jetstream, url: "nats://n:4222"}
+sources: ` + tc.sources + `
+sinks: [{name: bus, type: nats, url: "nats://n:4222"}]
+routes: [{name: all, status: ["*"], to: [{sink: bus, subject: t}]}]
+`
+		cfg, err := ParseConfig("dup.yaml", []byte(yaml), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Spool.Duplicates != tc.want {
+			t.Errorf("sources %s: duplicates %v, want %v", tc.sources, cfg.Spool.Duplicates, tc.want)
+		}
+	}
 }
 
 func TestLoadWorkedExample(t *testing.T) {

@@ -182,10 +182,35 @@ func (j *JetStreamSpool) ensureStream(ctx context.Context) error {
 			return fmt.Errorf("spool.partitions: stream %s holds %d waiting messages laid out in %s partitions; run with partitions: %s until it is empty, then change it", c.Stream, st.Pending, p, p)
 		}
 		j.log.Info("spool: the stream is empty; changing its partition count", "from", p, "to", c.Partitions)
+		if err := j.dropLanesFrom(ctx, c.Partitions); err != nil {
+			return err
+		}
 	}
 	if !sameStreamConfig(have, want) {
 		if j.stream, err = j.js.UpdateStream(ctx, want); err != nil {
 			return fmt.Errorf("spool: update stream %s to the config's limits: %w", c.Stream, err)
+		}
+	}
+	return nil
+}
+
+// dropLanesFrom deletes the consumers of partitions n and up, which a
+// smaller partition count leaves without messages.
+func (j *JetStreamSpool) dropLanesFrom(ctx context.Context, n int) error {
+	names := j.stream.ConsumerNames(ctx)
+	var stale []string
+	for name := range names.Name() {
+		i := strings.LastIndexByte(name, '_')
+		if p, err := strconv.Atoi(name[i+1:]); strings.HasPrefix(name, "hookbridge_") && err == nil && p >= n {
+			stale = append(stale, name)
+		}
+	}
+	if err := names.Err(); err != nil {
+		return fmt.Errorf("spool: list the stream's consumers: %w", err)
+	}
+	for _, name := range stale {
+		if err := j.stream.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("spool: delete consumer %s of a partition no longer used: %w", name, err)
 		}
 	}
 	return nil

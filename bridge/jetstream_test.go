@@ -312,6 +312,29 @@ func TestJetStreamSpoolPartitionChangeNeedsAnEmptyStream(t *testing.T) {
 	if got := js8.stream.CachedInfo().Config.Metadata[partitionsKey]; got != "8" {
 		t.Errorf("the stream records %q partitions, want 8", got)
 	}
+
+	// Down to 2: the consumers of lanes 2 to 7 go with them.
+	sp := NewJetStreamSpooler(cfg, js8, map[string]sinks.Sink{"bus": &faultySink{}}, slog.New(slog.DiscardHandler))
+	sp.Start(context.Background())
+	consumers := func() []string {
+		var names []string
+		for name := range js8.stream.ConsumerNames(context.Background()).Name() {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		return names
+	}
+	waitFor(t, "8 consumers", func() bool { return len(consumers()) == 8 })
+	sp.Stop()
+	cfg.Spool.Partitions = 2
+	js2, err := OpenJetStreamSpool(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer js2.Close()
+	if got, want := consumers(), []string{"hookbridge_bus_0", "hookbridge_bus_1"}; !slices.Equal(got, want) {
+		t.Errorf("consumers %v, want %v", got, want)
+	}
 }
 
 // TestJetStreamSpoolReload: a reload stops one generation's dispatchers
