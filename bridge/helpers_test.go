@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -65,20 +66,34 @@ func readAll(t *testing.T, js jetstream.JetStream, name string) []jetstream.Msg 
 	if err != nil || info.State.Msgs == 0 {
 		return nil
 	}
+	// Right after a NATS node stopped, a fetch can come back short while
+	// the cluster settles: read again, a few times.
+	var problem string
+	for range 5 {
+		out, err := fetchAll(ctx, st, int(info.State.Msgs))
+		if err == nil && len(out) == int(info.State.Msgs) {
+			return out
+		}
+		problem = fmt.Sprintf("fetched %d of the %d messages of stream %s (%v)", len(out), info.State.Msgs, name, err)
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatal(problem)
+	return nil
+}
+
+// fetchAll reads the first n messages of st with an ordered consumer.
+func fetchAll(ctx context.Context, st jetstream.Stream, n int) ([]jetstream.Msg, error) {
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	batch, err := cons.Fetch(int(info.State.Msgs), jetstream.FetchMaxWait(10*time.Second))
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(10*time.Second))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	var out []jetstream.Msg
 	for m := range batch.Messages() {
 		out = append(out, m)
 	}
-	if len(out) != int(info.State.Msgs) {
-		t.Fatalf("fetched %d of the %d messages of stream %s", len(out), info.State.Msgs, name)
-	}
-	return out
+	return out, batch.Error()
 }
