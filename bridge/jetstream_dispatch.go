@@ -136,7 +136,7 @@ type jsDispatcher struct {
 	name           string
 	sink           sinks.Sink
 	retry          RetryConfig
-	deadSink       string // "" when dead letters wait on <prefix>.dead.<sink>
+	deadSink       string // "": dead letters are only kept on <prefix>.dead.<sink>
 	deadTarget     string
 	publishTimeout time.Duration
 	log            *slog.Logger
@@ -358,28 +358,28 @@ func (d *jsDispatcher) deliver(ctx context.Context, batch []pulled) {
 	}
 }
 
-// kill dead-letters a message: a copy goes to the sink's dead-letter
-// target (through the stream, like any message) or, without one or for a
-// dead letter that died, to <prefix>.dead.<sink>; only once NATS
-// acknowledged the copy is the message taken off its partition.
+// kill dead-letters a message, as the local spool does: it is kept, with
+// its reason, on <prefix>.dead.<sink> (where spool ls -dead and spool
+// replay find it), and when the sink has a dead-letter target a copy goes
+// there through the stream, like any message. Only once NATS acknowledged
+// both is the message taken off its partition.
 func (d *jsDispatcher) kill(m jetstream.Msg, r spool.Record, attempts int, reason string) {
 	js := d.spooler.js
 	now := time.Now()
-	var copy jsRecord
+	copies := make([]jsRecord, 0, 2)
 	if d.deadSink != "" && !r.DeadLetter {
 		msg := deadLetterCopy(r.Message, d.deadTarget, d.name, reason)
-		copy = jsRecord{
+		copies = append(copies, jsRecord{
 			subject: js.subject(d.deadSink, js.partition(r.Message.Key, r.Message.ID)),
 			msgID:   r.Message.ID + ":" + d.deadSink + ":" + d.deadTarget,
 			rec:     spool.Record{Sink: d.deadSink, Message: msg, Received: now, DeadLetter: true},
-		}
-	} else {
-		r.Attempts, r.Reason, r.Died, r.LastError = attempts, reason, now, reason
-		copy = jsRecord{subject: js.deadSubject(d.name), msgID: r.Message.ID + ":" + d.name + ":" + r.Message.Target + ":dead", rec: r}
+		})
 	}
+	r.Attempts, r.Reason, r.Died, r.LastError = attempts, reason, now, reason
+	copies = append(copies, jsRecord{subject: js.deadSubject(d.name), msgID: r.Message.ID + ":" + d.name + ":" + r.Message.Target + ":dead", rec: r})
 	ctx, cancel := context.WithTimeout(context.Background(), d.publishTimeout)
 	defer cancel()
-	if err := js.append(ctx, []jsRecord{copy}); err != nil {
+	if err := js.append(ctx, copies); err != nil {
 		d.log.Error("spool: could not store a dead letter; the message stays and is tried again", "id", r.Message.ID, "err", err)
 		_ = m.NakWithDelay(backoff(d.retry, attempts))
 		return

@@ -220,9 +220,10 @@ func TestJetStreamSpoolDeadLetters(t *testing.T) {
 	if confirmedIDs(dead)[0] != "bad-1" {
 		t.Errorf("dead-letter target got %v", confirmedIDs(dead))
 	}
-	waitFor(t, "one dead letter kept for other", func() bool {
+	// Both are kept as dead letters too, as in the local spool.
+	waitFor(t, "a dead letter kept for each sink", func() bool {
 		st, err := js.readStats(context.Background())
-		return err == nil && st.Dead == 1 && st.Pending == 0
+		return err == nil && st.Dead == 2 && st.Pending == 0
 	})
 	// A dead letter, kept for days, is not the oldest waiting message.
 	if st, _ := js.readStats(context.Background()); !st.Oldest.IsZero() {
