@@ -680,10 +680,8 @@ func (c *Config) validateJetStreamSpool() []error {
 	case s.URL == "embedded":
 		add("spool.url", "embedded is one process's NATS: every replica must reach the same cluster; write nats://host:4222")
 	default:
-		for _, u := range strings.Split(s.URL, ",") {
-			if err := natssink.CheckURL(strings.TrimSpace(u)); err != nil {
-				add("spool.url", "%v", err)
-			}
+		for _, err := range natssink.CheckURLs(s.URL) {
+			add("spool.url", "%v", err)
 		}
 	}
 	if s.Password != "" && s.User == "" {

@@ -78,11 +78,7 @@ func (s *Spooler) Deliver(ctx context.Context, ev *Event, deliveries []Delivery)
 			now = append(now, d)
 			continue
 		}
-		records = append(records, spool.Record{
-			Sink:     d.Sink,
-			Message:  sinks.Message{Target: d.Target, Key: ev.TaskID, ID: ev.ID, Attrs: ev.Attrs, Body: ev.JSON},
-			Received: received,
-		})
+		records = append(records, recordOf(ev, d, received))
 	}
 	if len(records) > 0 {
 		if err := s.store.Append(records); err != nil {
@@ -250,18 +246,7 @@ func (d *dispatcher) collect() (due []spool.Record, next time.Time, err error) {
 }
 
 func (d *dispatcher) deliver(ctx context.Context, recs []spool.Record) {
-	msgs := make([]sinks.Message, len(recs))
-	for i, r := range recs {
-		msgs[i] = r.Message
-	}
-	var err error
-	if d.sink == nil {
-		err = errors.New("no such sink in the config")
-	} else {
-		pctx, cancel := context.WithTimeout(ctx, d.publishTimeout)
-		err = d.sink.Publish(pctx, msgs)
-		cancel()
-	}
+	err := publishRecords(ctx, d.sink, d.publishTimeout, recs)
 	now := d.now()
 	var done []uint64
 	for i, r := range recs {
@@ -356,6 +341,30 @@ func (c *counters) countDead(sink string) {
 	if c.metrics != nil {
 		c.metrics.deadLetters.WithLabelValues(sink).Inc()
 	}
+}
+
+// recordOf is the spool record of ev's delivery d, accepted at received.
+func recordOf(ev *Event, d Delivery, received time.Time) spool.Record {
+	return spool.Record{
+		Sink:     d.Sink,
+		Message:  sinks.Message{Target: d.Target, Key: ev.TaskID, ID: ev.ID, Attrs: ev.Attrs, Body: ev.JSON},
+		Received: received,
+	}
+}
+
+// publishRecords is a dispatcher's one publish of a round, for both
+// spools: recs' messages to sink, within timeout.
+func publishRecords(ctx context.Context, sink sinks.Sink, timeout time.Duration, recs []spool.Record) error {
+	if sink == nil {
+		return errors.New("no such sink in the config")
+	}
+	msgs := make([]sinks.Message, len(recs))
+	for i, r := range recs {
+		msgs[i] = r.Message
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return sink.Publish(ctx, msgs)
 }
 
 // giveUp returns why a message that failed with e on its attempt-th

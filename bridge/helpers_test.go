@@ -34,11 +34,10 @@ func startYAML(t *testing.T, name, yaml string, lookupEnv func(string) (string, 
 	return startConfig(t, cfg)
 }
 
-// busStream connects to the NATS sink named "bus" and returns the
-// HOOKBRIDGE stream.
-func busStream(t *testing.T, svc *Service) jetstream.Stream {
+// natsJS connects to the NATS at url until the test ends.
+func natsJS(t *testing.T, url string) jetstream.JetStream {
 	t.Helper()
-	nc, err := natsgo.Connect(Unwrap(svc.Sinks()["bus"]).(*natssink.Sink).ClientURL())
+	nc, err := natsgo.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,6 +46,14 @@ func busStream(t *testing.T, svc *Service) jetstream.Stream {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return js
+}
+
+// busStream connects to the NATS sink named "bus" and returns the
+// HOOKBRIDGE stream.
+func busStream(t *testing.T, svc *Service) jetstream.Stream {
+	t.Helper()
+	js := natsJS(t, Unwrap(svc.Sinks()["bus"]).(*natssink.Sink).ClientURL())
 	stream, err := js.Stream(context.Background(), "HOOKBRIDGE")
 	if err != nil {
 		t.Fatal(err)

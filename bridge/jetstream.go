@@ -29,9 +29,9 @@ import (
 // id; its body is the local spool's record format (bridge/spool). Each
 // (sink, partition) has a durable pull consumer with MaxAckPending 1 that
 // all replicas pull from, so a task's messages go out one at a time and
-// in order, whichever replica takes each. Dead letters without a
-// dead-letter target wait on <prefix>.dead.<sink>, which no consumer
-// reads, until the stream's max_age.
+// in order, whichever replica takes each. Dead letters wait on
+// <prefix>.dead.<sink>, which no consumer reads, until the stream's
+// max_age.
 type JetStreamSpool struct {
 	cfg    SpoolConfig
 	nc     *natsgo.Conn
@@ -57,16 +57,15 @@ func OpenJetStreamSpool(ctx context.Context, cfg *Config, log *slog.Logger) (*Je
 	if err != nil {
 		return nil, err
 	}
-	nc := j.nc
 	if cfg.UsesSpool() {
 		if err := setUp(ctx, log, j.ensureStream); err != nil {
-			nc.Close()
+			j.nc.Close()
 			return nil, err
 		}
 	}
 	if cfg.Server.ReplayCache == ReplayNATS {
 		if err := setUp(ctx, log, func(ctx context.Context) error { return j.ensureReplayBucket(ctx, cfg) }); err != nil {
-			nc.Close()
+			j.nc.Close()
 			return nil, err
 		}
 	}
@@ -140,10 +139,6 @@ func setUp(ctx context.Context, log *slog.Logger, f func(context.Context) error)
 // messages laid out in the old count would otherwise lose their order.
 func (j *JetStreamSpool) ensureStream(ctx context.Context) error {
 	c := j.cfg
-	storage := jetstream.FileStorage
-	if c.Storage == "memory" {
-		storage = jetstream.MemoryStorage
-	}
 	want := jetstream.StreamConfig{
 		Name:        c.Stream,
 		Description: "hookbridge's shared spool: one message per event and sink target",
@@ -155,7 +150,7 @@ func (j *JetStreamSpool) ensureStream(ctx context.Context) error {
 		MaxAge:      c.MaxAge,
 		Duplicates:  c.Duplicates,
 		Replicas:    c.Replicas,
-		Storage:     storage,
+		Storage:     j.storage(),
 		Metadata:    map[string]string{partitionsKey: strconv.Itoa(c.Partitions)},
 	}
 	st, err := j.js.Stream(ctx, c.Stream)
@@ -216,6 +211,15 @@ func (j *JetStreamSpool) dropLanesFrom(ctx context.Context, n int) error {
 	return nil
 }
 
+// storage is spool.storage as JetStream's type, for the stream and the
+// bucket alike.
+func (j *JetStreamSpool) storage() jetstream.StorageType {
+	if j.cfg.Storage == "memory" {
+		return jetstream.MemoryStorage
+	}
+	return jetstream.FileStorage
+}
+
 // sameStreamConfig compares the settings hookbridge manages.
 func sameStreamConfig(a, b jetstream.StreamConfig) bool {
 	return a.MaxMsgs == b.MaxMsgs && a.MaxBytes == b.MaxBytes && a.MaxAge == b.MaxAge &&
@@ -234,16 +238,12 @@ func (j *JetStreamSpool) ensureReplayBucket(ctx context.Context, cfg *Config) er
 	if ttl == 0 {
 		return errors.New("server.replay_cache: nats, but no source remembers ids (every tolerance and server.replay_window is 0): use memory")
 	}
-	storage := jetstream.FileStorage
-	if j.cfg.Storage == "memory" {
-		storage = jetstream.MemoryStorage
-	}
 	want := jetstream.KeyValueConfig{
 		Bucket:      j.cfg.ReplayBucket,
 		Description: "hookbridge: ids of accepted events, for recognizing a sender's retry on any replica",
 		History:     1,
 		TTL:         ttl,
-		Storage:     storage,
+		Storage:     j.storage(),
 		Replicas:    j.cfg.Replicas,
 	}
 	// Look first, create if missing, update if it differs: replicas that
@@ -267,8 +267,7 @@ func (j *JetStreamSpool) ensureReplayBucket(ctx context.Context, cfg *Config) er
 	// Records go out without waiting for their acks, on a context of
 	// their own so that only their failures reach this handler.
 	puts, err := jetstream.New(j.nc, jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *natsgo.Msg, err error) {
-		j.log.Warn("replay bucket: could not record an accepted id; a retry on another replica may be published again (the stream's duplicates window still drops it)",
-			"subject", m.Subject, "err", err)
+		j.log.Warn(errReplayRecord, "subject", m.Subject, "err", err)
 	}))
 	if err != nil {
 		return fmt.Errorf("spool: replay bucket %s: %w", j.cfg.ReplayBucket, err)
@@ -282,8 +281,7 @@ func (j *JetStreamSpool) subject(sink string, p int) string {
 	return j.cfg.SubjectPrefix + ".q." + sink + "." + strconv.Itoa(p)
 }
 
-// deadSubject is where sink's dead letters wait when it has no
-// dead-letter target.
+// deadSubject is where sink's dead letters wait.
 func (j *JetStreamSpool) deadSubject(sink string) string {
 	return j.cfg.SubjectPrefix + ".dead." + sink
 }
@@ -476,6 +474,10 @@ func (r *sharedReplay) seen(ctx context.Context, id string, window time.Duration
 // repeat that the stream's Nats-Msg-Id drops (the handler logs it).
 func (r *sharedReplay) remember(id string, now time.Time) {
 	if _, err := r.bucket.puts.PublishAsync(r.bucket.subject+id, strconv.AppendInt(nil, now.UnixNano(), 10)); err != nil {
-		r.log.Warn("replay bucket: could not record an accepted id; a retry on another replica may be published again (the stream's duplicates window still drops it)", "id", id, "err", err)
+		r.log.Warn(errReplayRecord, "id", id, "err", err)
 	}
 }
+
+// errReplayRecord is logged when a record of the replay bucket fails, at
+// once or when NATS answers.
+const errReplayRecord = "replay bucket: could not record an accepted id; a retry on another replica may be published again (the stream's duplicates window still drops it)"

@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -70,11 +69,7 @@ func (s *JetStreamSpooler) Deliver(ctx context.Context, ev *Event, deliveries []
 		recs = append(recs, jsRecord{
 			subject: s.js.subject(d.Sink, p),
 			msgID:   ev.ID + ":" + d.Sink + ":" + d.Target,
-			rec: spool.Record{
-				Sink:     d.Sink,
-				Message:  sinks.Message{Target: d.Target, Key: ev.TaskID, ID: ev.ID, Attrs: ev.Attrs, Body: ev.JSON},
-				Received: received,
-			},
+			rec:     recordOf(ev, d, received),
 		})
 	}
 	if len(recs) > 0 {
@@ -265,7 +260,7 @@ func (d *jsDispatcher) receive(ctx context.Context) jetstream.MessageHandler {
 	}
 }
 
-// publish delivers batches of what the partitions pulled until Stop, then
+// publish delivers batches of what the partitions pulled until Stop; run
 // hands back what is left.
 func (d *jsDispatcher) publish(ctx context.Context) {
 	for ctx.Err() == nil { // a stopping replica takes no new batch
@@ -320,18 +315,7 @@ func (d *jsDispatcher) deliver(ctx context.Context, batch []pulled) {
 	if len(recs) == 0 {
 		return
 	}
-	out := make([]sinks.Message, len(recs))
-	for i, r := range recs {
-		out[i] = r.Message
-	}
-	var err error
-	if d.sink == nil {
-		err = errors.New("no such sink in the config")
-	} else {
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.publishTimeout)
-		err = d.sink.Publish(pctx, out)
-		cancel()
-	}
+	err := publishRecords(context.WithoutCancel(ctx), d.sink, d.publishTimeout, recs)
 	now := time.Now()
 	for i, r := range recs {
 		m := msgs[i]

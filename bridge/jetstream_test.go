@@ -11,51 +11,18 @@ import (
 	"testing"
 	"time"
 
-	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookbridge/hookbridge/sinks"
 )
 
-// jsSpoolConfig is a config with the jetstream spool on natsURL and the
-// NATS sink "bus" (stream HOOKBRIDGE on the same server). extra is added
-// under spool:, sinkExtra under the bus sink.
+// jsSpoolConfig is busConfig with the jetstream spool on natsURL (4
+// partitions, ack_wait 3s) and the replay bucket; extra is added under
+// spool:.
 func jsSpoolConfig(t *testing.T, natsURL, extra string) *Config {
 	t.Helper()
-	yaml := fmt.Sprintf(`
-server:
-  listen: "127.0.0.1:0"
-  admin_listen: "127.0.0.1:0"
-  publish_timeout: 2s
-  write_timeout: 5s
-  replay_cache: nats
-spool:
-  backend: jetstream
-  url: %q
-  partitions: 4
-  ack_wait: 3s
-%s
-sources:
-  - name: browser-use
-    secrets: ["whsec_spool"]
-    tolerance: 0
-sinks:
-  - name: bus
-    type: nats
-    url: %q
-    jetstream: true
-    connect_timeout: 1s
-    retry: {min_backoff: 20ms, max_backoff: 200ms}
-routes:
-  - name: all
-    status: ["*"]
-    to:
-      - {sink: bus, subject: "task.{status}"}
-`, natsURL, extra, natsURL)
-	cfg, err := ParseConfig("jetstream.yaml", []byte(yaml), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := busConfig(t, natsURL, fmt.Sprintf("  backend: jetstream\n  url: %q\n  partitions: 4\n  ack_wait: 3s\n%s", natsURL, extra), "")
+	cfg.Server.ReplayCache = ReplayNATS
 	return cfg
 }
 
@@ -71,15 +38,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// streamCount is how many messages stream name holds.
-func streamCount(t *testing.T, url, name string) int {
-	t.Helper()
-	nc, err := natsgo.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+// streamCount is how many messages stream name holds, -1 if unknown.
+func streamCount(js jetstream.JetStream, name string) int {
 	st, err := js.Stream(context.Background(), name)
 	if err != nil {
 		return -1
@@ -99,16 +59,11 @@ func TestJetStreamSpoolDelivers(t *testing.T) {
 	svc := startConfig(t, jsSpoolConfig(t, srv.ClientURL(), ""))
 	url := "http://" + svc.Addr().String() + "/webhook"
 	acked := map[string]bool{}
-	for n := range 40 {
-		code, id := postEvent(t, http.DefaultClient, url, fmt.Sprintf("task-%d", n%5), n)
-		if code != http.StatusOK {
-			t.Fatalf("event %d answered %d", n, code)
-		}
-		acked[id] = true
-	}
-	waitFor(t, "every event in the sink's stream", func() bool { return streamCount(t, srv.ClientURL(), "HOOKBRIDGE") == len(acked) })
-	checkDelivered(t, streamEvents(t, srv.ClientURL()), acked)
-	waitFor(t, "the spool stream to empty", func() bool { return streamCount(t, srv.ClientURL(), "HOOKBRIDGE_SPOOL") == 0 })
+	postEvents(t, url, 0, 40, 5, acked)
+	js := natsJS(t, srv.ClientURL())
+	waitFor(t, "every event in the sink's stream", func() bool { return streamCount(js, "HOOKBRIDGE") == len(acked) })
+	checkDelivered(t, streamEvents(t, js), acked)
+	waitFor(t, "the spool stream to empty", func() bool { return streamCount(js, "HOOKBRIDGE_SPOOL") == 0 })
 
 	// A repeat is recognized from the replay bucket, and is not queued.
 	code, _ := postEvent(t, http.DefaultClient, url, "task-0", 0)
@@ -280,7 +235,8 @@ func TestSharedReplayCache(t *testing.T) {
 	if n := b.Ingress().Count(ResultDuplicate); n != 1 {
 		t.Errorf("the other replica counted %d duplicates, want 1", n)
 	}
-	waitFor(t, "the event in the sink", func() bool { return streamCount(t, srv.ClientURL(), "HOOKBRIDGE") == 1 })
+	js := natsJS(t, srv.ClientURL())
+	waitFor(t, "the event in the sink", func() bool { return streamCount(js, "HOOKBRIDGE") == 1 })
 }
 
 // TestJetStreamSpoolRefusesPartitionChange: messages laid out in one
@@ -346,24 +302,16 @@ func TestJetStreamSpoolReload(t *testing.T) {
 	svc := startConfig(t, jsSpoolConfig(t, srv.ClientURL(), ""))
 	url := "http://" + svc.Addr().String() + "/webhook"
 	acked := map[string]bool{}
-	post := func(from, to int) {
-		for n := from; n < to; n++ {
-			code, id := postEvent(t, http.DefaultClient, url, fmt.Sprintf("task-%d", n%3), n)
-			if code != http.StatusOK {
-				t.Fatalf("event %d answered %d", n, code)
-			}
-			acked[id] = true
-		}
-	}
-	post(0, 30)
+	postEvents(t, url, 0, 30, 3, acked)
 	cfg := jsSpoolConfig(t, srv.ClientURL(), "")
 	cfg.Sinks[0].Retry.MaxBackoff = time.Second // a change, so the dispatchers are new
 	if err := svc.Reload(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
-	post(30, 60)
-	waitFor(t, "every event in the sink's stream", func() bool { return streamCount(t, srv.ClientURL(), "HOOKBRIDGE") == len(acked) })
-	checkDelivered(t, streamEvents(t, srv.ClientURL()), acked)
+	postEvents(t, url, 30, 60, 3, acked)
+	js := natsJS(t, srv.ClientURL())
+	waitFor(t, "every event in the sink's stream", func() bool { return streamCount(js, "HOOKBRIDGE") == len(acked) })
+	checkDelivered(t, streamEvents(t, js), acked)
 
 	// With no route spooling any more, what the stream still holds is
 	// delivered all the same.

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -46,7 +45,10 @@ func freeTCPPort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func spoolConfig(t *testing.T, natsURL, spoolDir string, extraSink string) *Config {
+// busConfig is the spool tests' config: one source, the NATS sink "bus"
+// on natsURL with fast retries, every status to task.{status}. spool is
+// the lines under spool:, extraSink more sinks.
+func busConfig(t *testing.T, natsURL, spool, extraSink string) *Config {
 	t.Helper()
 	yaml := fmt.Sprintf(`
 server:
@@ -55,7 +57,7 @@ server:
   publish_timeout: 2s
   write_timeout: 5s
 spool:
-  dir: %q
+%s
 sources:
   - name: browser-use
     secrets: ["whsec_spool"]
@@ -73,7 +75,7 @@ routes:
     status: ["*"]
     to:
       - {sink: bus, subject: "task.{status}"}
-`, spoolDir, natsURL, extraSink)
+`, spool, natsURL, extraSink)
 	cfg, err := ParseConfig("spool.yaml", []byte(yaml), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -81,26 +83,57 @@ routes:
 	return cfg
 }
 
+// spoolConfig is busConfig with the local spool in spoolDir.
+func spoolConfig(t *testing.T, natsURL, spoolDir string, extraSink string) *Config {
+	t.Helper()
+	return busConfig(t, natsURL, fmt.Sprintf("  dir: %q", spoolDir), extraSink)
+}
+
 // postEvent signs and posts one envelope event; it returns the HTTP status
 // and the event id from the answer.
 func postEvent(t *testing.T, client *http.Client, url, task string, n int) (int, string) {
 	t.Helper()
+	code, id, err := tryPost(client, url, task, n)
+	if err != nil {
+		t.Errorf("post %s/%d: %v", task, n, err)
+	}
+	return code, id
+}
+
+// tryPost is postEvent returning transport errors instead of failing the
+// test: a replica may be gone. The same task and n make the same body, so
+// a retry is the same delivery.
+func tryPost(client *http.Client, url, task string, n int) (int, string, error) {
 	body := fmt.Sprintf(`{"type":"agent.task.status_update","timestamp":"2026-11-26T12:00:00.%06d+00:00","payload":{"task_id":%q,"status":"started","metadata":{"n":"%d"}}}`, n, task, n)
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
 	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
-		t.Fatal(err)
+		return 0, "", err
 	}
-	req.Header = signedRequest(t, "/webhook", "whsec_spool", ts, body).Header
+	req.Header.Set(HeaderTimestamp, ts)
+	req.Header.Set(HeaderSignature, hostileSign("whsec_spool", ts, []byte(body)))
 	resp, err := client.Do(req)
 	if err != nil {
-		t.Errorf("post %s/%d: %v", task, n, err)
-		return 0, ""
+		return 0, "", err
 	}
 	defer resp.Body.Close()
 	var answer struct{ ID string }
 	_ = json.NewDecoder(resp.Body).Decode(&answer)
-	return resp.StatusCode, answer.ID
+	return resp.StatusCode, answer.ID, nil
+}
+
+// postEvents posts events from to to (exclusive) to url, event n for task
+// "task-<n mod tasks>", each expected to be answered 200, and records the
+// ids in acked.
+func postEvents(t *testing.T, url string, from, to, tasks int, acked map[string]bool) {
+	t.Helper()
+	for n := from; n < to; n++ {
+		code, id := postEvent(t, http.DefaultClient, url, fmt.Sprintf("task-%d", n%tasks), n)
+		if code != http.StatusOK {
+			t.Fatalf("event %d answered %d", n, code)
+		}
+		acked[id] = true
+	}
 }
 
 // streamEvents reads every message of the HOOKBRIDGE stream: event id by
@@ -110,30 +143,31 @@ type streamEvent struct {
 	N        int
 }
 
-func streamEvents(t *testing.T, url string) []streamEvent {
+func streamEvents(t *testing.T, js jetstream.JetStream) []streamEvent {
 	t.Helper()
-	nc, err := natsgo.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
 	var out []streamEvent
 	for _, m := range readAll(t, js, "HOOKBRIDGE") {
-		var ce struct {
-			ID   string
-			Data struct {
-				TaskID   string `json:"task_id"`
-				Metadata struct{ N string }
-			}
-		}
-		if err := json.Unmarshal(m.Data(), &ce); err != nil {
-			t.Fatal(err)
-		}
-		n, _ := strconv.Atoi(ce.Data.Metadata.N)
-		out = append(out, streamEvent{ID: ce.ID, Task: ce.Data.TaskID, N: n})
+		out = append(out, streamEventOf(t, m))
 	}
 	return out
+}
+
+// streamEventOf reads a sink message's CloudEvent: its id, task and
+// metadata.n.
+func streamEventOf(t *testing.T, m jetstream.Msg) streamEvent {
+	t.Helper()
+	var ce struct {
+		ID   string
+		Data struct {
+			TaskID   string `json:"task_id"`
+			Metadata struct{ N string }
+		}
+	}
+	if err := json.Unmarshal(m.Data(), &ce); err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(ce.Data.Metadata.N)
+	return streamEvent{ID: ce.ID, Task: ce.Data.TaskID, N: n}
 }
 
 // checkDelivered asserts every acknowledged id is in the stream exactly
@@ -219,7 +253,7 @@ func TestSpoolRidesOutBrokerOutage(t *testing.T) {
 	if err := svc.Spooler().Drain(dctx); err != nil {
 		t.Fatal(err)
 	}
-	checkDelivered(t, streamEvents(t, srv.ClientURL()), acked)
+	checkDelivered(t, streamEvents(t, natsJS(t, srv.ClientURL())), acked)
 	if svc.Spooler().Retries() == 0 {
 		t.Error("no publish was retried: the outage did not happen under traffic")
 	}
@@ -275,5 +309,5 @@ func TestSpoolRedeliversAfterRestart(t *testing.T) {
 	if err := svc.Spooler().Drain(dctx); err != nil {
 		t.Fatal(err)
 	}
-	checkDelivered(t, streamEvents(t, srv.ClientURL()), acked)
+	checkDelivered(t, streamEvents(t, natsJS(t, srv.ClientURL())), acked)
 }

@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,23 +15,14 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/hookbridge/hookbridge/bridge"
 )
 
 // TestKill9LosesNoAcknowledgedEvent runs the real binary under steady
 // traffic, kills it with SIGKILL, starts it again on the same data and
 // checks that every event it answered 200 reaches JetStream exactly once.
 func TestKill9LosesNoAcknowledgedEvent(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "hookbridge")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t, dir)
 	webhookAddr, natsAddr := freePort(t), freePort(t)
 	config := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(config, []byte(fmt.Sprintf(`
@@ -141,56 +130,34 @@ routes:
 	t.Logf("%d events acknowledged before SIGKILL, %d stored; second run's log:\n%s", len(acked), len(stored), tail(logs.String(), 5))
 }
 
+// buildBinary builds hookbridge into dir, or skips the test under -short.
+func buildBinary(t *testing.T, dir string) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := filepath.Join(dir, "hookbridge")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
 // postSigned posts one signed envelope event and reports its id if it was
 // answered 200.
 func postSigned(client *http.Client, url, task string, n int) (string, bool) {
 	body := fmt.Sprintf(`{"type":"agent.task.status_update","timestamp":"%s","payload":{"task_id":%q,"status":"started","metadata":{"n":"%d"}}}`,
 		time.Now().UTC().Format(time.RFC3339Nano), task, n)
-	var cz bridge.Canonicalizer
-	c, err := cz.Canonicalize([]byte(body))
-	if err != nil {
-		return "", false
-	}
-	ts := strconv.FormatInt(time.Now().Unix(), 10)
-	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-	if err != nil {
-		return "", false
-	}
-	req.Header.Set(bridge.HeaderTimestamp, ts)
-	req.Header.Set(bridge.HeaderSignature, bridge.Signature([]byte("whsec_crash"), ts, c.JSON))
-	resp, err := client.Do(req)
-	if err != nil {
-		return "", false
-	}
-	defer resp.Body.Close()
-	var answer struct{ ID string }
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&answer) != nil {
-		return "", false
-	}
-	return answer.ID, true
+	id, err := postBody(context.Background(), client, url, "whsec_crash", body)
+	return id, err == nil
 }
 
 // storedIDs counts the events in the HOOKBRIDGE stream by CloudEvents id.
 func storedIDs(t *testing.T, ctx context.Context, js jetstream.JetStream) map[string]int {
 	t.Helper()
 	ids := map[string]int{}
-	stream, err := js.Stream(ctx, "HOOKBRIDGE")
-	if err != nil {
-		return ids
-	}
-	info, err := stream.Info(ctx)
-	if err != nil || info.State.Msgs == 0 {
-		return ids
-	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return ids
-	}
-	batch, err := cons.Fetch(int(info.State.Msgs), jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		return ids
-	}
-	for m := range batch.Messages() {
+	msgs, _ := sinkMsgs(ctx, js) // what was read; the caller polls again
+	for _, m := range msgs {
 		ids[m.Headers().Get("ce-id")]++
 	}
 	return ids

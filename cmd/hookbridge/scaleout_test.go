@@ -34,14 +34,8 @@ import (
 // stuck with the dead replica would block its partition for good), and
 // that both replicas then stop cleanly on SIGTERM.
 func TestTwoReplicasShareTheJetStreamSpool(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "hookbridge")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t, dir)
 	ns := startNATS(t) // its cleanup runs after the replicas'
 
 	// One config for both replicas; only the listen address, from the
@@ -160,11 +154,10 @@ routes: [{name: all, status: ["*"], to: [{sink: bus, subject: "task.{status}"}]}
 
 	// Wait until the sink holds every acknowledged event and the spool is
 	// empty, then check what the sink holds, in stream order.
-	var got []sinkEvent
 	waitFor(t, "every event in the sink and an empty spool", func() bool {
-		got = sinkEvents(t, ctx, js)
-		return len(got) >= total && streamMsgs(ctx, js, "HOOKBRIDGE_SPOOL") == 0
+		return streamMsgs(ctx, js, "HOOKBRIDGE") >= int64(total) && streamMsgs(ctx, js, "HOOKBRIDGE_SPOOL") == 0
 	})
+	got := sinkEvents(t, ctx, js)
 	copies, last := map[string]int{}, map[string]int{}
 	for _, e := range got {
 		copies[e.id]++
@@ -255,20 +248,37 @@ type sinkEvent struct {
 	n        int
 }
 
+// sinkMsgs reads every message of the sink stream HOOKBRIDGE, in stream
+// order: none when there is no stream yet.
+func sinkMsgs(ctx context.Context, js jetstream.JetStream) ([]jetstream.Msg, error) {
+	n := streamMsgs(ctx, js, "HOOKBRIDGE")
+	if n <= 0 {
+		return nil, nil
+	}
+	cons, err := js.OrderedConsumer(ctx, "HOOKBRIDGE", jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, err
+	}
+	batch, err := cons.Fetch(int(n), jetstream.FetchMaxWait(10*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	var out []jetstream.Msg
+	for m := range batch.Messages() {
+		out = append(out, m)
+	}
+	return out, nil
+}
+
 // sinkEvents reads every message of the sink stream, in stream order.
 func sinkEvents(t *testing.T, ctx context.Context, js jetstream.JetStream) []sinkEvent {
 	t.Helper()
-	cons, err := js.OrderedConsumer(ctx, "HOOKBRIDGE", jetstream.OrderedConsumerConfig{})
-	n := streamMsgs(ctx, js, "HOOKBRIDGE")
-	if err != nil || n <= 0 {
-		return nil // no stream yet, or nothing in it
-	}
-	batch, err := cons.Fetch(int(n), jetstream.FetchMaxWait(10*time.Second))
+	msgs, err := sinkMsgs(ctx, js)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []sinkEvent
-	for m := range batch.Messages() {
+	for _, m := range msgs {
 		var ce struct {
 			ID   string
 			Data struct {

@@ -51,7 +51,8 @@ SEQ is the number ls prints in its first column.`,
 				return fail(e, "spool", err)
 			}
 			var st spoolAdmin
-			if cfg.Spool.Backend == bridge.SpoolJetStream {
+			shared := cfg.Spool.Backend == bridge.SpoolJetStream
+			if shared {
 				st, err = bridge.OpenJetStreamAdmin(ctx, cfg)
 			} else {
 				st, err = bridge.OpenSpool(cfg)
@@ -60,7 +61,6 @@ SEQ is the number ls prints in its first column.`,
 				return fail(e, "spool", err)
 			}
 			defer st.Close()
-			shared := cfg.Spool.Backend == bridge.SpoolJetStream
 			switch e.action {
 			case "ls":
 				if len(seqs) > 0 {

@@ -135,10 +135,8 @@ func (c *Config) Validate() error {
 			errs = append(errs, sinks.Problemf("embedded.listen", "%v", err))
 		}
 	default:
-		for _, u := range strings.Split(c.URL, ",") {
-			if err := CheckURL(strings.TrimSpace(u)); err != nil {
-				errs = append(errs, sinks.Problemf("url", "%v", err))
-			}
+		for _, err := range CheckURLs(c.URL) {
+			errs = append(errs, sinks.Problemf("url", "%v", err))
 		}
 		if c.Embedded != (EmbeddedConfig{}) {
 			errs = append(errs, sinks.Problemf("embedded", `only applies with url: embedded: remove it`))
@@ -183,8 +181,20 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// CheckURL checks one server URL without ever printing its credentials.
-func CheckURL(raw string) error {
+// CheckURLs checks each URL of a comma-separated list without ever
+// printing its credentials.
+func CheckURLs(list string) []error {
+	var errs []error
+	for _, u := range strings.Split(list, ",") {
+		if err := checkURL(strings.TrimSpace(u)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// checkURL checks one server URL.
+func checkURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("%q is not a server URL: write nats://host:4222 (or embedded)", Redact(raw))
