@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,6 +16,8 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 
+	"github.com/hookbridge/hookbridge/bridge/config"
+	"github.com/hookbridge/hookbridge/bridge/signature"
 	natssink "github.com/hookbridge/hookbridge/sinks/nats"
 )
 
@@ -65,7 +66,9 @@ func send(t *testing.T, svc *Service, secret, status string, header map[string]s
 	t.Helper()
 	body := fmt.Sprintf(`{"type":"agent.task.status_update","timestamp":"2026-11-26T12:00:00Z","payload":{"task_id":"t-%s","status":%q}}`, status, status)
 	req, _ := http.NewRequest(http.MethodPost, "http://"+svc.Addr().String()+"/webhook", strings.NewReader(body))
-	req.Header = signedRequest(t, "/webhook", secret, strconv.FormatInt(time.Now().Unix(), 10), body).Header
+	if err := signature.SignRequest(req, []byte(body), []byte(secret), strconv.FormatInt(time.Now().Unix(), 10)); err != nil {
+		t.Fatal(err)
+	}
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
@@ -178,7 +181,7 @@ func TestAdminPprofSwitch(t *testing.T) {
 func TestTraceContextReachesTheBus(t *testing.T) {
 	dir := t.TempDir()
 	svc := startOperated(t, dir, operatedConfig(dir, "s", "audit.jsonl", false))
-	nc, err := natsgo.Connect(Unwrap(svc.Sinks()["bus"]).(*natssink.Sink).ClientURL())
+	nc, err := natsgo.Connect(svc.Sinks()["bus"].(*natssink.Sink).ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +223,7 @@ func TestReload(t *testing.T) {
 		}
 	}
 	write(operatedConfig(dir, "old-secret", "audit.jsonl", false))
-	cfg, err := LoadConfig(path, nil)
+	cfg, err := config.Load(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,13 +274,13 @@ func TestWatchConfigReloadsOnChange(t *testing.T) {
 	if err := os.WriteFile(path, []byte(operatedConfig(dir, "first", "audit.jsonl", false)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := LoadConfig(path, nil)
+	cfg, err := config.Load(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	svc, err := Start(ctx, cfg, slog.New(slog.DiscardHandler))
+	svc, err := Start(ctx, cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,9 @@ import (
 	"github.com/sivchari/kumo"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/hookbridge/hookbridge/bridge/event"
+	"github.com/hookbridge/hookbridge/bridge/signature"
 )
 
 // TestServiceFansOutToEveryBroker is the README's worked example, end to
@@ -89,7 +92,9 @@ routes:
 		if err != nil {
 			t.Fatal(err)
 		}
-		req.Header = signedRequest(t, "/webhook", "whsec_e2e", strconv.FormatInt(ts.Unix(), 10), body).Header
+		if err := signature.SignRequest(req, []byte(body), []byte("whsec_e2e"), strconv.FormatInt(ts.Unix(), 10)); err != nil {
+			t.Fatal(err)
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -179,7 +184,7 @@ routes:
 		}
 		st := attr("ce_status")
 		sqsStatuses = append(sqsStatuses, st)
-		if attr("ce_id") != ids[st] || attr("ce_subject") != "task-"+st || attr("ce_type") != StatusUpdateType {
+		if attr("ce_id") != ids[st] || attr("ce_subject") != "task-"+st || attr("ce_type") != event.StatusUpdateType {
 			t.Errorf("sqs message attributes %v", m.MessageAttributes)
 		}
 	}

@@ -1,22 +1,28 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
-	"log/slog"
+	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
-	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hookbridge/hookbridge/bridge/config"
+	"github.com/hookbridge/hookbridge/bridge/event"
+	"github.com/hookbridge/hookbridge/bridge/signature"
 	natssink "github.com/hookbridge/hookbridge/sinks/nats"
+	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
 
 // startConfig runs a Service for cfg until the test ends.
-func startConfig(t *testing.T, cfg *Config) *Service {
+func startConfig(t *testing.T, cfg *config.Config) *Service {
 	t.Helper()
-	svc, err := Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	svc, err := Start(context.Background(), cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,33 +33,18 @@ func startConfig(t *testing.T, cfg *Config) *Service {
 // startYAML parses yaml (name is used in errors) and runs it.
 func startYAML(t *testing.T, name, yaml string, lookupEnv func(string) (string, bool)) *Service {
 	t.Helper()
-	cfg, err := ParseConfig(name, []byte(yaml), lookupEnv)
+	cfg, err := config.Parse(name, []byte(yaml), lookupEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return startConfig(t, cfg)
 }
 
-// natsJS connects to the NATS at url until the test ends.
-func natsJS(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := natsgo.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
-
 // busStream connects to the NATS sink named "bus" and returns the
 // HOOKBRIDGE stream.
 func busStream(t *testing.T, svc *Service) jetstream.Stream {
 	t.Helper()
-	js := natsJS(t, Unwrap(svc.Sinks()["bus"]).(*natssink.Sink).ClientURL())
+	_, js := sinktest.JetStream(t, svc.Sinks()["bus"].(*natssink.Sink).ClientURL())
 	stream, err := js.Stream(context.Background(), "HOOKBRIDGE")
 	if err != nil {
 		t.Fatal(err)
@@ -61,46 +52,135 @@ func busStream(t *testing.T, svc *Service) jetstream.Stream {
 	return stream
 }
 
-// readAll fetches every message of stream name, in stream order.
-func readAll(t *testing.T, js jetstream.JetStream, name string) []jetstream.Msg {
+// busSecret signs the deliveries of busConfig's source.
+const busSecret = "whsec_spool"
+
+// busConfig is the spool tests' config: one source, the NATS sink "bus"
+// on natsURL with fast retries, every status to task.{status}. spool is
+// the lines under spool:, extraSink more sinks.
+func busConfig(t *testing.T, natsURL, spool, extraSink string) *config.Config {
 	t.Helper()
-	ctx := context.Background()
-	st, err := js.Stream(ctx, name)
+	yaml := fmt.Sprintf(`
+server:
+  listen: "127.0.0.1:0"
+  admin_listen: "127.0.0.1:0"
+  publish_timeout: 2s
+  write_timeout: 5s
+spool:
+%s
+sources:
+  - name: browser-use
+    secrets: [%q]
+    tolerance: 0
+sinks:
+  - name: bus
+    type: nats
+    url: %q
+    jetstream: true
+    connect_timeout: 1s
+    retry: {min_backoff: 20ms, max_backoff: 200ms}
+%s
+routes:
+  - name: all
+    status: ["*"]
+    to:
+      - {sink: bus, subject: "task.{status}"}
+`, spool, busSecret, natsURL, extraSink)
+	cfg, err := config.Parse("spool.yaml", []byte(yaml), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := st.Info(ctx)
-	if err != nil || info.State.Msgs == 0 {
-		return nil
-	}
-	// Right after a NATS node stopped, a fetch can come back short while
-	// the cluster settles: read again, a few times.
-	var problem string
-	for range 5 {
-		out, err := fetchAll(ctx, st, int(info.State.Msgs))
-		if err == nil && len(out) == int(info.State.Msgs) {
-			return out
-		}
-		problem = fmt.Sprintf("fetched %d of the %d messages of stream %s (%v)", len(out), info.State.Msgs, name, err)
-		time.Sleep(500 * time.Millisecond)
-	}
-	t.Fatal(problem)
-	return nil
+	return cfg
 }
 
-// fetchAll reads the first n messages of st with an ordered consumer.
-func fetchAll(ctx context.Context, st jetstream.Stream, n int) ([]jetstream.Msg, error) {
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+// spoolConfig is busConfig with the local spool in spoolDir.
+func spoolConfig(t *testing.T, natsURL, spoolDir string, extraSink string) *config.Config {
+	t.Helper()
+	return busConfig(t, natsURL, fmt.Sprintf("  dir: %q", spoolDir), extraSink)
+}
+
+// postEvent signs and posts one envelope event; it returns the HTTP status
+// and the event id from the answer.
+func postEvent(t *testing.T, client *http.Client, url, task string, n int) (int, string) {
+	t.Helper()
+	code, id, err := tryPost(client, url, task, n)
 	if err != nil {
-		return nil, err
+		t.Errorf("post %s/%d: %v", task, n, err)
 	}
-	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(10*time.Second))
+	return code, id
+}
+
+// tryPost is postEvent returning transport errors instead of failing the
+// test: a replica may be gone. The same task and n make the same body, so
+// a retry is the same delivery.
+func tryPost(client *http.Client, url, task string, n int) (int, string, error) {
+	body := event.Sample{Status: "started", TaskID: task, Time: sampleTime.Add(time.Duration(n) * time.Microsecond),
+		Metadata: map[string]string{"n": strconv.Itoa(n)}}.Body()
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return nil, err
+		return 0, "", err
 	}
-	var out []jetstream.Msg
-	for m := range batch.Messages() {
-		out = append(out, m)
+	if err := signature.SignRequest(req, body, []byte(busSecret), strconv.FormatInt(time.Now().Unix(), 10)); err != nil {
+		return 0, "", err
 	}
-	return out, batch.Error()
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	var answer struct{ ID string }
+	_ = json.NewDecoder(resp.Body).Decode(&answer)
+	return resp.StatusCode, answer.ID, nil
+}
+
+// sampleTime is the time of event 0 of tryPost; event n is n µs later.
+var sampleTime = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+// postEvents posts events from to to (exclusive) to url, event n for task
+// "task-<n mod tasks>", each expected to be answered 200, and records the
+// ids in acked.
+func postEvents(t *testing.T, url string, from, to, tasks int, acked map[string]bool) {
+	t.Helper()
+	for n := from; n < to; n++ {
+		code, id := postEvent(t, http.DefaultClient, url, fmt.Sprintf("task-%d", n%tasks), n)
+		if code != http.StatusOK {
+			t.Fatalf("event %d answered %d", n, code)
+		}
+		acked[id] = true
+	}
+}
+
+// streamEvents reads every event of the HOOKBRIDGE stream, in stream
+// order.
+func streamEvents(t *testing.T, js jetstream.JetStream) []sinktest.CloudEvent {
+	t.Helper()
+	var out []sinktest.CloudEvent
+	for _, m := range sinktest.ReadStream(t, js, "HOOKBRIDGE") {
+		out = append(out, sinktest.ReadCloudEvent(t, m.Data()))
+	}
+	return out
+}
+
+// checkDelivered asserts every acknowledged id is in the stream exactly
+// once and each task's events are in the order they were accepted.
+func checkDelivered(t *testing.T, got []sinktest.CloudEvent, acked map[string]bool) {
+	t.Helper()
+	seen := map[string]int{}
+	last := map[string]int{}
+	for _, e := range got {
+		seen[e.ID]++
+		task, n := e.Data.TaskID, e.N()
+		if prev, ok := last[task]; ok && n < prev {
+			t.Errorf("task %s: event %d arrived after %d", task, n, prev)
+		}
+		last[task] = n
+	}
+	for id := range acked {
+		if seen[id] != 1 {
+			t.Errorf("acknowledged event %s is in the stream %d times, want once", id, seen[id])
+		}
+	}
+	if len(got) != len(acked) {
+		t.Errorf("stream holds %d events, %d were acknowledged", len(got), len(acked))
+	}
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +17,9 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/hookbridge/hookbridge/bridge/config"
+	"github.com/hookbridge/hookbridge/bridge/signature"
 )
 
 const (
@@ -67,12 +69,12 @@ type hostileCase struct {
 // hostileSign returns the signature of body at ts with secret, or 64 zeros
 // when body does not canonicalize.
 func hostileSign(secret, ts string, body []byte) string {
-	var cz Canonicalizer
+	var cz signature.Canonicalizer
 	c, err := cz.Canonicalize(body)
 	if err != nil {
 		return strings.Repeat("0", 64)
 	}
-	return Signature([]byte(secret), ts, c.JSON)
+	return signature.Sign([]byte(secret), ts, c.JSON)
 }
 
 func nowTS() string { return strconv.FormatInt(time.Now().Unix(), 10) }
@@ -90,8 +92,8 @@ func post(path, ts, body string, edit func(h http.Header)) func(t *testing.T, ba
 			t.Fatal(err)
 		}
 		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set(HeaderTimestamp, ts)
-		req.Header.Set(HeaderSignature, hostileSign(hostileSecret, ts, []byte(body)))
+		req.Header.Set(signature.HeaderTimestamp, ts)
+		req.Header.Set(signature.HeaderSignature, hostileSign(hostileSecret, ts, []byte(body)))
 		if edit != nil {
 			edit(req.Header)
 		}
@@ -105,7 +107,7 @@ func post(path, ts, body string, edit func(h http.Header)) func(t *testing.T, ba
 func postCanon(body, canonical string) func(t *testing.T, base string) *http.Request {
 	return func(t *testing.T, base string) *http.Request {
 		r := post("/webhook", "", body, nil)(t, base)
-		r.Header.Set(HeaderSignature, Signature([]byte(hostileSecret), r.Header.Get(HeaderTimestamp), []byte(canonical)))
+		r.Header.Set(signature.HeaderSignature, signature.Sign([]byte(hostileSecret), r.Header.Get(signature.HeaderTimestamp), []byte(canonical)))
 		return r
 	}
 }
@@ -130,11 +132,11 @@ func TestHostileInputs(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
 	dir := t.TempDir()
-	cfg, err := ParseConfig("hostile.yaml", []byte(hostileConfig(dir)), nil)
+	cfg, err := config.Parse("hostile.yaml", []byte(hostileConfig(dir)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	svc, err := Start(context.Background(), cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +164,7 @@ func TestHostileInputs(t *testing.T) {
 	replayBody := envelope("t-replay", "paused")
 	sigOf := func(ts, body string) string { return hostileSign(hostileSecret, ts, []byte(body)) }
 	setSig := func(f func(sig string) string) func(h http.Header) {
-		return func(h http.Header) { h.Set(HeaderSignature, f(h.Get(HeaderSignature))) }
+		return func(h http.Header) { h.Set(signature.HeaderSignature, f(h.Get(signature.HeaderSignature))) }
 	}
 	expectJSONField := func(field string, want any) func(t *testing.T, body []byte) {
 		return func(t *testing.T, body []byte) {
@@ -190,10 +192,10 @@ func TestHostileInputs(t *testing.T) {
 			return r
 		}, status: 405},
 		{name: "wrong path", req: post("/webhooks", "", finished, nil), status: 404},
-		{name: "missing timestamp", req: post("/webhook", "", finished, func(h http.Header) { h.Del(HeaderTimestamp) }), status: 400},
-		{name: "missing signature", req: post("/webhook", "", finished, func(h http.Header) { h.Del(HeaderSignature) }), status: 400},
-		{name: "signature twice", req: post("/webhook", "", finished, func(h http.Header) { h.Add(HeaderSignature, h.Get(HeaderSignature)) }), status: 400},
-		{name: "timestamp twice", req: post("/webhook", "", finished, func(h http.Header) { h.Add(HeaderTimestamp, h.Get(HeaderTimestamp)) }), status: 400},
+		{name: "missing timestamp", req: post("/webhook", "", finished, func(h http.Header) { h.Del(signature.HeaderTimestamp) }), status: 400},
+		{name: "missing signature", req: post("/webhook", "", finished, func(h http.Header) { h.Del(signature.HeaderSignature) }), status: 400},
+		{name: "signature twice", req: post("/webhook", "", finished, func(h http.Header) { h.Add(signature.HeaderSignature, h.Get(signature.HeaderSignature)) }), status: 400},
+		{name: "timestamp twice", req: post("/webhook", "", finished, func(h http.Header) { h.Add(signature.HeaderTimestamp, h.Get(signature.HeaderTimestamp)) }), status: 400},
 		{name: "signature upper case", req: post("/webhook", "", finished, setSig(strings.ToUpper)), status: 403},
 		{name: "signature with a space inside", req: post("/webhook", "", finished, setSig(func(s string) string { return s[:32] + " " + s[32:] })), status: 403},
 		{name: "signature as two halves", req: post("/webhook", "", finished, setSig(func(s string) string { return s[:32] + ", " + s[32:] })), status: 403},
@@ -201,7 +203,7 @@ func TestHostileInputs(t *testing.T) {
 		{name: "signature too long", req: post("/webhook", "", finished, setSig(func(s string) string { return s + "0" })), status: 403},
 		{name: "signature with sha256= prefix", req: post("/webhook", "", finished, setSig(func(s string) string { return "sha256=" + s })), status: 403},
 		{name: "signature of another secret", req: post("/webhook", "", finished, func(h http.Header) {
-			h.Set(HeaderSignature, hostileSign("guess", h.Get(HeaderTimestamp), []byte(finished)))
+			h.Set(signature.HeaderSignature, hostileSign("guess", h.Get(signature.HeaderTimestamp), []byte(finished)))
 		}), status: 403},
 		{name: "timestamp far past", req: post("/webhook", "1000000000", finished, nil), status: 403},
 		{name: "timestamp far future", req: post("/webhook", "4000000000", finished, nil), status: 403},
@@ -243,7 +245,7 @@ func TestHostileInputs(t *testing.T) {
 		{name: "replayed event: again, re-signed", req: func(t *testing.T, base string) *http.Request {
 			ts := strconv.FormatInt(time.Now().Unix()-1, 10)
 			r := post("/webhook", ts, replayBody, nil)(t, base)
-			r.Header.Set(HeaderSignature, sigOf(ts, replayBody))
+			r.Header.Set(signature.HeaderSignature, sigOf(ts, replayBody))
 			return r
 		}, status: 200, check: expectJSONField("duplicate", true)},
 		{name: "malformed request line", raw: "POST\r\n\r\n", status: 400, netHTTP: true},

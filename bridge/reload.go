@@ -5,13 +5,15 @@ import (
 	"context"
 	"os"
 	"time"
+
+	"github.com/hookbridge/hookbridge/bridge/config"
 )
 
 // ReloadFile loads the config at path and swaps it in. An invalid file
 // keeps the running config, and says why in the log and in the
 // hookbridge_config_reloads_total{result="failure"} metric.
 func (s *Service) ReloadFile(ctx context.Context, path string, lookupEnv func(string) (string, bool)) error {
-	cfg, err := LoadConfig(path, lookupEnv)
+	cfg, err := config.Load(path, lookupEnv)
 	if err != nil {
 		s.reloadFailed(err)
 		return err
@@ -26,7 +28,7 @@ func (s *Service) ReloadFile(ctx context.Context, path string, lookupEnv func(st
 func (s *Service) WatchConfig(ctx context.Context, path string, lookupEnv func(string) (string, bool), interval time.Duration) {
 	// Compare with what the running config was loaded from: a change made
 	// between loading and watching is still seen.
-	last := s.Config().raw
+	last := s.Config().Raw()
 	if last == nil {
 		last, _ = os.ReadFile(path)
 	}

@@ -16,7 +16,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hookbridge/hookbridge/bridge/config"
 	natssink "github.com/hookbridge/hookbridge/sinks/nats"
+	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
 
 // natsCluster runs an n-node NATS cluster with JetStream, routed on
@@ -27,7 +29,7 @@ func natsCluster(t *testing.T, n int) ([]*server.Server, string) {
 	routes := make([]*url.URL, n)
 	ports := make([]int, n)
 	for i := range n {
-		ports[i] = freeTCPPort(t)
+		ports[i] = sinktest.FreePort(t)
 		routes[i] = &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])}
 	}
 	servers := make([]*server.Server, n)
@@ -49,7 +51,7 @@ func natsCluster(t *testing.T, n int) ([]*server.Server, string) {
 		t.Cleanup(srv.Shutdown)
 		servers[i], urls[i] = srv, srv.ClientURL()
 	}
-	waitFor(t, "a JetStream meta leader that sees every node", func() bool {
+	sinktest.WaitFor(t, "a JetStream meta leader that sees every node", func() bool {
 		for _, s := range servers {
 			if s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) == n {
 				return true
@@ -63,12 +65,12 @@ func natsCluster(t *testing.T, n int) ([]*server.Server, string) {
 // scaleOutConfig is one replica's config: jsSpoolConfig's, with three
 // copies of the stream, the sink at sinkURL publishing into a stream the
 // test made, and a second target.
-func scaleOutConfig(t *testing.T, urls, sinkURL string) *Config {
+func scaleOutConfig(t *testing.T, urls, sinkURL string) *config.Config {
 	t.Helper()
 	cfg := jsSpoolConfig(t, urls, "  replicas: 3")
 	bus := cfg.Sinks[0].Options.(*natssink.Config)
 	bus.URL, bus.ConnectTimeout, bus.Stream.Create = sinkURL, 2*time.Second, new(bool)
-	cfg.Routes[0].To = append(cfg.Routes[0].To, TargetConfig{Sink: "bus", Key: "subject", Target: "task.audit.{status}"})
+	cfg.Routes[0].To = append(cfg.Routes[0].To, config.Target{Sink: "bus", Key: "subject", Target: "task.audit.{status}"})
 	return cfg
 }
 
@@ -139,11 +141,15 @@ func (s *Service) crash() {
 	s.draining.Store(true)
 	s.server.Close()
 	s.admin.Close()
-	s.jsSpool.nc.Close()
+	// Cut off from the spool's NATS, the dispatchers hand nothing back:
+	// NATS redelivers after ack_wait, as for a killed process.
+	s.spool.closeAll()
 	g := s.gen.Load()
 	gone, cancel := context.WithCancel(context.Background())
 	cancel()
-	CloseSinks(gone, g.sinks)
+	for _, sk := range g.sinks {
+		sk.Close(gone)
+	}
 	g.spooler.Stop()
 }
 
@@ -159,9 +165,9 @@ func TestScaleOutSurvivesReplicaAndNodeLoss(t *testing.T) {
 		t.Skip("runs a NATS cluster")
 	}
 	t.Parallel()
-	servers, urls := natsCluster(t, 3)
+	servers, urls := sinktest.NATSCluster(t, 3)
 	ctx := context.Background()
-	js := natsJS(t, urls)
+	_, js := sinktest.JetStream(t, urls)
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "HOOKBRIDGE", Subjects: []string{"task.>"},
 		Replicas: 3, Duplicates: 2 * time.Minute}); err != nil {
 		t.Fatal(err)
@@ -189,7 +195,7 @@ func TestScaleOutSurvivesReplicaAndNodeLoss(t *testing.T) {
 		}
 		cfg := scaleOutConfig(t, urls, sinkURL)
 		starting.Go(func() {
-			svc, err := Start(ctx, cfg, log)
+			svc, err := Start(ctx, cfg, Options{Log: log})
 			if err != nil {
 				t.Errorf("replica %d: %v", i, err)
 				return
@@ -257,7 +263,7 @@ func TestScaleOutSurvivesReplicaAndNodeLoss(t *testing.T) {
 		done++
 	}
 	hung.freeze()
-	waitFor(t, "replica 1 to publish into the hung path", func() bool { return hung.held.Load() > 0 })
+	sinktest.WaitFor(t, "replica 1 to publish into the hung path", func() bool { return hung.held.Load() > 0 })
 	t.Logf("%d accepted; crashing replica 1 with a publish in flight", done)
 	crashed.Store(1)
 	replicas[1].crash()
@@ -285,18 +291,18 @@ func TestScaleOutSurvivesReplicaAndNodeLoss(t *testing.T) {
 
 	// Read the sink's stream back once it holds both targets' copies.
 	want := 2 * len(acked)
-	waitFor(t, "every acknowledged event on both targets", func() bool { return streamCount(js, "HOOKBRIDGE") >= want })
-	var status, audit []streamEvent
-	for _, m := range readAll(t, js, "HOOKBRIDGE") {
+	sinktest.WaitFor(t, "every acknowledged event on both targets", func() bool { return sinktest.StreamCount(js, "HOOKBRIDGE") >= want })
+	var status, audit []sinktest.CloudEvent
+	for _, m := range sinktest.ReadStream(t, js, "HOOKBRIDGE") {
 		if strings.HasPrefix(m.Subject(), "task.audit.") {
-			audit = append(audit, streamEventOf(t, m))
+			audit = append(audit, sinktest.ReadCloudEvent(t, m.Data()))
 		} else {
-			status = append(status, streamEventOf(t, m))
+			status = append(status, sinktest.ReadCloudEvent(t, m.Data()))
 		}
 	}
 	checkDelivered(t, status, acked)
 	checkDelivered(t, audit, acked)
-	waitFor(t, "the spool stream to empty", func() bool { return streamCount(js, "HOOKBRIDGE_SPOOL") == 0 })
+	sinktest.WaitFor(t, "the spool stream to empty", func() bool { return sinktest.StreamCount(js, "HOOKBRIDGE_SPOOL") == 0 })
 }
 
 type syncBuf struct {
@@ -323,20 +329,20 @@ func (b *syncBuf) String() string {
 // holds waits behind the hung publishes, and only Stop hands it back.
 func TestGracefulStopHandsOver(t *testing.T) {
 	t.Parallel() // most of it is the hung sink's flush at shutdown
-	srv := natsOnPort(t, -1, t.TempDir())
+	srv := sinktest.NATS(t)
 	hung := newFreezer(t, srv.Addr().String())
 	cfgA := jsSpoolConfig(t, srv.ClientURL(), "")
-	cfgA.Spool.AckWait, cfgA.Spool.Partitions = time.Hour, 16
+	cfgA.Spool.JetStream.AckWait, cfgA.Spool.JetStream.Partitions = time.Hour, 16
 	cfgA.Sinks[0].Options.(*natssink.Config).URL = "nats://" + hung.addr
 	ctx := context.Background()
-	a, err := Start(ctx, cfgA, slog.New(slog.DiscardHandler))
+	a, err := Start(ctx, cfgA, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	hung.freeze()
 	acked := map[string]bool{}
 	postEvents(t, "http://"+a.Addr().String()+"/webhook", 0, 40, 20, acked)
-	waitFor(t, "replica A to publish into the hung path", func() bool { return hung.held.Load() > 0 })
+	sinktest.WaitFor(t, "replica A to publish into the hung path", func() bool { return hung.held.Load() > 0 })
 	// Shutdown waits for the publishes in flight (publish_timeout), then
 	// for the hung sink's flush (10 s, past this deadline by design).
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -344,9 +350,9 @@ func TestGracefulStopHandsOver(t *testing.T) {
 	a.Shutdown(sctx)
 
 	cfgB := jsSpoolConfig(t, srv.ClientURL(), "")
-	cfgB.Spool.AckWait, cfgB.Spool.Partitions = time.Hour, 16
+	cfgB.Spool.JetStream.AckWait, cfgB.Spool.JetStream.Partitions = time.Hour, 16
 	startConfig(t, cfgB)
-	js := natsJS(t, srv.ClientURL())
-	waitFor(t, "replica B to deliver every event", func() bool { return streamCount(js, "HOOKBRIDGE") == len(acked) })
+	_, js := sinktest.JetStream(t, srv.ClientURL())
+	sinktest.WaitFor(t, "replica B to deliver every event", func() bool { return sinktest.StreamCount(js, "HOOKBRIDGE") == len(acked) })
 	checkDelivered(t, streamEvents(t, js), acked)
 }

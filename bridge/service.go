@@ -1,3 +1,8 @@
+// Package bridge is hookbridge's composition: it builds a generation (the
+// router, the webhook handler, the sinks and the delivery) from a config,
+// starts the webhook and admin listeners, reloads and shuts down. Every
+// stage lives in a package of its own under bridge/; this one only wires
+// them.
 package bridge
 
 import (
@@ -8,55 +13,64 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/hookbridge/hookbridge/bridge/spool"
+	"github.com/hookbridge/hookbridge/bridge/config"
+	"github.com/hookbridge/hookbridge/bridge/delivery"
+	"github.com/hookbridge/hookbridge/bridge/ingress"
+	"github.com/hookbridge/hookbridge/bridge/metrics"
+	"github.com/hookbridge/hookbridge/bridge/route"
 	"github.com/hookbridge/hookbridge/sinks"
-	natssink "github.com/hookbridge/hookbridge/sinks/nats"
 )
 
 // Service is a running hookbridge: its webhook and admin listeners, the
-// spool, and the current generation of config, router, ingress and sinks.
-// cmd/hookbridge only parses flags and signals around it, so tests can run
-// the whole path in-process.
+// spool, and the current generation of config, router, handler and
+// sinks. cmd/hookbridge only parses flags and signals around it, so tests
+// can run the whole path in-process.
 //
 // Reload builds a new generation beside the running one and swaps it in
 // atomically: requests in flight finish on the generation they started
 // on, and sinks whose configuration did not change are carried over.
 type Service struct {
-	// Metrics is the service's Prometheus registry and metrics.
-	Metrics *Metrics
-	// SkipProbe makes reloads open new sinks without probing their brokers
-	// (serve -skip-probe).
-	SkipProbe bool
-
+	opts     Options
 	log      *slog.Logger
+	registry *prometheus.Registry
+	metrics  *metrics.Metrics
 	server   *http.Server
 	admin    *http.Server
 	ln       net.Listener
 	adminLn  net.Listener
 	served   chan error
-	store    *spool.Store    // the local spool; nil unless a route uses it
-	jsSpool  *JetStreamSpool // the jetstream spool (or replay bucket); nil unless used
+	spool    *spool // nil unless the config's spool is used
 	gen      atomic.Pointer[generation]
 	slots    chan struct{} // one per webhook being handled: server.max_concurrent_requests
 	reloadMu sync.Mutex
 	draining atomic.Bool
 }
 
+// Options are a Service's settings beside its config.
+type Options struct {
+	// Log receives the service's log; nil discards it.
+	Log *slog.Logger
+	// SkipProbe opens every sink, at start and at each reload, without
+	// contacting its broker (serve -skip-probe).
+	SkipProbe bool
+}
+
 // generation is everything one config builds.
 type generation struct {
-	cfg     *Config
-	router  *Router
-	ingress *Ingress
-	sinks   map[string]sinks.Sink // instrumented
-	spooler SpoolDeliverer        // nil without a spool
+	cfg     *config.Config
+	router  *route.Router
+	ingress *ingress.Handler
+	sinks   map[string]sinks.Sink // as opened: what a reload carries over and closes
+	counted map[string]sinks.Sink // the same, counted in metrics: what delivery publishes to
+	spooler *delivery.Spool       // nil without a spool
 
 	// mu is held for reading by every request served by this generation;
 	// a reload takes it for writing to wait for them before closing what
@@ -65,13 +79,21 @@ type generation struct {
 	retired bool
 }
 
-// Start opens the spool and the sinks, builds the router and ingress and
-// starts serving webhooks on cfg.Server.Listen and the admin endpoints on
-// cfg.Server.AdminListen. Stop it with Shutdown.
-func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Service, error) {
-	s := &Service{Metrics: NewMetrics(), log: log, served: make(chan error, 2),
+// Start opens the spool and the sinks, builds the router and the webhook
+// handler and starts serving webhooks on cfg.Server.Listen and the admin
+// endpoints on cfg.Server.AdminListen. Stop it with Shutdown.
+func Start(ctx context.Context, cfg *config.Config, opts Options) (*Service, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	log := opts.Log
+	s := &Service{opts: opts, log: log, registry: prometheus.NewRegistry(), served: make(chan error, 2),
 		slots: make(chan struct{}, cfg.Server.MaxConcurrentRequests)}
 	var err error
+	if s.metrics, err = metrics.New(s.registry); err != nil {
+		return nil, err
+	}
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if s.ln, err = net.Listen("tcp", cfg.Server.Listen); err != nil {
 		return nil, fmt.Errorf("webhook listener: %w", err)
 	}
@@ -87,34 +109,25 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Service, error)
 		}
 		s.ln = tls.NewListener(s.ln, certs.tlsConfig())
 	}
-	switch {
-	case cfg.Spool.Backend == SpoolJetStream && (cfg.UsesSpool() || cfg.Server.ReplayCache == ReplayNATS):
-		if s.jsSpool, err = OpenJetStreamSpool(ctx, cfg, log); err != nil {
-			s.closeListeners()
-			return nil, err
-		}
-	case cfg.UsesSpool():
-		if s.store, err = OpenSpool(cfg); err != nil {
-			s.closeListeners()
-			return nil, err
-		}
+	if s.spool, err = openSpool(ctx, cfg, log); err != nil {
+		s.closeListeners()
+		return nil, err
 	}
-	if cfg.UsesSpool() {
-		s.Metrics.registerSpool(s.spoolStats)
+	if s.spool.delivers() {
+		if err := s.metrics.WatchSpool(s.spool.queue.Stats); err != nil {
+			s.closeListeners()
+			return nil, errors.Join(err, s.spool.closeAll())
+		}
 	}
 	g, err := s.build(ctx, cfg, nil)
 	if err != nil {
 		s.closeListeners()
-		return nil, errors.Join(err, s.closeSpool())
+		return nil, errors.Join(err, s.spool.closeAll())
 	}
 	s.gen.Store(g)
 	if g.spooler != nil {
-		if st, err := s.stats(ctx); err == nil {
-			where := []any{"dir", cfg.Spool.Dir}
-			if s.jsSpool != nil {
-				where = []any{"stream", cfg.Spool.Stream, "nats", natssink.Redact(cfg.Spool.URL), "partitions", cfg.Spool.Partitions}
-			}
-			log.Info("spool open", append(where, "backend", cfg.Spool.Backend, "waiting", st.Pending, "dead_letters", st.Dead)...)
+		if st, err := s.spool.queue.Stats(ctx); err == nil {
+			log.Info("spool open", append(s.spool.where, "waiting", st.Pending, "dead_letters", st.Dead)...)
 		}
 		g.spooler.Start(context.WithoutCancel(ctx))
 	}
@@ -143,73 +156,64 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*Service, error)
 
 // build makes a generation for cfg. Sinks of prev whose configuration is
 // unchanged are reused; the others are opened anew.
-func (s *Service) build(ctx context.Context, cfg *Config, prev *generation) (*generation, error) {
-	router, err := NewRouter(cfg.Routes)
-	if err != nil {
-		return nil, err
-	}
-	if cfg.UsesSpool() && s.store == nil && s.jsSpool == nil {
+func (s *Service) build(ctx context.Context, cfg *config.Config, prev *generation) (*generation, error) {
+	if cfg.UsesSpool() && !s.spool.delivers() {
 		return nil, errors.New("delivery: spool needs the spool, which opens at start: restart hookbridge to use it")
 	}
-	if s.SkipProbe {
+	if s.opts.SkipProbe {
 		cfg.SkipProbes()
 	}
-	g := &generation{cfg: cfg, router: router, sinks: map[string]sinks.Sink{}}
-	toOpen := &Config{Routes: cfg.Routes}
+	g := &generation{cfg: cfg, router: route.New(cfg.Rules()), sinks: map[string]sinks.Sink{}, counted: map[string]sinks.Sink{}}
+	var opened []string
+	closeOpened := func() error {
+		var errs []error
+		for _, name := range opened {
+			errs = append(errs, closeSink(context.WithoutCancel(ctx), name, g.sinks[name]))
+		}
+		return errors.Join(errs...)
+	}
 	for _, sc := range cfg.Sinks {
-		if old, ok := prev.sink(sc); ok {
-			g.sinks[sc.Name] = old
-		} else {
-			toOpen.Sinks = append(toOpen.Sinks, sc)
+		if old, ok := prev.sameSink(sc); ok {
+			g.sinks[sc.Name], g.counted[sc.Name] = prev.sinks[sc.Name], old
+			continue
 		}
+		sk, err := sc.Options.Open(ctx, cfg.TargetTemplates(sc.Name), s.log.With("sink", sc.Name))
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("sink %q: %w", sc.Name, err), closeOpened())
+		}
+		opened = append(opened, sc.Name)
+		g.sinks[sc.Name], g.counted[sc.Name] = sk, s.metrics.Instrument(sc.Name, sk)
 	}
-	opened, err := OpenSinks(ctx, toOpen, s.log)
-	if err != nil {
-		return nil, err
+	var d ingress.Deliverer = delivery.NewSync(g.counted)
+	if s.spool.delivers() {
+		// Like the queue, the dispatchers outlive a reload to sync
+		// delivery: what the queue still holds goes out.
+		g.spooler = delivery.NewSpool(s.spool.queue, cfg.Sinks, g.counted, delivery.Options{
+			PublishTimeout: cfg.Server.PublishTimeout, Metrics: s.metrics, Log: s.log})
+		d = g.spooler
 	}
-	for name, sk := range opened {
-		g.sinks[name] = newInstrumented(sk, name, s.Metrics)
-	}
-	var d Deliverer = NewSyncDeliverer(g.sinks)
-	switch {
-	case s.store != nil:
-		sp := NewSpooler(cfg, s.store, g.sinks, s.log, nil)
-		sp.metrics = s.Metrics
-		g.spooler, d = sp, sp
-	case s.jsSpool != nil && s.jsSpool.stream != nil:
-		// Like the local spool's, the dispatchers run even when no route
-		// spools any more: what the stream holds still goes out.
-		sp := NewJetStreamSpooler(cfg, s.jsSpool, g.sinks, s.log)
-		sp.metrics = s.Metrics
-		g.spooler, d = sp, sp
-	}
-	if g.ingress, err = NewIngress(cfg, router, d, s.log, nil); err != nil {
-		return nil, errors.Join(err, CloseSinks(ctx, opened))
-	}
-	g.ingress.setMetrics(s.Metrics)
-	if s.jsSpool != nil && s.jsSpool.replay != nil {
-		g.ingress.shareReplay(s.jsSpool.replay)
-	}
-	// Remembered event ids outlive a reload, or a retry after it would be
-	// published again.
+	var prevIngress *ingress.Handler
 	if prev != nil {
-		for path, src := range g.ingress.sources {
-			if old, ok := prev.ingress.sources[path]; ok && old.name == src.name && old.replay != nil && src.replay != nil && old.replay.window == src.replay.window {
-				src.replay = old.replay
-			}
-		}
+		prevIngress = prev.ingress
+	}
+	var err error
+	g.ingress, err = ingress.New(cfg, ingress.Options{Router: g.router, Deliverer: d, Metrics: s.metrics,
+		Shared: s.spool.sharedReplay(), Previous: prevIngress, Log: s.log})
+	if err != nil {
+		return nil, errors.Join(err, closeOpened())
 	}
 	return g, nil
 }
 
-// sink returns prev's sink for sc if its kind and options are unchanged.
-func (g *generation) sink(sc SinkConfig) (sinks.Sink, bool) {
+// sameSink returns the counted sink of g for sc if its type and options
+// are unchanged.
+func (g *generation) sameSink(sc config.Sink) (sinks.Sink, bool) {
 	if g == nil {
 		return nil, false
 	}
 	for _, old := range g.cfg.Sinks {
 		if old.Name == sc.Name && old.Type == sc.Type && reflect.DeepEqual(old.Options, sc.Options) {
-			sk, ok := g.sinks[sc.Name]
+			sk, ok := g.counted[sc.Name]
 			return sk, ok
 		}
 	}
@@ -223,10 +227,7 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer func() { <-s.slots }()
 	default:
 		// Full: answer at once rather than pile up goroutines and memory.
-		g := s.gen.Load()
-		g.ingress.count(g.ingress.sources[r.URL.Path], ResultOverloaded)
-		w.Header().Set("Retry-After", g.ingress.retryAfter)
-		writeError(w, http.StatusServiceUnavailable, "too many webhooks at once; retry later")
+		s.gen.Load().ingress.Shed(w, r)
 		return
 	}
 	for {
@@ -246,7 +247,7 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Reload swaps in a generation built from cfg. Settings that only take
 // effect at start (listeners, the spool) keep their running values, with a
 // warning. On error the running generation stays.
-func (s *Service) Reload(ctx context.Context, cfg *Config) error {
+func (s *Service) Reload(ctx context.Context, cfg *config.Config) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	old := s.gen.Load()
@@ -286,19 +287,13 @@ func (s *Service) Reload(ctx context.Context, cfg *Config) error {
 	old.mu.Lock()
 	old.retired = true
 	old.mu.Unlock()
-	if g.spooler != nil {
-		g.spooler.wakeAll() // what old requests appended after the swap
-	}
 	var closeErrs []error
 	for name, sk := range old.sinks {
 		if g.sinks[name] != sk {
-			if err := sk.Close(context.WithoutCancel(ctx)); err != nil {
-				closeErrs = append(closeErrs, fmt.Errorf("close sink %q: %w", name, err))
-			}
+			closeErrs = append(closeErrs, closeSink(context.WithoutCancel(ctx), name, sk))
 		}
 	}
-	s.Metrics.reloads.WithLabelValues("success").Inc()
-	s.Metrics.reloadOK.Set(1)
+	s.metrics.Reloaded(true)
 	if len(restart) > 0 {
 		s.log.Warn("config reloaded, but these settings take effect only at the next start", "keys", strings.Join(restart, ", "))
 	}
@@ -309,14 +304,13 @@ func (s *Service) Reload(ctx context.Context, cfg *Config) error {
 
 // reloadFailed records a reload that left the running config in place.
 func (s *Service) reloadFailed(err error) {
-	s.Metrics.reloads.WithLabelValues("failure").Inc()
-	s.Metrics.reloadOK.Set(0)
+	s.metrics.Reloaded(false)
 	s.log.Error("config reload failed; the running config stays", "err", err)
 }
 
 func (s *Service) logRoutes(g *generation) {
 	for _, row := range g.router.Table() {
-		s.log.Info("route", "status", row.Status, "route", row.Route, "sink", row.Sink, "target", row.Target)
+		s.log.Info("route", "status", row.Status, "route", row.Route, "sink", row.Sink, "target", row.Target, "sync", row.Sync)
 	}
 }
 
@@ -327,16 +321,16 @@ func (s *Service) Addr() net.Addr { return s.ln.Addr() }
 func (s *Service) AdminAddr() net.Addr { return s.adminLn.Addr() }
 
 // Config returns the running configuration.
-func (s *Service) Config() *Config { return s.gen.Load().cfg }
+func (s *Service) Config() *config.Config { return s.gen.Load().cfg }
 
-// Sinks returns the running sinks by name (instrumented: see Unwrap).
+// Sinks returns the running sinks by name, as their packages opened them.
 func (s *Service) Sinks() map[string]sinks.Sink { return s.gen.Load().sinks }
 
-// Spooler returns the running spooler, nil without a spool.
-func (s *Service) Spooler() SpoolDeliverer { return s.gen.Load().spooler }
+// Spooler returns the running spool delivery, nil without a spool.
+func (s *Service) Spooler() *delivery.Spool { return s.gen.Load().spooler }
 
 // Ingress returns the running webhook handler.
-func (s *Service) Ingress() *Ingress { return s.gen.Load().ingress }
+func (s *Service) Ingress() *ingress.Handler { return s.gen.Load().ingress }
 
 // Done receives a server's error if it stops serving on its own, such as
 // a listener failure.
@@ -358,37 +352,24 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		}
 		g.spooler.Stop()
 	}
-	adminErr := s.admin.Close()
-	return errors.Join(err, adminErr, CloseSinks(context.WithoutCancel(ctx), g.sinks), s.closeSpool())
+	errs := []error{err, s.admin.Close()}
+	for name, sk := range g.sinks {
+		errs = append(errs, closeSink(context.WithoutCancel(ctx), name, sk))
+	}
+	return errors.Join(append(errs, s.spool.closeAll())...)
+}
+
+// closeSink closes a sink, flushing what it holds.
+func closeSink(ctx context.Context, name string, sk sinks.Sink) error {
+	if err := sk.Close(ctx); err != nil {
+		return fmt.Errorf("close sink %q: %w", name, err)
+	}
+	return nil
 }
 
 func (s *Service) closeListeners() {
 	s.ln.Close()
 	s.adminLn.Close()
-}
-
-// adminHandler serves the admin endpoints.
-func (s *Service) adminHandler(withPprof bool) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle(MetricsPath, promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc(HealthzPath, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, []byte("{\"status\":\"ok\"}\n"))
-	})
-	mux.HandleFunc(ReadyzPath, func(w http.ResponseWriter, r *http.Request) {
-		if err := s.Ready(); err != nil {
-			writeError(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
-			return
-		}
-		writeJSON(w, http.StatusOK, []byte("{\"status\":\"ready\"}\n"))
-	})
-	if withPprof {
-		mux.HandleFunc(PprofPath, pprof.Index)
-		mux.HandleFunc(PprofPath+"cmdline", pprof.Cmdline)
-		mux.HandleFunc(PprofPath+"profile", pprof.Profile)
-		mux.HandleFunc(PprofPath+"symbol", pprof.Symbol)
-		mux.HandleFunc(PprofPath+"trace", pprof.Trace)
-	}
-	return mux
 }
 
 // Ready reports why the service should not take webhooks now, or nil: it
@@ -400,74 +381,25 @@ func (s *Service) Ready() error {
 		return errDraining
 	}
 	g := s.gen.Load()
-	switch {
-	case s.jsSpool != nil && g.spooler != nil:
-		if err := s.jsSpool.Ready(context.Background()); err != nil {
+	if s.spool.delivers() {
+		if err := s.spool.queue.Ready(context.Background()); err != nil {
 			return fmt.Errorf("spool: %w", err)
-		}
-	case s.store != nil:
-		st, err := s.store.Stats()
-		if err != nil {
-			return fmt.Errorf("spool: %w", err)
-		}
-		if c := g.cfg.Spool; (c.MaxEvents > 0 && st.Pending >= c.MaxEvents) || (c.MaxBytes > 0 && st.PendingBytes >= c.MaxBytes) {
-			return fmt.Errorf("spool is full: %d messages, %d bytes waiting", st.Pending, st.PendingBytes)
 		}
 	}
 	var errs []error
 	for _, r := range g.cfg.Routes {
-		if r.Delivery != DeliverySync {
+		if r.Delivery != config.DeliverySync {
 			continue
 		}
 		for _, t := range r.To {
-			if err := sinkReady(g.sinks[t.Sink]); err != nil {
-				errs = append(errs, fmt.Errorf("sink %q: %w", t.Sink, err))
+			if rd, ok := g.sinks[t.Sink].(sinks.Readier); ok {
+				if err := rd.Ready(); err != nil {
+					errs = append(errs, fmt.Errorf("sink %q: %w", t.Sink, err))
+				}
 			}
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (s *Service) spoolStats() (spoolStats, error) {
-	st, err := s.stats(context.Background())
-	return spoolStats{Pending: st.Pending, PendingBytes: st.PendingBytes, Oldest: st.Oldest, Dead: st.Dead}, err
-}
-
-// stats reads the spool's counts, from whichever backend runs.
-func (s *Service) stats(ctx context.Context) (spool.Stats, error) {
-	if s.jsSpool != nil {
-		return s.jsSpool.Stats(ctx)
-	}
-	return s.store.Stats()
-}
-
-// closeSpool closes whichever spool is open.
-func (s *Service) closeSpool() error {
-	return errors.Join(closeStore(s.store), s.jsSpool.Close())
-}
-
-// UsesSpool reports whether any route delivers through the spool.
-func (c *Config) UsesSpool() bool {
-	for _, r := range c.Routes {
-		if r.Delivery == DeliverySpool {
-			return true
-		}
-	}
-	return false
-}
-
-// OpenSpool opens the spool cfg.Spool describes.
-func OpenSpool(cfg *Config) (*spool.Store, error) {
-	st, err := spool.Open(cfg.Spool.Dir, spool.Options{MaxBytes: cfg.Spool.MaxBytes, MaxEvents: cfg.Spool.MaxEvents})
-	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
-	}
-	return st, nil
-}
-
-func closeStore(st *spool.Store) error {
-	if st == nil {
-		return nil
-	}
-	return st.Close()
-}
+var errDraining = errors.New("shutting down")

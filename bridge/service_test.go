@@ -5,15 +5,23 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookbridge/hookbridge/bridge/event"
+	"github.com/hookbridge/hookbridge/bridge/ingress"
+	"github.com/hookbridge/hookbridge/bridge/signature"
+	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
 
 // TestServiceEndToEnd runs the whole path in-process: deliveries signed by
@@ -21,9 +29,10 @@ import (
 // and routed by a YAML config, and land in a real JetStream stream (an
 // embedded nats-server) and a file.
 func TestServiceEndToEnd(t *testing.T) {
-	vectors, ok := loadVectors(t, sharedVectors)
+	path := sinktest.SharedVectorsPath(t)
+	vectors, ok := sinktest.Vectors(t, path)
 	if !ok {
-		t.Skipf("%s not found: the repository is expected beside shared/", sharedVectors)
+		t.Skipf("%s not found: the repository is expected beside shared/", path)
 	}
 	dir := t.TempDir()
 	events := filepath.Join(dir, "events.jsonl")
@@ -71,10 +80,10 @@ routes:
 	// Every valid CPython vector with a status and one of our secrets.
 	wantSubjects := map[string]int{} // subject -> count in the stream
 	var wantIDs []string
-	post := func(v vector) (int, map[string]any) {
-		req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(v.body(t)))
-		req.Header.Set(HeaderTimestamp, v.Timestamp)
-		req.Header.Set(HeaderSignature, v.Signature)
+	post := func(v sinktest.Vector) (int, map[string]any) {
+		req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(v.Body(t)))
+		req.Header.Set(signature.HeaderTimestamp, v.Timestamp)
+		req.Header.Set(signature.HeaderSignature, v.Signature)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -99,9 +108,9 @@ routes:
 		if answer["test"] == true {
 			continue
 		}
-		var cz Canonicalizer
-		c, _ := cz.Canonicalize(v.body(t))
-		ev, err := Normalize("browser-use", v.Timestamp, time.Now(), c, Trace{})
+		var cz signature.Canonicalizer
+		c, _ := cz.Canonicalize(v.Body(t))
+		ev, err := event.Normalize("browser-use", v.Timestamp, time.Now(), c, event.Trace{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,11 +137,11 @@ routes:
 
 	// A redelivery of an envelope (new timestamp, new signature) is
 	// recognized: answered 200, published nowhere again.
-	redeliver := vectorNamed(t, vectors, "envelope-finished")
+	redeliver := sinktest.VectorNamed(t, vectors, "envelope-finished")
 	redeliver.Timestamp = "1738893999"
-	var cz Canonicalizer
-	c, _ := cz.Canonicalize(redeliver.body(t))
-	redeliver.Signature = Signature([]byte(redeliver.Secret), redeliver.Timestamp, c.JSON)
+	var cz signature.Canonicalizer
+	c, _ := cz.Canonicalize(redeliver.Body(t))
+	redeliver.Signature = signature.Sign([]byte(redeliver.Secret), redeliver.Timestamp, c.JSON)
 	if code, answer := post(redeliver); code != 200 || answer["duplicate"] != true {
 		t.Fatalf("redelivery: %d %v, want 200 with duplicate: true", code, answer)
 	}
@@ -213,13 +222,65 @@ func safeToken(s string) string {
 	return b.String()
 }
 
-func vectorNamed(t *testing.T, vs []vector, name string) vector {
-	t.Helper()
-	for _, v := range vs {
-		if v.Name == name {
-			return v
+// TestServiceSheds: past server.max_concurrent_requests a webhook is
+// answered 503 with Retry-After at once instead of queueing without
+// bound, and once a slot frees the next one goes through. The slot is held
+// here by a request whose body is still on its way.
+func TestServiceSheds(t *testing.T) {
+	dir := t.TempDir()
+	svc := startYAML(t, "shed.yaml", `
+server: {listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0", max_concurrent_requests: 1}
+delivery: sync
+sources: [{name: browser-use, secrets: [whsec_shed]}]
+sinks: [{name: audit, type: file, path: `+filepath.Join(dir, "events.jsonl")+`}]
+routes: [{name: all, status: ["*"], to: [{sink: audit}]}]
+`, nil)
+	url := "http://" + svc.Addr().String() + "/webhook"
+	post := func(task string) *http.Response {
+		t.Helper()
+		body := event.Sample{Status: "finished", TaskID: task, Time: time.Now()}.Body()
+		req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+		if err := signature.SignRequest(req, body, []byte("whsec_shed"), strconv.FormatInt(time.Now().Unix(), 10)); err != nil {
+			t.Fatal(err)
 		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
 	}
-	t.Fatalf("no vector %q", name)
-	return vector{}
+
+	// The first request: its headers, then only part of its body.
+	slow, err := net.Dial("tcp", svc.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	const slowBody = `{"status":"finished","task_id":"t0"}`
+	if _, err := fmt.Fprintf(slow, "POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(slowBody), slowBody[:10]); err != nil {
+		t.Fatal(err)
+	}
+	var shed *http.Response
+	sinktest.WaitFor(t, "a webhook shed while the slow one holds the slot", func() bool {
+		shed = post("t1")
+		return shed.StatusCode == http.StatusServiceUnavailable
+	})
+	if shed.Header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+	if n := svc.Ingress().Count(ingress.ResultOverloaded); n == 0 {
+		t.Error("the shed webhook is not counted as overloaded")
+	}
+	// The slow request ends (unsigned: 400), and the slot is free again.
+	if _, err := io.WriteString(slow, slowBody[10:]); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(slow), nil)
+	if err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("the slow request: %v, %v", resp, err)
+	}
+	if resp := post("t2"); resp.StatusCode != http.StatusOK {
+		t.Errorf("after the slot freed: %d", resp.StatusCode)
+	}
 }

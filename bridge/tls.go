@@ -7,22 +7,9 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/hookbridge/hookbridge/bridge/config"
 )
-
-// TLSConfig serves the webhook listener over HTTPS, for deployments that
-// face the internet without an ingress in front. The zero value serves
-// plain HTTP.
-type TLSConfig struct {
-	// CertFile is the PEM certificate chain, KeyFile its private key. Both
-	// or neither. They are re-read when they change on disk (checked at
-	// most once a second, on a handshake), so a renewed certificate is
-	// picked up without a restart.
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-}
-
-// Enabled reports whether TLS is configured.
-func (c TLSConfig) Enabled() bool { return c.CertFile != "" || c.KeyFile != "" }
 
 // certReloader holds the listener's certificate and reloads it when its
 // files change. A broken new pair is logged and the old one kept.
@@ -37,7 +24,7 @@ type certReloader struct {
 	lastCheck time.Time
 }
 
-func newCertReloader(c TLSConfig, log *slog.Logger) (*certReloader, error) {
+func newCertReloader(c config.TLS, log *slog.Logger) (*certReloader, error) {
 	r := &certReloader{certFile: c.CertFile, keyFile: c.KeyFile, log: log}
 	if err := r.load(); err != nil {
 		return nil, fmt.Errorf("server.tls: %w", err)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hookbridge/hookbridge/bridge"
+	"github.com/hookbridge/hookbridge/bridge/config"
 	natssink "github.com/hookbridge/hookbridge/sinks/nats"
 )
 
@@ -37,7 +38,7 @@ const secretEnv = "BROWSER_USE_WEBHOOK_SECRET"
 
 // ---------------------------------------------------------------------------
 // hookbridge's config. This section is the only code in deploy/ that knows
-// the config API of the bridge package (and of sinks/nats): when it moves,
+// the config API (packages bridge/config and sinks/nats): when it moves,
 // parseConfig and the constants below are what changes.
 
 // What the admin listener serves.
@@ -49,8 +50,8 @@ const (
 
 // Values of the config's keys the checks compare against.
 const (
-	spoolJetStream  = bridge.SpoolJetStream // spool.backend
-	replayCacheNATS = bridge.ReplayNATS     // server.replay_cache
+	spoolJetStream  = config.SpoolJetStream // spool.backend
+	replayCacheNATS = config.ReplayNATS     // server.replay_cache
 )
 
 // hbConfig is what the checks read from a loaded hookbridge config, with
@@ -95,7 +96,7 @@ type hbNATSSink struct {
 // lookupEnv as the environment for its ${VAR}s. The error names the file,
 // line and key.
 func parseConfig(name string, data []byte, lookupEnv func(string) (string, bool)) (*hbConfig, error) {
-	c, err := bridge.ParseConfig(name, data, lookupEnv)
+	c, err := config.Parse(name, data, lookupEnv)
 	if err != nil {
 		return nil, err
 	}
@@ -106,13 +107,13 @@ func parseConfig(name string, data []byte, lookupEnv func(string) (string, bool)
 		ReplayCache:     c.Server.ReplayCache,
 		TLSCertFile:     c.Server.TLS.CertFile,
 		TLSKeyFile:      c.Server.TLS.KeyFile,
-		LocalSpool:      c.UsesSpool() && c.Spool.Backend == bridge.SpoolLocal,
+		LocalSpool:      c.UsesSpool() && c.Spool.Backend == config.SpoolLocal,
 		SpoolBackend:    c.Spool.Backend,
 		SpoolDir:        c.Spool.Dir,
 		SpoolMaxBytes:   c.Spool.MaxBytes,
-		SpoolReplicas:   c.Spool.Replicas,
-		SpoolURL:        c.Spool.URL,
-		SpoolCredsFile:  c.Spool.CredsFile,
+		SpoolReplicas:   c.Spool.JetStream.Replicas,
+		SpoolURL:        c.Spool.JetStream.URL,
+		SpoolCredsFile:  c.Spool.JetStream.CredsFile,
 	}
 	for _, src := range c.Sources {
 		cfg.SecretFiles = append(cfg.SecretFiles, src.SecretFiles)

@@ -1,13 +1,18 @@
-// Package sinks defines the one interface every broker implements and the
-// message it carries. Each broker lives in its own sub-package (sinks/nats,
+// Package sinks defines the one interface every broker implements, the
+// message it carries, and the Kind each broker package exports to describe
+// itself. Each broker lives in its own sub-package (sinks/nats,
 // sinks/file, ...) and imports only this package and its client library:
-// routing, retry policy and metrics live above the interface.
+// routing, retry policy, dead letters and metrics live above the
+// interface. Package sinktest holds the contract suite every sink passes.
 package sinks
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
 )
 
 // Message is one event bound for one target of one sink.
@@ -106,14 +111,26 @@ func MessageErr(err error, i int) error {
 	return err
 }
 
-// ConfigError is a problem with one key of a sink's configuration. Config
-// loaders use Key to point at the offending line.
+// ConfigError is a problem with one key of hookbridge's configuration.
+// The config loader reports every problem it finds, its own and each
+// sink's, as one of these, and prefixes it with the file and line.
 type ConfigError struct {
-	Key     string // the YAML key, e.g. "url"
-	Problem string // what is wrong and what to change, lower case
+	// Key is the dotted path of the key, e.g. "sources[0].tolerance"; in
+	// a sink's Validate, relative to the sink ("url", "stream.name").
+	Key string
+	// Line is the key's line in the file when the decoder knows it; 0
+	// lets the loader find it from Key.
+	Line int
+	// Problem says what is wrong and what to change, in lower case.
+	Problem string
 }
 
-func (e *ConfigError) Error() string { return e.Key + ": " + e.Problem }
+func (e *ConfigError) Error() string {
+	if e.Key == "" {
+		return e.Problem
+	}
+	return e.Key + ": " + e.Problem
+}
 
 // Problemf returns a *ConfigError for key.
 func Problemf(key, format string, args ...any) error {
@@ -141,4 +158,112 @@ func (e *permanentError) Unwrap() error { return e.err }
 func IsPermanent(err error) bool {
 	var p *permanentError
 	return errors.As(err, &p)
+}
+
+// Kind describes one broker type. Each sink package exports one, and the
+// config loader lists them: adding a broker is a package and a line there.
+type Kind struct {
+	// Name is the value of a sink's `type:` key, e.g. "nats".
+	Name string
+	// TargetKey is the key a route target names a destination with
+	// ("subject", "topic", "queue_url"), or "" for a kind that takes none.
+	TargetKey string
+	// NewConfig returns a new, empty configuration of the kind: the
+	// config loader decodes the sink's own keys into it.
+	NewConfig func() Config
+}
+
+// Config is a sink kind's own configuration: the keys of a sink besides
+// name, type, retry and dead_letter. It knows its defaults and its
+// problems, describes where it publishes and opens its sink, so nothing
+// outside the kind's package needs to know its fields.
+type Config interface {
+	// SetDefaults fills the zero fields with their defaults. It is
+	// idempotent.
+	SetDefaults()
+	// Validate reports every problem, after SetDefaults, as
+	// *ConfigError values joined with errors.Join.
+	Validate() error
+	// DefaultTarget is where a message goes whose route names no target,
+	// "" if the kind has no default.
+	DefaultTarget() string
+	// CheckTarget checks a target without template variables at load
+	// time. nil: it may exist.
+	CheckTarget(target string) error
+	// Describe says where the sink publishes, for `hookbridge check`. It
+	// never shows a credential.
+	Describe() string
+	// WithoutProbe makes Open start without contacting the broker, for
+	// brokers that come up after hookbridge (serve -skip-probe): the
+	// kind's own skip_probe key, set from the command line.
+	WithoutProbe()
+	// Open connects the sink. targets are the target templates routes
+	// use with it (some brokers provision for them or check that they
+	// exist); log receives the sink's own warnings.
+	Open(ctx context.Context, targets []TargetTemplate, log *slog.Logger) (Sink, error)
+}
+
+// TargetTemplate is a route's target as written, such as "task.{status}",
+// whose variables are filled in per event.
+type TargetTemplate interface {
+	// String returns the template as written.
+	String() string
+	// Static reports whether it has no variable.
+	Static() bool
+	// Wildcard returns the pattern that covers every expansion when names
+	// are split into tokens by sep: a token holding a variable becomes
+	// wildcard ("task.{status}" → "task.*" for NATS).
+	Wildcard(sep byte, wildcard string) string
+}
+
+// StaticTargets returns the targets among templates that hold no
+// variable, plus def when set, without repeats: what a sink can check
+// exists at start-up.
+func StaticTargets(templates []TargetTemplate, def string) []string {
+	var out []string
+	for _, t := range templates {
+		if t.Static() {
+			out = appendUnique(out, t.String())
+		}
+	}
+	if def != "" {
+		out = appendUnique(out, def)
+	}
+	return out
+}
+
+// Wildcards returns the patterns that cover every expansion of templates
+// (see TargetTemplate.Wildcard), without repeats.
+func Wildcards(templates []TargetTemplate, sep byte, wildcard string) []string {
+	var out []string
+	for _, t := range templates {
+		out = appendUnique(out, t.Wildcard(sep, wildcard))
+	}
+	return out
+}
+
+func appendUnique(list []string, s string) []string {
+	for _, x := range list {
+		if x == s {
+			return list
+		}
+	}
+	return append(list, s)
+}
+
+// Readier is implemented by sinks that know whether their broker
+// connection is usable right now (NATS); /readyz asks them.
+type Readier interface {
+	Ready() error
+}
+
+// KindNames returns the names of kinds, sorted, for messages that list
+// them.
+func KindNames(kinds []Kind) string {
+	names := make([]string, len(kinds))
+	for i, k := range kinds {
+		names[i] = k.Name
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
 }

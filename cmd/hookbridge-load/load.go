@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hookbridge/hookbridge/bridge"
+	"github.com/hookbridge/hookbridge/bridge/signature"
 )
 
 // delivery is one pre-signed webhook: signing happens before the clock
@@ -29,7 +29,7 @@ var statuses = [...]string{"initializing", "started", "paused", "stopped", "fini
 // them, each task going through the five statuses in order. first
 // numbers them so warm-up and measured sets never repeat a body.
 func makeDeliveries(secret []byte, first, n int, flat bool, now time.Time) ([]delivery, error) {
-	var cz bridge.Canonicalizer
+	var cz signature.Canonicalizer
 	ts := strconv.FormatInt(now.Unix(), 10)
 	out := make([]delivery, n)
 	for i := range out {
@@ -52,7 +52,7 @@ func makeDeliveries(secret []byte, first, n int, flat bool, now time.Time) ([]de
 		if err != nil {
 			return nil, fmt.Errorf("sample delivery %d: %w", k, err)
 		}
-		out[i] = delivery{body: []byte(body), ts: ts, sig: bridge.Signature(secret, ts, c.JSON)}
+		out[i] = delivery{body: []byte(body), ts: ts, sig: signature.Sign(secret, ts, c.JSON)}
 	}
 	return out, nil
 }
@@ -190,8 +190,8 @@ func (g *generator) post(ctx context.Context, d *delivery) (int, string, error) 
 		return 0, "", err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(bridge.HeaderTimestamp, d.ts)
-	req.Header.Set(bridge.HeaderSignature, d.sig)
+	req.Header.Set(signature.HeaderTimestamp, d.ts)
+	req.Header.Set(signature.HeaderSignature, d.sig)
 	resp, err := g.client.Do(req)
 	if err != nil {
 		return 0, "", err

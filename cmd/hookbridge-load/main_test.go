@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hookbridge/hookbridge/bridge"
+	"github.com/hookbridge/hookbridge/bridge/signature"
 )
 
 // TestMain lets the test binary be the trivial server, as the real
@@ -197,12 +197,12 @@ func TestDeliveriesVerifyAndAreUnique(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, err := bridge.NewVerifier([][]byte{secret})
+		v, err := signature.NewVerifier([][]byte{secret})
 		if err != nil {
 			t.Fatal(err)
 		}
 		seen := map[string]bool{}
-		var cz bridge.Canonicalizer
+		var cz signature.Canonicalizer
 		for _, d := range ds {
 			c, err := cz.Canonicalize(d.body)
 			if err != nil {

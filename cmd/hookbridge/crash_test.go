@@ -15,6 +15,8 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
 
 // TestKill9LosesNoAcknowledgedEvent runs the real binary under steady
@@ -23,7 +25,7 @@ import (
 func TestKill9LosesNoAcknowledgedEvent(t *testing.T) {
 	dir := t.TempDir()
 	bin := buildBinary(t, dir)
-	webhookAddr, natsAddr := freePort(t), freePort(t)
+	webhookAddr, natsAddr := sinktest.FreeAddr(t), sinktest.FreeAddr(t)
 	config := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(config, []byte(fmt.Sprintf(`
 server:
@@ -58,7 +60,7 @@ routes:
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "hookbridge to listen", func() bool { return strings.Contains(logs.String(), "hookbridge listening") })
+		sinktest.WaitFor(t, "hookbridge to listen", func() bool { return strings.Contains(logs.String(), "hookbridge listening") })
 		return cmd, &logs
 	}
 	proc, _ := start()
@@ -88,7 +90,7 @@ routes:
 			}
 		})
 	}
-	waitFor(t, "300 acknowledged events", func() bool {
+	sinktest.WaitFor(t, "300 acknowledged events", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(acked) >= 300
@@ -113,7 +115,7 @@ routes:
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
 	var stored map[string]int
-	waitFor(t, "every acknowledged event in JetStream", func() bool {
+	sinktest.WaitFor(t, "every acknowledged event in JetStream", func() bool {
 		stored = storedIDs(t, ctx, js)
 		for id := range acked {
 			if stored[id] == 0 {
@@ -156,9 +158,11 @@ func postSigned(client *http.Client, url, task string, n int) (string, bool) {
 func storedIDs(t *testing.T, ctx context.Context, js jetstream.JetStream) map[string]int {
 	t.Helper()
 	ids := map[string]int{}
-	msgs, _ := sinkMsgs(ctx, js) // what was read; the caller polls again
-	for _, m := range msgs {
-		ids[m.Headers().Get("ce-id")]++
+	if sinktest.StreamCount(js, "HOOKBRIDGE") <= 0 {
+		return ids // no stream yet: the caller polls again
+	}
+	for _, m := range sinktest.ReadStream(t, js, "HOOKBRIDGE") {
+		ids[sinktest.ReadCloudEvent(t, m.Data()).ID]++
 	}
 	return ids
 }

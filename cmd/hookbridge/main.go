@@ -3,7 +3,8 @@
 // according to YAML routes.
 //
 // This package only parses flags, wires the bridge package together and
-// handles signals; everything a test would want lives in bridge and sinks.
+// handles signals; everything a test would want lives under bridge/ and
+// sinks/.
 package main
 
 import (
@@ -145,8 +146,8 @@ func fail(e env, cmd string, err error) int {
 func help(args []string, e env) int {
 	if len(args) == 0 {
 		fmt.Fprint(e.stdout, `Hookbridge receives Browser Use Cloud task webhooks, verifies their
-signatures and publishes them as CloudEvents to message brokers (NATS
-JetStream, files) according to YAML routes.
+signatures and publishes them as CloudEvents to message brokers (NATS core
+and JetStream, Kafka, AWS SQS, files) according to YAML routes.
 
 Usage:
 

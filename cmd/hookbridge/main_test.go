@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -98,8 +100,8 @@ func TestCheck(t *testing.T) {
 		"publish_timeout: 10s",
 		"browser-use /webhook 1 (redacted) 5m0s rejected",
 		"delivery: spool (spool in ./data/spool, at most 1073741824 bytes and 1000000 messages)",
-		"STATUS ROUTE SINK TARGET DELIVERY paused all-statuses bus task.{status} spool paused alerting bus alerts.task.{status} spool " +
-			"stopped all-statuses bus task.{status} spool stopped alerting bus alerts.task.{status} spool * all-statuses bus task.{status} spool",
+		"STATUS ROUTE SINK TARGET DELIVERY paused all-statuses bus task.paused spool paused alerting bus alerts.task.paused spool " +
+			"stopped all-statuses bus task.stopped spool stopped alerting bus alerts.task.stopped spool * all-statuses bus task.{status} spool",
 	} {
 		if !strings.Contains(folded, want) {
 			t.Errorf("check output lacks %q:\n%s", want, stdout)
@@ -113,6 +115,36 @@ func TestCheck(t *testing.T) {
 	want := "hookbridge check: ../../config.yaml:30: sources[0].secrets[0]: environment variable BROWSER_USE_WEBHOOK_SECRET is not set: export it (or write ${BROWSER_USE_WEBHOOK_SECRET:-default} for a fallback)\n"
 	if code != 1 || stderr != want {
 		t.Errorf("unset secret: code %d stderr %q, want 1 and %q", code, stderr, want)
+	}
+}
+
+// TestCheckTableIsWhatRouteDoes: where routing de-duplicates, the table
+// shows the one delivery an event gets. A spooled catch-all to
+// task.{status} and a sync route to task.finished on the same sink deliver
+// a finished event once, sync, as check -explain says; the table once
+// showed two finished rows, one of them spool.
+func TestCheckTableIsWhatRouteDoes(t *testing.T) {
+	config := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(config, []byte(`
+sources: [{name: browser-use, secrets: [whsec_x]}]
+sinks: [{name: bus, type: nats, url: "nats://127.0.0.1:4222", jetstream: true}]
+routes:
+  - {name: a, status: ["*"], to: [{sink: bus, subject: "task.{status}"}]}
+  - {name: b, status: [finished], delivery: sync, to: [{sink: bus, subject: task.finished}]}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCmd(t, "", nil, "check", "-config", config)
+	if code != 0 {
+		t.Fatalf("check: %d %s", code, stderr)
+	}
+	table := strings.Join(strings.Fields(stdout[strings.Index(stdout, "STATUS"):]), " ")
+	if want := "STATUS ROUTE SINK TARGET DELIVERY finished a bus task.finished sync * a bus task.{status} spool"; table != want {
+		t.Errorf("routing table:\n%s\nwant %s", table, want)
+	}
+	code, stdout, _ = runCmd(t, "", nil, "check", "-config", config, "-explain", `{"status":"finished","task_id":"t1"}`)
+	if folded := strings.Join(strings.Fields(stdout), " "); code != 0 || !strings.HasSuffix(folded, "SINK TARGET DELIVERY bus task.finished sync") {
+		t.Errorf("check -explain: %d %s", code, stdout)
 	}
 }
 

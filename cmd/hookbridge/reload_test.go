@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
 
 // TestSIGHUPReloadsSecrets rotates the webhook secret in the config file
@@ -14,7 +16,7 @@ import (
 // the old one refused, without a restart.
 func TestSIGHUPReloadsSecrets(t *testing.T) {
 	dir := t.TempDir()
-	webhookAddr := freePort(t)
+	webhookAddr := sinktest.FreeAddr(t)
 	config := func(secret string) string {
 		return `
 server:
@@ -47,7 +49,7 @@ routes:
 		done <- run(ctx, []string{"serve", "-config", path, "-watch", "1h"}, env{stdin: strings.NewReader(""), stdout: &logs, stderr: &logs,
 			lookupEnv: func(string) (string, bool) { return "", false }})
 	}()
-	waitFor(t, "serve to listen", func() bool { return strings.Contains(logs.String(), "hookbridge listening") })
+	sinktest.WaitFor(t, "serve to listen", func() bool { return strings.Contains(logs.String(), "hookbridge listening") })
 
 	url := "http://" + webhookAddr + "/webhook"
 	sendWith := func(secret string) string {
@@ -65,7 +67,7 @@ routes:
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the reload", func() bool { return strings.Contains(logs.String(), "config reloaded") })
+	sinktest.WaitFor(t, "the reload", func() bool { return strings.Contains(logs.String(), "config reloaded") })
 	if got := sendWith("after"); got != "200 OK" {
 		t.Errorf("new secret after SIGHUP: %s", got)
 	}

@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/hookbridge/hookbridge/bridge"
+	"github.com/hookbridge/hookbridge/bridge/signature"
+	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
 
 // TestTwoReplicasShareTheJetStreamSpool runs two hookbridge processes on
@@ -36,7 +36,7 @@ import (
 func TestTwoReplicasShareTheJetStreamSpool(t *testing.T) {
 	dir := t.TempDir()
 	bin := buildBinary(t, dir)
-	ns := startNATS(t) // its cleanup runs after the replicas'
+	ns := sinktest.NATS(t) // its cleanup runs after the replicas'
 
 	// One config for both replicas; only the listen address, from the
 	// environment, differs.
@@ -75,11 +75,11 @@ routes: [{name: all, status: ["*"], to: [{sink: bus, subject: "task.{status}"}]}
 				t.Logf("replica %d (exit: %v) logged:\n%s", i, r.err, tail(r.logs.String(), 30))
 			}
 		})
-		waitFor(t, "the replica to listen", func() bool { return strings.Contains(r.logs.String(), "hookbridge listening") })
+		sinktest.WaitFor(t, "the replica to listen", func() bool { return strings.Contains(r.logs.String(), "hookbridge listening") })
 		return r
 	}
 	// One after the other, as a replica joins a running deployment.
-	addrs := [2]string{freePort(t), freePort(t)}
+	addrs := [2]string{sinktest.FreeAddr(t), sinktest.FreeAddr(t)}
 	replicas := [2]*replica{start(0, addrs[0]), start(1, addrs[1])}
 
 	ctx := t.Context() // canceled as the test ends: senders give up then
@@ -122,7 +122,7 @@ routes: [{name: all, status: ["*"], to: [{sink: bus, subject: "task.{status}"}]}
 	}
 	t.Cleanup(sent.Wait)
 	awaitAcks := func(n int) {
-		waitFor(t, fmt.Sprintf("%d acknowledged events", n), func() bool {
+		sinktest.WaitFor(t, fmt.Sprintf("%d acknowledged events", n), func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			return len(acked) >= n
@@ -141,7 +141,7 @@ routes: [{name: all, status: ["*"], to: [{sink: bus, subject: "task.{status}"}]}
 		t.Fatal(err)
 	}
 	<-replicas[0].done
-	spooled := streamMsgs(ctx, js, "HOOKBRIDGE_SPOOL")
+	spooled := sinktest.StreamCount(js, "HOOKBRIDGE_SPOOL")
 	awaitAcks(2 * total / 3)
 	replicas[0] = start(0, addrs[0])
 	sent.Wait()
@@ -154,20 +154,23 @@ routes: [{name: all, status: ["*"], to: [{sink: bus, subject: "task.{status}"}]}
 
 	// Wait until the sink holds every acknowledged event and the spool is
 	// empty, then check what the sink holds, in stream order.
-	waitFor(t, "every event in the sink and an empty spool", func() bool {
-		return streamMsgs(ctx, js, "HOOKBRIDGE") >= int64(total) && streamMsgs(ctx, js, "HOOKBRIDGE_SPOOL") == 0
+	sinktest.WaitFor(t, "every event in the sink and an empty spool", func() bool {
+		return sinktest.StreamCount(js, "HOOKBRIDGE") >= total && sinktest.StreamCount(js, "HOOKBRIDGE_SPOOL") == 0
 	})
-	got := sinkEvents(t, ctx, js)
+	var got []sinktest.CloudEvent
+	for _, m := range sinktest.ReadStream(t, js, "HOOKBRIDGE") {
+		got = append(got, sinktest.ReadCloudEvent(t, m.Data()))
+	}
 	copies, last := map[string]int{}, map[string]int{}
 	for _, e := range got {
-		copies[e.id]++
-		if _, ok := acked[e.id]; !ok {
-			t.Errorf("the sink holds event %s (%s/%d), which no replica acknowledged", e.id, e.task, e.n)
+		copies[e.ID]++
+		if _, ok := acked[e.ID]; !ok {
+			t.Errorf("the sink holds event %s (%s/%d), which no replica acknowledged", e.ID, e.Data.TaskID, e.N())
 		}
-		if prev, ok := last[e.task]; ok && e.n <= prev {
-			t.Errorf("task %s: event %d reached the sink after event %d", e.task, e.n, prev)
+		if prev, ok := last[e.Data.TaskID]; ok && e.N() <= prev {
+			t.Errorf("task %s: event %d reached the sink after event %d", e.Data.TaskID, e.N(), prev)
 		}
-		last[e.task] = e.n
+		last[e.Data.TaskID] = e.N()
 	}
 	for id, task := range acked {
 		if copies[id] != 1 {
@@ -212,14 +215,10 @@ type replica struct {
 
 // postBody signs and posts body, and returns the event id of a 200 answer.
 func postBody(ctx context.Context, client *http.Client, url, secret, body string) (string, error) {
-	c, err := new(bridge.Canonicalizer).Canonicalize([]byte(body))
-	if err != nil {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err := signature.SignRequest(req, []byte(body), []byte(secret), strconv.FormatInt(time.Now().Unix(), 10)); err != nil {
 		return "", err
 	}
-	ts := strconv.FormatInt(time.Now().Unix(), 10)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
-	req.Header.Set(bridge.HeaderTimestamp, ts)
-	req.Header.Set(bridge.HeaderSignature, bridge.Signature([]byte(secret), ts, c.JSON))
 	resp, err := client.Do(req)
 	if err != nil {
 		return "", err
@@ -230,85 +229,4 @@ func postBody(ctx context.Context, client *http.Client, url, secret, body string
 		return "", fmt.Errorf("answered %s", resp.Status)
 	}
 	return answer.ID, nil
-}
-
-// streamMsgs is how many messages stream name holds, or -1 if unknown.
-func streamMsgs(ctx context.Context, js jetstream.JetStream, name string) int64 {
-	if st, err := js.Stream(ctx, name); err == nil {
-		if info, err := st.Info(ctx); err == nil {
-			return int64(info.State.Msgs)
-		}
-	}
-	return -1
-}
-
-// sinkEvent is one message of the sink stream HOOKBRIDGE.
-type sinkEvent struct {
-	id, task string
-	n        int
-}
-
-// sinkMsgs reads every message of the sink stream HOOKBRIDGE, in stream
-// order: none when there is no stream yet.
-func sinkMsgs(ctx context.Context, js jetstream.JetStream) ([]jetstream.Msg, error) {
-	n := streamMsgs(ctx, js, "HOOKBRIDGE")
-	if n <= 0 {
-		return nil, nil
-	}
-	cons, err := js.OrderedConsumer(ctx, "HOOKBRIDGE", jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return nil, err
-	}
-	batch, err := cons.Fetch(int(n), jetstream.FetchMaxWait(10*time.Second))
-	if err != nil {
-		return nil, err
-	}
-	var out []jetstream.Msg
-	for m := range batch.Messages() {
-		out = append(out, m)
-	}
-	return out, nil
-}
-
-// sinkEvents reads every message of the sink stream, in stream order.
-func sinkEvents(t *testing.T, ctx context.Context, js jetstream.JetStream) []sinkEvent {
-	t.Helper()
-	msgs, err := sinkMsgs(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []sinkEvent
-	for _, m := range msgs {
-		var ce struct {
-			ID   string
-			Data struct {
-				TaskID   string `json:"task_id"`
-				Metadata struct{ N string }
-			}
-		}
-		err := json.Unmarshal(m.Data(), &ce)
-		seq, nerr := strconv.Atoi(ce.Data.Metadata.N)
-		if err != nil || nerr != nil || ce.ID == "" {
-			t.Fatalf("sink message without a CloudEvents id or metadata.n: %v %v: %s", err, nerr, m.Data())
-		}
-		out = append(out, sinkEvent{ce.ID, ce.Data.TaskID, seq})
-	}
-	return out
-}
-
-// startNATS runs a JetStream nats-server on a free port until the test
-// ends.
-func startNATS(t *testing.T) *server.Server {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
-		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(ns.Shutdown)
-	return ns
 }

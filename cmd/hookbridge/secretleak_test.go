@@ -16,7 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hookbridge/hookbridge/bridge"
+	"github.com/hookbridge/hookbridge/bridge/signature"
+	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
 
 // Canaries: known secret values that must never appear in anything
@@ -149,7 +150,7 @@ routes:
 // fails naming each output that held one.
 func TestSecretLeak(t *testing.T) {
 	dir := t.TempDir()
-	webhookAddr, natsAddr, closedAddr := freePort(t), freePort(t), freePort(t)
+	webhookAddr, natsAddr, closedAddr := sinktest.FreeAddr(t), sinktest.FreeAddr(t), sinktest.FreeAddr(t)
 	expand := func(s string) string {
 		return strings.NewReplacer("{{WEBHOOK}}", webhookAddr, "{{NATS}}", natsAddr,
 			"{{CLOSED}}", closedAddr, "{{DIR}}", dir).Replace(s)
@@ -204,7 +205,7 @@ func TestSecretLeak(t *testing.T) {
 	}()
 	adminRE := regexp.MustCompile(`hookbridge listening.*admin=(\S+)`)
 	var adminAddr string
-	waitFor(t, "serve to listen", func() bool {
+	sinktest.WaitFor(t, "serve to listen", func() bool {
 		select {
 		case code := <-serveDone:
 			serveStopped = true
@@ -248,12 +249,12 @@ func TestSecretLeak(t *testing.T) {
 
 	now := func() string { return strconv.FormatInt(time.Now().Unix(), 10) }
 	sign := func(secret, ts, body string) string {
-		var cz bridge.Canonicalizer
+		var cz signature.Canonicalizer
 		c, err := cz.Canonicalize([]byte(body))
 		if err != nil {
 			return strings.Repeat("0", 64) // not JSON: any well-formed signature
 		}
-		return bridge.Signature([]byte(secret), ts, c.JSON)
+		return signature.Sign([]byte(secret), ts, c.JSON)
 	}
 	envelope := func(status, task string) string {
 		return `{"type": "agent.task.status_update", "timestamp": "2025-05-25T09:22:22.269116+00:00", "payload": ` +
@@ -284,20 +285,20 @@ func TestSecretLeak(t *testing.T) {
 		{name: "wrong secret", body: envelope("finished", "t-wrong"), secret: "whsec_wrong", want: 403},
 		{name: "secret with a suffix", body: envelope("finished", "t-wrong2"), secret: canaryWebhook + "x", want: 403},
 		{name: "signature in upper case", body: envelope("finished", "t-upper"), secret: canaryWebhook,
-			headers: map[string]string{bridge.HeaderSignature: strings.ToUpper(sign(canaryWebhook, "", envelope("finished", "t-upper")))}, want: 403},
+			headers: map[string]string{signature.HeaderSignature: strings.ToUpper(sign(canaryWebhook, "", envelope("finished", "t-upper")))}, want: 403},
 		{name: "signature truncated", body: envelope("finished", "t-trunc"), secret: canaryWebhook,
-			headers: map[string]string{bridge.HeaderSignature: "abc123"}, want: 403},
+			headers: map[string]string{signature.HeaderSignature: "abc123"}, want: 403},
 		{name: "tampered body", body: envelope("finished", "t-tampered"), secret: canaryWebhook,
-			headers: map[string]string{bridge.HeaderSignature: sign(canaryWebhook, "", envelope("finished", "t-other"))}, want: 403},
+			headers: map[string]string{signature.HeaderSignature: sign(canaryWebhook, "", envelope("finished", "t-other"))}, want: 403},
 		{name: "stale timestamp", body: envelope("finished", "t-stale"), secret: canaryWebhook,
 			ts: strconv.FormatInt(time.Now().Add(-time.Hour).Unix(), 10), want: 403},
 		{name: "future timestamp", body: envelope("finished", "t-future"), secret: canaryWebhook,
 			ts: strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10), want: 403},
 		{name: "unparseable timestamp", body: envelope("finished", "t-unparsed"), secret: canaryWebhook, ts: "yesterday", want: 403},
 		{name: "missing signature", body: envelope("finished", "t-nosig"), secret: canaryWebhook,
-			headers: map[string]string{bridge.HeaderSignature: ""}, want: 400},
+			headers: map[string]string{signature.HeaderSignature: ""}, want: 400},
 		{name: "missing timestamp", body: envelope("finished", "t-nots"), secret: canaryWebhook,
-			headers: map[string]string{bridge.HeaderTimestamp: ""}, want: 400},
+			headers: map[string]string{signature.HeaderTimestamp: ""}, want: 400},
 		{name: "no headers at all", body: envelope("finished", "t-none"), want: 400},
 		{name: "not JSON", body: "status=finished&secret=x", secret: canaryWebhook, want: 400},
 		{name: "truncated JSON", body: `{"status": "fin`, secret: canaryWebhook, want: 400},
@@ -327,11 +328,11 @@ func TestSecretLeak(t *testing.T) {
 			ts = now()
 		}
 		if h.secret != "" {
-			req.Header.Set(bridge.HeaderTimestamp, ts)
-			req.Header.Set(bridge.HeaderSignature, sign(h.secret, ts, h.body))
+			req.Header.Set(signature.HeaderTimestamp, ts)
+			req.Header.Set(signature.HeaderSignature, sign(h.secret, ts, h.body))
 		}
 		for k, v := range h.headers {
-			if k == bridge.HeaderSignature && v != "" && h.secret != "" && !strings.Contains(h.name, "truncated") && !strings.Contains(h.name, "tampered") {
+			if k == signature.HeaderSignature && v != "" && h.secret != "" && !strings.Contains(h.name, "truncated") && !strings.Contains(h.name, "tampered") {
 				v = sign(canaryWebhook, ts, h.body) // re-sign with this request's timestamp
 				if strings.Contains(h.name, "upper case") {
 					v = strings.ToUpper(v)
@@ -360,7 +361,7 @@ func TestSecretLeak(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return string(b)
 	}
-	waitFor(t, "the SQS message to be dead-lettered", func() bool {
+	sinktest.WaitFor(t, "the SQS message to be dead-lettered", func() bool {
 		return strings.Contains(metrics(), `hookbridge_dead_letters_total{sink="alerts"} 1`)
 	})
 	for _, p := range []string{"/metrics", "/healthz", "/readyz", "/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/goroutine?debug=1", "/nope"} {
@@ -378,7 +379,7 @@ func TestSecretLeak(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(broken), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the reload to fail", func() bool {
+	sinktest.WaitFor(t, "the reload to fail", func() bool {
 		return strings.Contains(metrics(), `hookbridge_config_reloads_total{result="failure"} 1`)
 	})
 	// And back to a valid file with the secret file rotated: a reload that works.
@@ -386,7 +387,7 @@ func TestSecretLeak(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(expand(leakConfig)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the reload to succeed", func() bool {
+	sinktest.WaitFor(t, "the reload to succeed", func() bool {
 		return strings.Contains(metrics(), `hookbridge_config_reloads_total{result="success"} 1`)
 	})
 	get("/metrics")
@@ -507,7 +508,7 @@ func TestSecretLeak(t *testing.T) {
 		cfg = strings.Replace(cfg, b.old, b.new, 1)
 		// Its own ports and storage: the embedded NATS must start for the
 		// failure to be the broker's.
-		cfg = strings.NewReplacer(webhookAddr, freePort(t), natsAddr, freePort(t),
+		cfg = strings.NewReplacer(webhookAddr, sinktest.FreeAddr(t), natsAddr, sinktest.FreeAddr(t),
 			dir+"/spool", filepath.Join(dir, "spool"+strconv.Itoa(i)), dir+"/nats", filepath.Join(dir, "nats"+strconv.Itoa(i))).Replace(cfg)
 		p := write("startfail.yaml", cfg)
 		runAll(bg, "check "+b.name, "", "check", "-config", p)

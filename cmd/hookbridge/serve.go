@@ -15,7 +15,10 @@ import (
 	"time"
 
 	"github.com/hookbridge/hookbridge/bridge"
-	natssink "github.com/hookbridge/hookbridge/sinks/nats"
+	"github.com/hookbridge/hookbridge/bridge/config"
+	"github.com/hookbridge/hookbridge/bridge/event"
+	"github.com/hookbridge/hookbridge/bridge/route"
+	"github.com/hookbridge/hookbridge/bridge/signature"
 )
 
 const defaultConfig = "config.yaml"
@@ -39,12 +42,17 @@ at the next start.
 At start-up every sink checks its broker (NATS connection, Kafka metadata
 and topics, SQS queue attributes) and serve fails with a clear error when
 one is unreachable. -skip-probe starts anyway, for brokers that come up
-later; until they do, webhooks routed to them are answered 503.
+later; until they do, webhooks routed to them with delivery: sync are
+answered 503, and spooled ones wait in the spool.
 
-A webhook is answered 200 only once every sink it was routed to confirmed
-it; otherwise 503 with Retry-After, so Browser Use retries.`,
+A webhook is answered 200 only once the event is kept: stored in the
+spool (delivery: spool, the default: fsynced in the local file, or
+acknowledged by NATS with spool.backend: jetstream), from where it is
+delivered with retries, or confirmed by every sink it was routed to
+(delivery: sync). Otherwise it is answered 503 with Retry-After, so
+Browser Use retries.`,
 	flags: func(fs *flag.FlagSet) func(context.Context, env) int {
-		config := fs.String("config", defaultConfig, "the config `file`")
+		configFile := fs.String("config", defaultConfig, "the config `file`")
 		level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 		format := fs.String("log-format", "text", "log `format`: text or json")
 		skipProbe := fs.Bool("skip-probe", false, "start without checking that the brokers are reachable")
@@ -54,12 +62,9 @@ it; otherwise 503 with Retry-After, so Browser Use retries.`,
 			if err != nil {
 				return fail(e, "serve", err)
 			}
-			cfg, err := bridge.LoadConfig(*config, e.lookupEnv)
+			cfg, err := config.Load(*configFile, e.lookupEnv)
 			if err != nil {
 				return fail(e, "serve", err)
-			}
-			if *skipProbe {
-				cfg.SkipProbes()
 			}
 			// SIGHUP, or a change of the file, reloads routes, sinks and
 			// secrets without a restart. Listen before starting, so a
@@ -67,14 +72,13 @@ it; otherwise 503 with Retry-After, so Browser Use retries.`,
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
-			svc, err := bridge.Start(ctx, cfg, log)
+			svc, err := bridge.Start(ctx, cfg, bridge.Options{Log: log, SkipProbe: *skipProbe})
 			if err != nil {
 				return fail(e, "serve", err)
 			}
-			svc.SkipProbe = *skipProbe
 			watchCtx, stopWatch := context.WithCancel(ctx)
 			defer stopWatch()
-			go svc.WatchConfig(watchCtx, *config, e.lookupEnv, *watch)
+			go svc.WatchConfig(watchCtx, *configFile, e.lookupEnv, *watch)
 		wait:
 			for {
 				select {
@@ -82,8 +86,8 @@ it; otherwise 503 with Retry-After, so Browser Use retries.`,
 					log.Info("shutting down", "timeout", cfg.Server.ShutdownTimeout)
 					break wait
 				case <-hup:
-					log.Info("SIGHUP: reloading the config", "path", *config)
-					_ = svc.ReloadFile(ctx, *config, e.lookupEnv) // logged and counted
+					log.Info("SIGHUP: reloading the config", "path", *configFile)
+					_ = svc.ReloadFile(ctx, *configFile, e.lookupEnv) // logged and counted
 				case err := <-svc.Done():
 					log.Error("a listener stopped", "err", err)
 					break wait
@@ -133,37 +137,35 @@ With -explain, it prints instead where one sample delivery would go:
 It exits 0 when the config is valid and 1, with file:line and the key of
 each problem, when it is not.`,
 	flags: func(fs *flag.FlagSet) func(context.Context, env) int {
-		config := fs.String("config", defaultConfig, "the config `file`")
+		configFile := fs.String("config", defaultConfig, "the config `file`")
 		explain := fs.String("explain", "", "print where this sample delivery (`JSON`) would go")
 		return func(ctx context.Context, e env) int {
-			cfg, err := bridge.LoadConfig(*config, e.lookupEnv)
+			cfg, err := config.Load(*configFile, e.lookupEnv)
 			if err != nil {
 				return fail(e, "check", err)
 			}
-			router, err := bridge.NewRouter(cfg.Routes)
-			if err != nil {
-				return fail(e, "check", err)
-			}
+			router := route.New(cfg.Rules())
 			if *explain != "" {
 				if err := printExplain(e, cfg, router, *explain); err != nil {
 					return fail(e, "check", err)
 				}
 				return exitOK
 			}
-			printCheck(e, *config, cfg, router)
+			printCheck(e, *configFile, cfg, router)
 			return exitOK
 		}
 	},
 }
 
-func printCheck(e env, path string, cfg *bridge.Config, router *bridge.Router) {
+func printCheck(e env, path string, cfg *config.Config, router *route.Router) {
 	s := cfg.Server
 	fmt.Fprintf(e.stdout, "%s is valid.\n\ndelivery: %s", path, cfg.Delivery)
 	switch sp := cfg.Spool; {
 	case !cfg.UsesSpool():
-	case sp.Backend == bridge.SpoolJetStream:
+	case sp.Backend == config.SpoolJetStream:
+		js := sp.JetStream
 		fmt.Fprintf(e.stdout, " (shared JetStream spool: stream %s on %s, R%d, %d partitions per sink, ack_wait %v, at most %d bytes and %d messages)",
-			sp.Stream, natssink.Redact(sp.URL), sp.Replicas, sp.Partitions, sp.AckWait, sp.MaxBytes, sp.MaxEvents)
+			js.Stream, js.Redacted(), js.Replicas, js.Partitions, js.AckWait, sp.MaxBytes, sp.MaxEvents)
 	default:
 		fmt.Fprintf(e.stdout, " (spool in %s, at most %d bytes and %d messages)", sp.Dir, sp.MaxBytes, sp.MaxEvents)
 	}
@@ -200,8 +202,7 @@ func printCheck(e env, path string, cfg *bridge.Config, router *bridge.Router) {
 	tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  NAME\tTYPE\tWHERE")
 	for _, sk := range cfg.Sinks {
-		where := cfg.DescribeSink(sk.Name)
-		fmt.Fprintf(tw, "  %s\t%s\t%s\n", sk.Name, sk.Type, where)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", sk.Name, sk.Type, sk.Options.Describe())
 	}
 	tw.Flush()
 
@@ -228,14 +229,14 @@ func printCheck(e env, path string, cfg *bridge.Config, router *bridge.Router) {
 
 // printExplain shows the routes, sinks and targets one sample delivery
 // reaches, normalized exactly as serve would.
-func printExplain(e env, cfg *bridge.Config, router *bridge.Router, sample string) error {
-	var cz bridge.Canonicalizer
+func printExplain(e env, cfg *config.Config, router *route.Router, sample string) error {
+	var cz signature.Canonicalizer
 	c, err := cz.Canonicalize([]byte(sample))
 	if err != nil {
 		return fmt.Errorf("-explain: not valid JSON: %w", err)
 	}
 	now := time.Now()
-	ev, err := bridge.Normalize(cfg.Sources[0].Name, strconv.FormatInt(now.Unix(), 10), now, c, bridge.Trace{})
+	ev, err := event.Normalize(cfg.Sources[0].Name, strconv.FormatInt(now.Unix(), 10), now, c, event.Trace{})
 	if err != nil {
 		return fmt.Errorf("-explain: %w (serve would answer 4xx)", err)
 	}

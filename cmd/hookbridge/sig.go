@@ -12,7 +12,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/hookbridge/hookbridge/bridge"
+	"github.com/hookbridge/hookbridge/bridge/event"
+	"github.com/hookbridge/hookbridge/bridge/signature"
 )
 
 // maxStdin bounds what verify and sign read: a webhook body, not a stream.
@@ -45,7 +46,7 @@ that is signed.`,
 			if err != nil {
 				return fail(e, "verify", err)
 			}
-			var cz bridge.Canonicalizer
+			var cz signature.Canonicalizer
 			c, err := cz.Canonicalize(body)
 			if err != nil {
 				return fail(e, "verify", fmt.Errorf("invalid: body is not valid JSON: %w", err))
@@ -53,7 +54,7 @@ that is signed.`,
 			if *verbose {
 				fmt.Fprintf(e.stdout, "%s.%s\n", *ts, c.JSON)
 			}
-			v, err := bridge.NewVerifier([][]byte{[]byte(*secret)})
+			v, err := signature.NewVerifier([][]byte{[]byte(*secret)})
 			if err != nil {
 				return fail(e, "verify", usagef("-secret: %v", err))
 			}
@@ -61,12 +62,8 @@ that is signed.`,
 				return fail(e, "verify", fmt.Errorf("invalid: signature does not match"))
 			}
 			if *tolerance > 0 {
-				t, err := bridge.ParseTimestamp(*ts)
-				if err != nil {
-					return fail(e, "verify", fmt.Errorf("invalid: timestamp is neither Unix time nor RFC 3339"))
-				}
-				if skew := time.Since(t).Abs(); skew > *tolerance {
-					return fail(e, "verify", fmt.Errorf("invalid: timestamp is %s from now, more than the tolerance of %s", skew.Round(time.Second), *tolerance))
+				if err := signature.CheckTimestamp(*ts, time.Now(), *tolerance); err != nil {
+					return fail(e, "verify", fmt.Errorf("invalid: %w", err))
 				}
 			}
 			fmt.Fprintln(e.stdout, "valid")
@@ -97,13 +94,13 @@ time in seconds.`,
 			if err != nil {
 				return fail(e, "sign", err)
 			}
-			var cz bridge.Canonicalizer
+			var cz signature.Canonicalizer
 			c, err := cz.Canonicalize(body)
 			if err != nil {
 				return fail(e, "sign", fmt.Errorf("body is not valid JSON: %w", err))
 			}
-			fmt.Fprintf(e.stdout, "%s: %s\n%s: %s\n", bridge.HeaderTimestamp, *ts,
-				bridge.HeaderSignature, bridge.Signature([]byte(*secret), *ts, c.JSON))
+			fmt.Fprintf(e.stdout, "%s: %s\n%s: %s\n", signature.HeaderTimestamp, *ts,
+				signature.HeaderSignature, signature.Sign([]byte(*secret), *ts, c.JSON))
 			return exitOK
 		}
 	},
@@ -136,20 +133,16 @@ $BROWSER_USE_WEBHOOK_SECRET. It exits 0 on a 2xx answer and 1 otherwise.`,
 				*taskID = newUUID()
 			}
 			now := time.Now().UTC()
-			body := sampleBody(*status, *taskID, newUUID(), now, *flat, *test)
-			var cz bridge.Canonicalizer
-			c, err := cz.Canonicalize(body)
-			if err != nil {
-				return fail(e, "send", err) // cannot happen: sampleBody writes JSON
-			}
-			ts := strconv.FormatInt(now.Unix(), 10)
+			body := event.Sample{Status: *status, TaskID: *taskID, SessionID: newUUID(), Time: now, Flat: *flat, Test: *test,
+				Metadata: map[string]string{"sent_by": "hookbridge send"}}.Body()
 			req, err := http.NewRequestWithContext(ctx, http.MethodPost, *url, bytes.NewReader(body))
 			if err != nil {
 				return fail(e, "send", usagef("-url: %v", err))
 			}
 			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set(bridge.HeaderTimestamp, ts)
-			req.Header.Set(bridge.HeaderSignature, bridge.Signature([]byte(*secret), ts, c.JSON))
+			if err := signature.SignRequest(req, body, []byte(*secret), strconv.FormatInt(now.Unix(), 10)); err != nil {
+				return fail(e, "send", err) // cannot happen: Sample writes JSON
+			}
 			client := &http.Client{Timeout: 30 * time.Second}
 			resp, err := client.Do(req)
 			if err != nil {
@@ -164,23 +157,6 @@ $BROWSER_USE_WEBHOOK_SECRET. It exits 0 on a 2xx answer and 1 otherwise.`,
 			return exitOK
 		}
 	},
-}
-
-// sampleBody writes a delivery the way Browser Use's Python sender does
-// (json.dumps with its default ", " and ": " separators).
-func sampleBody(status, taskID, sessionID string, now time.Time, flat, test bool) []byte {
-	q := func(s string) string { return string(bridge.AppendQuote(nil, s)) }
-	switch {
-	case test && flat:
-		return []byte(`{"test": "ok"}`)
-	case test:
-		return []byte(`{"type": "test", "timestamp": ` + q(now.Format("2006-01-02T15:04:05.000000+00:00")) + `, "payload": {"test": "ok"}}`)
-	case flat:
-		return []byte(`{"session_id": ` + q(sessionID) + `, "task_id": ` + q(taskID) + `, "status": ` + q(status) + `}`)
-	}
-	return []byte(`{"type": "agent.task.status_update", "timestamp": ` + q(now.Format("2006-01-02T15:04:05.000000+00:00")) +
-		`, "payload": {"session_id": ` + q(sessionID) + `, "task_id": ` + q(taskID) + `, "status": ` + q(status) +
-		`, "metadata": {"sent_by": "hookbridge send"}}}`)
 }
 
 func newUUID() string {

@@ -11,7 +11,8 @@ import (
 	"time"
 
 	"github.com/hookbridge/hookbridge/bridge"
-	"github.com/hookbridge/hookbridge/bridge/spool"
+	"github.com/hookbridge/hookbridge/bridge/config"
+	"github.com/hookbridge/hookbridge/bridge/queue"
 )
 
 var spoolCmd = &command{
@@ -35,7 +36,7 @@ run (SEQ is then the stream sequence).
 
 SEQ is the number ls prints in its first column.`,
 	flags: func(fs *flag.FlagSet) func(context.Context, env) int {
-		config := fs.String("config", defaultConfig, "the config `file` whose spool to open")
+		configFile := fs.String("config", defaultConfig, "the config `file` whose spool to open")
 		dead := fs.Bool("dead", false, "ls: list dead letters instead of waiting messages")
 		sinkName := fs.String("sink", "", "ls, drop -pending: only this `sink`")
 		limit := fs.Int("n", 100, "ls: list at most `n` messages")
@@ -46,31 +47,25 @@ SEQ is the number ls prints in its first column.`,
 			if err != nil {
 				return fail(e, "spool", err)
 			}
-			cfg, err := bridge.LoadConfigIgnoringUnset(*config, e.lookupEnv)
+			if e.action == "ls" && len(seqs) > 0 {
+				return fail(e, "spool", usagef("ls takes no SEQ"))
+			}
+			cfg, err := config.LoadIgnoringUnset(*configFile, e.lookupEnv)
 			if err != nil {
 				return fail(e, "spool", err)
 			}
-			var st spoolAdmin
-			shared := cfg.Spool.Backend == bridge.SpoolJetStream
-			if shared {
-				st, err = bridge.OpenJetStreamAdmin(ctx, cfg)
-			} else {
-				st, err = bridge.OpenSpool(cfg)
-			}
+			st, err := bridge.OpenSpoolAdmin(ctx, cfg)
 			if err != nil {
 				return fail(e, "spool", err)
 			}
 			defer st.Close()
 			switch e.action {
 			case "ls":
-				if len(seqs) > 0 {
-					return fail(e, "spool", usagef("ls takes no SEQ"))
-				}
-				err = spoolList(e, st, *dead, *sinkName, *limit, shared)
+				err = spoolList(ctx, e, st, *dead, *sinkName, *limit)
 			case "replay":
-				err = spoolReplay(e, st, seqs, *all, shared)
+				err = spoolReplay(ctx, e, st, seqs, *all)
 			case "drop":
-				err = spoolDrop(e, st, seqs, *all, *pending, *sinkName)
+				err = spoolDrop(ctx, e, st, seqs, *all, *pending, *sinkName)
 			}
 			if err != nil {
 				return fail(e, "spool", err)
@@ -92,20 +87,8 @@ func parseSeqs(args []string) ([]uint64, error) {
 	return seqs, nil
 }
 
-// spoolAdmin is what these commands need of a spool: the local file
-// (*spool.Store) or the shared stream (*bridge.JetStreamAdmin).
-type spoolAdmin interface {
-	Stats() (spool.Stats, error)
-	Pending(sink string, after uint64, n int) ([]spool.Record, error)
-	Dead(after uint64, n int) ([]spool.Record, error)
-	Replay(seqs []uint64) (int, error)
-	Drop(seqs []uint64) (int, error)
-	DropPending(sink string, seqs []uint64) (int, error)
-	Close() error
-}
-
-func spoolList(e env, st spoolAdmin, dead bool, sinkName string, limit int, shared bool) error {
-	stats, err := st.Stats()
+func spoolList(ctx context.Context, e env, st queue.Admin, dead bool, sinkName string, limit int) error {
+	stats, err := st.Stats(ctx)
 	if err != nil {
 		return err
 	}
@@ -114,15 +97,15 @@ func spoolList(e env, st spoolAdmin, dead bool, sinkName string, limit int, shar
 		oldest = time.Since(stats.Oldest).Round(time.Second).String()
 	}
 	fmt.Fprintf(e.stdout, "waiting: %d messages, %d bytes, oldest %s ago; dead letters: %d\n\n", stats.Pending, stats.PendingBytes, oldest, stats.Dead)
-	var recs []spool.Record
+	var recs []queue.Record
 	if dead {
-		recs, err = st.Dead(0, limit)
+		recs, err = st.Dead(ctx, 0, limit)
 	} else {
 		for _, name := range sortedNames(stats.BySink) {
 			if sinkName != "" && name != sinkName {
 				continue
 			}
-			more, err := st.Pending(name, 0, limit-len(recs))
+			more, err := st.Pending(ctx, name, 0, limit-len(recs))
 			if err != nil {
 				return err
 			}
@@ -149,7 +132,7 @@ func spoolList(e env, st spoolAdmin, dead bool, sinkName string, limit int, shar
 		switch {
 		case dead:
 			when, why = r.Died.UTC().Format(time.RFC3339), r.Reason
-		case shared:
+		case st.Shared():
 			// NATS counts a waiting message's attempts, not the record:
 			// nats consumer info hookbridge_<sink>_<partition> shows them.
 			attempts = "-"
@@ -160,60 +143,52 @@ func spoolList(e env, st spoolAdmin, dead bool, sinkName string, limit int, shar
 	return tw.Flush()
 }
 
-func spoolReplay(e env, st spoolAdmin, seqs []uint64, all, shared bool) error {
-	seqs, err := pickDead(st, seqs, all)
+func spoolReplay(ctx context.Context, e env, st queue.Admin, seqs []uint64, all bool) error {
+	seqs, err := pickDead(ctx, st, seqs, all)
 	if err != nil {
 		return err
 	}
-	n, err := st.Replay(seqs)
+	n, err := st.Replay(ctx, seqs)
 	if err != nil {
 		return err
 	}
 	who := "the next serve delivers them"
-	if shared {
+	if st.Shared() {
 		who = "the running replicas deliver them"
 	}
 	fmt.Fprintf(e.stdout, "%d dead letters back in line: %s\n", n, who)
 	return nil
 }
 
-func spoolDrop(e env, st spoolAdmin, seqs []uint64, all, pending bool, sinkName string) error {
+func spoolDrop(ctx context.Context, e env, st queue.Admin, seqs []uint64, all, pending bool, sinkName string) error {
 	if pending {
-		if sinkName == "" {
+		switch {
+		case sinkName == "":
 			return usagef("drop -pending needs -sink NAME")
-		}
-		if p, ok := st.(interface{ PurgePending(string) (int, error) }); ok && all && len(seqs) == 0 {
-			n, err := p.PurgePending(sinkName)
+		case all && len(seqs) > 0:
+			return usagef("give SEQs or -all, not both")
+		case all:
+			n, err := st.PurgePending(ctx, sinkName)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "every waiting message of sink %q dropped (%d were waiting)\n", sinkName, n)
 			return nil
-		}
-		if all {
-			recs, err := st.Pending(sinkName, 0, 1<<30)
-			if err != nil {
-				return err
-			}
-			seqs = seqs[:0]
-			for _, r := range recs {
-				seqs = append(seqs, r.Seq)
-			}
-		} else if len(seqs) == 0 {
+		case len(seqs) == 0:
 			return usagef("name the SEQs to drop, or -all")
 		}
-		n, err := st.DropPending(sinkName, seqs)
+		n, err := st.DropPending(ctx, sinkName, seqs)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "%d waiting messages of sink %q dropped\n", n, sinkName)
 		return nil
 	}
-	seqs, err := pickDead(st, seqs, all)
+	seqs, err := pickDead(ctx, st, seqs, all)
 	if err != nil {
 		return err
 	}
-	n, err := st.Drop(seqs)
+	n, err := st.Drop(ctx, seqs)
 	if err != nil {
 		return err
 	}
@@ -222,7 +197,7 @@ func spoolDrop(e env, st spoolAdmin, seqs []uint64, all, pending bool, sinkName 
 }
 
 // pickDead returns seqs, or with all every dead letter's.
-func pickDead(st spoolAdmin, seqs []uint64, all bool) ([]uint64, error) {
+func pickDead(ctx context.Context, st queue.Admin, seqs []uint64, all bool) ([]uint64, error) {
 	switch {
 	case all && len(seqs) > 0:
 		return nil, usagef("give SEQs or -all, not both")
@@ -231,7 +206,7 @@ func pickDead(st spoolAdmin, seqs []uint64, all bool) ([]uint64, error) {
 	case !all:
 		return seqs, nil
 	}
-	recs, err := st.Dead(0, 1<<30)
+	recs, err := st.Dead(ctx, 0, 1<<30)
 	if err != nil {
 		return nil, err
 	}

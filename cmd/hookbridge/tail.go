@@ -9,7 +9,8 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 
-	"github.com/hookbridge/hookbridge/bridge"
+	"github.com/hookbridge/hookbridge/bridge/config"
+	"github.com/hookbridge/hookbridge/sinks"
 	natssink "github.com/hookbridge/hookbridge/sinks/nats"
 )
 
@@ -26,7 +27,7 @@ embedded server is reached at its embedded.listen address while serve runs).
 Without -subject it follows the subjects the config's routes publish to
 (e.g. task.* and alerts.task.*), or every subject with -url.`,
 	flags: func(fs *flag.FlagSet) func(context.Context, env) int {
-		config := fs.String("config", defaultConfig, "the config `file` whose NATS sink to follow")
+		configFile := fs.String("config", defaultConfig, "the config `file` whose NATS sink to follow")
 		url := fs.String("url", "", "a NATS server `URL`, instead of the config's")
 		sinkName := fs.String("sink", "", "the NATS sink `name` to follow (default: the first)")
 		subject := fs.String("subject", "", "the `subject` to subscribe to, wildcards allowed")
@@ -36,7 +37,7 @@ Without -subject it follows the subjects the config's routes publish to
 			if *url == "" {
 				// Tail needs only the NATS sink: a webhook secret that is
 				// not set in this shell must not stop it.
-				cfg, err := bridge.LoadConfigIgnoringUnset(*config, e.lookupEnv)
+				cfg, err := config.LoadIgnoringUnset(*configFile, e.lookupEnv)
 				if err != nil {
 					return fail(e, "tail", err)
 				}
@@ -45,11 +46,11 @@ Without -subject it follows the subjects the config's routes publish to
 					return fail(e, "tail", err)
 				}
 				*url = nc.URL
-				if nc.URL == "embedded" {
+				if nc.URL == natssink.Embedded {
 					*url = "nats://" + nc.Embedded.Listen
 				}
-				opts = natssink.AuthOptions(nc.CredsFile, nc.Token, nc.User, nc.Password)
-				subjects = bridge.SubjectPatterns(cfg.TargetTemplates(name))
+				opts = nc.AuthOptions()
+				subjects = sinks.Wildcards(cfg.TargetTemplates(name), '.', "*")
 				if len(subjects) == 0 {
 					subjects = []string{">"} // no route uses the sink: follow everything
 				}
@@ -89,7 +90,10 @@ Without -subject it follows the subjects the config's routes publish to
 	},
 }
 
-func findNATSSink(cfg *bridge.Config, name string) (*natssink.Config, string, error) {
+// findNATSSink returns the NATS sink called name, or the first one. Tail
+// follows NATS only: it picks the sinks of that kind and reads their
+// connection settings.
+func findNATSSink(cfg *config.Config, name string) (*natssink.Config, string, error) {
 	for _, sk := range cfg.Sinks {
 		nc, ok := sk.Options.(*natssink.Config)
 		if ok && (name == "" || sk.Name == name) {

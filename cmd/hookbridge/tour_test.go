@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
+
+	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
 
 // syncBuffer is a bytes.Buffer safe for a command writing while the test
@@ -32,33 +32,11 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// waitFor polls cond until it holds; the test's own deadline bounds it.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestTour runs the README's tour in-process on the shipped config.yaml
 // (only its ports and storage moved): serve, tail, send.
 func TestTour(t *testing.T) {
 	dir := t.TempDir()
-	webhookAddr, natsAddr := freePort(t), freePort(t)
+	webhookAddr, natsAddr := sinktest.FreeAddr(t), sinktest.FreeAddr(t)
 	shipped, err := os.ReadFile("../../config.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -88,13 +66,13 @@ func TestTour(t *testing.T) {
 	var serveOut, serveErr syncBuffer
 	serveDone := make(chan int, 1)
 	go func() { serveDone <- run(ctx, []string{"serve", "-config", path}, e(&serveOut, &serveErr)) }()
-	waitFor(t, "serve to listen", func() bool { return strings.Contains(serveErr.String(), "hookbridge listening") })
+	sinktest.WaitFor(t, "serve to listen", func() bool { return strings.Contains(serveErr.String(), "hookbridge listening") })
 
 	tailCtx, stopTail := context.WithCancel(ctx)
 	var tailOut, tailErr syncBuffer
 	tailDone := make(chan int, 1)
 	go func() { tailDone <- run(tailCtx, []string{"tail", "-config", path}, e(&tailOut, &tailErr)) }()
-	waitFor(t, "tail to subscribe", func() bool {
+	sinktest.WaitFor(t, "tail to subscribe", func() bool {
 		select {
 		case code := <-tailDone:
 			t.Fatalf("tail exited %d: %s", code, tailErr.String())
@@ -121,7 +99,7 @@ func TestTour(t *testing.T) {
 
 	// finished once, paused on task.paused and alerts.task.paused; the test
 	// ping is never routed.
-	waitFor(t, "three events on tail", func() bool { return strings.Count(tailOut.String(), "\n") >= 3 })
+	sinktest.WaitFor(t, "three events on tail", func() bool { return strings.Count(tailOut.String(), "\n") >= 3 })
 	stopTail()
 	if code := <-tailDone; code != 0 {
 		t.Errorf("tail exited %d: %s", code, tailErr.String())

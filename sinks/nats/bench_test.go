@@ -86,7 +86,7 @@ func BenchmarkPublish(b *testing.B) {
 		// A subject no stream covers: the server only routes it.
 		{"core", false, "core.task.finished"},
 	} {
-		s, err := New(ctx, Config{URL: srv.ClientURL(), JetStream: mode.jetStream}, []string{"task.*"}, discard)
+		s, err := New(ctx, Config{Connection: Connection{URL: srv.ClientURL()}, JetStream: mode.jetStream}, []string{"task.*"}, discard)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,11 +24,22 @@ import (
 // Embedded is the URL value that starts an in-process nats-server.
 const Embedded = "embedded"
 
+// Defaults of Config, applied by SetDefaults.
+const (
+	DefaultStreamName       = "HOOKBRIDGE"
+	DefaultStorage          = "file"
+	DefaultReplicas         = 1
+	DefaultDuplicates       = 2 * time.Minute
+	DefaultEmbeddedListen   = "127.0.0.1:4222"
+	DefaultEmbeddedStoreDir = "./data/nats"
+)
+
 // Config configures a NATS sink. SetDefaults fills the zero fields.
 type Config struct {
-	// URL is "embedded" or one or more comma-separated nats:// (or tls://)
+	// Connection holds url, the credentials and connect_timeout. URL is
+	// "embedded" or one or more comma-separated nats:// (or tls://)
 	// server URLs. Required.
-	URL string `yaml:"url"`
+	Connection `yaml:",inline"`
 	// JetStream publishes through JetStream: Publish waits for the PubAck
 	// and sets Nats-Msg-Id to "<event id>:<subject>", so a redelivered
 	// webhook is stored once per subject. False publishes on core NATS and flushes before
@@ -42,14 +52,6 @@ type Config struct {
 	Stream StreamConfig `yaml:"stream"`
 	// Embedded configures the in-process server when URL is "embedded".
 	Embedded EmbeddedConfig `yaml:"embedded"`
-	// CredsFile, Token, User and Password authenticate to NATS. Give
-	// secrets as ${VAR}; they never appear in logs or errors.
-	CredsFile string `yaml:"creds_file"`
-	Token     string `yaml:"token"`
-	User      string `yaml:"user"`
-	Password  string `yaml:"password"`
-	// ConnectTimeout bounds the first connection. Default 5s.
-	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// SkipProbe starts without the server: New does not fail when NATS is
 	// unreachable but keeps connecting in the background, and sets up the
 	// stream once connected. Until then publishes fail (webhooks get 503).
@@ -59,7 +61,7 @@ type Config struct {
 
 // StreamConfig is the JetStream stream the sink publishes into.
 type StreamConfig struct {
-	// Name is the stream's name. Default "HOOKBRIDGE".
+	// Name is the stream's name. Default DefaultStreamName ("HOOKBRIDGE").
 	Name string `yaml:"name"`
 	// Create creates the stream, for the subjects no existing stream
 	// covers, when it does not exist. An existing stream, this one or the
@@ -68,57 +70,57 @@ type StreamConfig struct {
 	// Subjects are the stream's subjects when it is created. Default: the
 	// subjects the routes publish to, with template variables as "*".
 	Subjects []string `yaml:"subjects"`
-	// Storage is "file" or "memory". Default "file".
+	// Storage is "file" or "memory". Default DefaultStorage ("file").
 	Storage string `yaml:"storage"`
-	// Replicas is the stream's replica count, 1 to 5. Default 1.
+	// Replicas is the stream's replica count, 1 to 5. Default
+	// DefaultReplicas (1).
 	Replicas int `yaml:"replicas"`
 	// MaxAge discards messages older than this. Default 0: unlimited.
 	MaxAge time.Duration `yaml:"max_age"`
 	// MaxBytes caps the stream's size. Default 0 (or -1): unlimited.
 	MaxBytes int64 `yaml:"max_bytes"`
 	// Duplicates is the window in which JetStream drops a message whose
-	// Nats-Msg-Id it has seen. Default 2m.
+	// Nats-Msg-Id it has seen. Default DefaultDuplicates (2m).
 	Duplicates time.Duration `yaml:"duplicates"`
 }
 
 // EmbeddedConfig configures the in-process nats-server.
 type EmbeddedConfig struct {
 	// Listen is where NATS clients connect (hookbridge tail, consumers).
-	// Default "127.0.0.1:4222"; keep it on loopback unless you mean to
+	// Default DefaultEmbeddedListen ("127.0.0.1:4222"); keep it on loopback unless you mean to
 	// expose it. Port 0 or -1 picks a free port.
 	Listen string `yaml:"listen"`
-	// StoreDir holds JetStream's data. Default "./data/nats".
+	// StoreDir holds JetStream's data. Default DefaultEmbeddedStoreDir
+	// ("./data/nats").
 	StoreDir string `yaml:"store_dir"`
 }
 
 // SetDefaults fills zero fields with their defaults. It is idempotent.
 func (c *Config) SetDefaults() {
-	if c.ConnectTimeout == 0 {
-		c.ConnectTimeout = 5 * time.Second
-	}
+	c.Connection.SetDefaults()
 	s := &c.Stream
 	if s.Name == "" {
-		s.Name = "HOOKBRIDGE"
+		s.Name = DefaultStreamName
 	}
 	if s.Create == nil {
 		t := true
 		s.Create = &t
 	}
 	if s.Storage == "" {
-		s.Storage = "file"
+		s.Storage = DefaultStorage
 	}
 	if s.Replicas == 0 {
-		s.Replicas = 1
+		s.Replicas = DefaultReplicas
 	}
 	if s.Duplicates == 0 {
-		s.Duplicates = 2 * time.Minute
+		s.Duplicates = DefaultDuplicates
 	}
 	if c.URL == Embedded {
 		if c.Embedded.Listen == "" {
-			c.Embedded.Listen = "127.0.0.1:4222"
+			c.Embedded.Listen = DefaultEmbeddedListen
 		}
 		if c.Embedded.StoreDir == "" {
-			c.Embedded.StoreDir = "./data/nats"
+			c.Embedded.StoreDir = DefaultEmbeddedStoreDir
 		}
 	}
 }
@@ -135,9 +137,6 @@ func (c *Config) Validate() error {
 			errs = append(errs, sinks.Problemf("embedded.listen", "%v", err))
 		}
 	default:
-		for _, err := range CheckURLs(c.URL) {
-			errs = append(errs, sinks.Problemf("url", "%v", err))
-		}
 		if c.Embedded != (EmbeddedConfig{}) {
 			errs = append(errs, sinks.Problemf("embedded", `only applies with url: embedded: remove it`))
 		}
@@ -169,41 +168,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, sinks.Problemf(fmt.Sprintf("stream.subjects[%d]", i), "%q is not a NATS subject: write tokens separated by dots, e.g. task.>", subj))
 		}
 	}
-	if c.ConnectTimeout < 0 {
-		errs = append(errs, sinks.Problemf("connect_timeout", "%q: use a positive duration such as 5s", c.ConnectTimeout))
-	}
-	if c.Password != "" && c.User == "" {
-		errs = append(errs, sinks.Problemf("password", "a password needs a user"))
-	}
+	errs = append(errs, c.Connection.Validate())
 	if c.Subject != "" && !server.IsValidPublishSubject(c.Subject) {
 		errs = append(errs, sinks.Problemf("subject", "%q: a subject to publish to is tokens separated by dots, without spaces, * or >", c.Subject))
 	}
 	return errors.Join(errs...)
-}
-
-// CheckURLs checks each URL of a comma-separated list without ever
-// printing its credentials.
-func CheckURLs(list string) []error {
-	var errs []error
-	for _, u := range strings.Split(list, ",") {
-		if err := checkURL(strings.TrimSpace(u)); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errs
-}
-
-// checkURL checks one server URL.
-func checkURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("%q is not a server URL: write nats://host:4222 (or embedded)", Redact(raw))
-	}
-	switch u.Scheme {
-	case "nats", "tls", "ws", "wss":
-		return nil
-	}
-	return fmt.Errorf("%q: the scheme must be nats://, tls://, ws:// or wss://", Redact(raw))
 }
 
 // listenAddr parses an embedded listen address into host and port, with
@@ -226,37 +195,6 @@ func listenAddr(s string) (hostPort, error) {
 type hostPort struct {
 	host string
 	port int
-}
-
-// AuthOptions are the connect options for NATS credentials: a .creds
-// file, a token, or a user and password; empty values are left out.
-func AuthOptions(credsFile, token, user, password string) []natsgo.Option {
-	var opts []natsgo.Option
-	if credsFile != "" {
-		opts = append(opts, natsgo.UserCredentials(credsFile))
-	}
-	if token != "" {
-		opts = append(opts, natsgo.Token(token))
-	}
-	if user != "" {
-		opts = append(opts, natsgo.UserInfo(user, password))
-	}
-	return opts
-}
-
-// Redact drops user info from a URL or URL list, so it can be shown.
-func Redact(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		if at := strings.LastIndexByte(p, '@'); at >= 0 {
-			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
-				parts[i] = p[:scheme+3] + p[at+1:]
-			} else {
-				parts[i] = p[at+1:]
-			}
-		}
-	}
-	return strings.Join(parts, ",")
 }
 
 // Sink publishes to NATS. It is safe for concurrent use.
@@ -301,7 +239,7 @@ func New(ctx context.Context, cfg Config, subjects []string, log *slog.Logger) (
 		natsgo.Timeout(cfg.ConnectTimeout),
 		natsgo.MaxReconnects(-1), // a broker outage must not end the sink
 	}
-	opts = append(opts, AuthOptions(cfg.CredsFile, cfg.Token, cfg.User, cfg.Password)...)
+	opts = append(opts, cfg.AuthOptions()...)
 	if s.srv != nil {
 		// The embedded server is in this process: talk to it over an
 		// in-memory pipe, without a socket's system calls per write.

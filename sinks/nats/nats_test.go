@@ -98,7 +98,7 @@ func streamMsgs(t testing.TB, js jetstream.JetStream, name string) uint64 {
 func TestJetStreamPublish(t *testing.T) {
 	srv := startServer(t)
 	ctx := context.Background()
-	s, err := New(ctx, Config{URL: srv.ClientURL(), JetStream: true}, []string{"task.*", "alerts.task.*"}, discard)
+	s, err := New(ctx, Config{Connection: Connection{URL: srv.ClientURL()}, JetStream: true}, []string{"task.*", "alerts.task.*"}, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestJetStreamUsesExistingStream(t *testing.T) {
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "MINE", Subjects: []string{"task.>"}, MaxMsgs: 1000}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(ctx, Config{URL: srv.ClientURL(), JetStream: true}, []string{"task.*", "alerts.task.*"}, discard)
+	s, err := New(ctx, Config{Connection: Connection{URL: srv.ClientURL()}, JetStream: true}, []string{"task.*", "alerts.task.*"}, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func TestJetStreamCoveredByUserStream(t *testing.T) {
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "MINE", Subjects: []string{"task.>", "alerts.>"}}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(ctx, Config{URL: srv.ClientURL(), JetStream: true}, []string{"task.*", "alerts.task.*"}, discard)
+	s, err := New(ctx, Config{Connection: Connection{URL: srv.ClientURL()}, JetStream: true}, []string{"task.*", "alerts.task.*"}, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func TestJetStreamCoveredByUserStream(t *testing.T) {
 func TestJetStreamNoCreate(t *testing.T) {
 	srv := startServer(t)
 	no := false
-	_, err := New(context.Background(), Config{URL: srv.ClientURL(), JetStream: true, Stream: StreamConfig{Create: &no}}, []string{"task.*"}, discard)
+	_, err := New(context.Background(), Config{Connection: Connection{URL: srv.ClientURL()}, JetStream: true, Stream: StreamConfig{Create: &no}}, []string{"task.*"}, discard)
 	want := `nats: no stream covers task.* and stream.create is false: create stream "HOOKBRIDGE" or set stream.create: true`
 	if err == nil || err.Error() != want {
 		t.Errorf("err = %v, want %q", err, want)
@@ -225,7 +225,7 @@ func TestJetStreamNoCreate(t *testing.T) {
 func TestCorePublish(t *testing.T) {
 	srv := startServer(t)
 	ctx := context.Background()
-	s, err := New(ctx, Config{URL: srv.ClientURL(), Subject: "default.subject"}, nil, discard)
+	s, err := New(ctx, Config{Connection: Connection{URL: srv.ClientURL()}, Subject: "default.subject"}, nil, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +255,7 @@ func TestCorePublish(t *testing.T) {
 func TestEmbeddedServerKeepsData(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	cfg := Config{URL: Embedded, JetStream: true, Embedded: EmbeddedConfig{Listen: "127.0.0.1:0", StoreDir: dir}}
+	cfg := Config{Connection: Connection{URL: Embedded}, JetStream: true, Embedded: EmbeddedConfig{Listen: "127.0.0.1:0", StoreDir: dir}}
 	s, err := New(ctx, cfg, []string{"task.*"}, discard)
 	if err != nil {
 		t.Fatal(err)
@@ -290,7 +290,7 @@ func TestEmbeddedServerKeepsData(t *testing.T) {
 }
 
 func TestConnectFailureHidesCredentials(t *testing.T) {
-	_, err := New(context.Background(), Config{URL: "nats://user:hunter2@127.0.0.1:1", ConnectTimeout: time.Second}, nil, discard)
+	_, err := New(context.Background(), Config{Connection: Connection{URL: "nats://user:hunter2@127.0.0.1:1", ConnectTimeout: time.Second}}, nil, discard)
 	if err == nil {
 		t.Fatal("connected to a closed port")
 	}
@@ -307,7 +307,7 @@ func TestPublishAfterServerStops(t *testing.T) {
 		t.Run(fmt.Sprint("jetstream=", jetStream), func(t *testing.T) {
 			srv := startServer(t)
 			ctx := context.Background()
-			s, err := New(ctx, Config{URL: srv.ClientURL(), JetStream: jetStream}, []string{"task.*"}, discard)
+			s, err := New(ctx, Config{Connection: Connection{URL: srv.ClientURL()}, JetStream: jetStream}, []string{"task.*"}, discard)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -329,40 +329,40 @@ func TestConfigValidate(t *testing.T) {
 		cfg  Config
 		want []string // "key: problem"
 	}{
-		{"minimal", Config{URL: "nats://127.0.0.1:4222"}, nil},
-		{"embedded", Config{URL: Embedded}, nil},
-		{"cluster", Config{URL: "nats://a:4222, tls://b:4222"}, nil},
+		{"minimal", Config{Connection: Connection{URL: "nats://127.0.0.1:4222"}}, nil},
+		{"embedded", Config{Connection: Connection{URL: Embedded}}, nil},
+		{"cluster", Config{Connection: Connection{URL: "nats://a:4222, tls://b:4222"}}, nil},
 		{"missing url", Config{}, []string{`url: missing: write "embedded" or your server's nats://host:4222`}},
-		{"bad scheme", Config{URL: "http://user:pw@host:4222"}, []string{`url: "http://host:4222": the scheme must be nats://, tls://, ws:// or wss://`}},
-		{"not a url", Config{URL: "localhost"}, []string{`url: "localhost" is not a server URL: write nats://host:4222 (or embedded)`}},
-		{"bad listen", Config{URL: Embedded, Embedded: EmbeddedConfig{Listen: "4222"}}, []string{`embedded.listen: "4222" is not host:port: write e.g. 127.0.0.1:4222`}},
-		{"embedded without embedded url", Config{URL: "nats://h:1", Embedded: EmbeddedConfig{Listen: ":1"}}, []string{`embedded: only applies with url: embedded: remove it`}},
-		{"stream", Config{URL: Embedded, Stream: StreamConfig{Storage: "disk", Replicas: 7, Name: "a.b", MaxBytes: -5}}, []string{
+		{"bad scheme", Config{Connection: Connection{URL: "http://user:pw@host:4222"}}, []string{`url: "http://host:4222": the scheme must be nats://, tls://, ws:// or wss://`}},
+		{"not a url", Config{Connection: Connection{URL: "localhost"}}, []string{`url: "localhost" is not a server URL: write nats://host:4222 (or embedded)`}},
+		{"bad listen", Config{Connection: Connection{URL: Embedded}, Embedded: EmbeddedConfig{Listen: "4222"}}, []string{`embedded.listen: "4222" is not host:port: write e.g. 127.0.0.1:4222`}},
+		{"embedded without embedded url", Config{Connection: Connection{URL: "nats://h:1"}, Embedded: EmbeddedConfig{Listen: ":1"}}, []string{`embedded: only applies with url: embedded: remove it`}},
+		{"stream", Config{Connection: Connection{URL: Embedded}, Stream: StreamConfig{Storage: "disk", Replicas: 7, Name: "a.b", MaxBytes: -5}}, []string{
 			`stream.storage: "disk": use "file" or "memory"`,
 			`stream.replicas: 7: use 1 to 5`,
 			`stream.name: "a.b": a stream name cannot hold spaces, dots, *, >, / or \`,
 			`stream.max_bytes: -5: use a size in bytes, or 0 for unlimited`,
 		}},
-		{"password without user", Config{URL: Embedded, Password: "pw"}, []string{`password: a password needs a user`}},
-		{"negative replicas", Config{URL: Embedded, Stream: StreamConfig{Replicas: -1}}, []string{`stream.replicas: -1: use 1 to 5`}},
-		{"unlimited bytes", Config{URL: Embedded, Stream: StreamConfig{MaxBytes: -1}}, nil},
-		{"port not a number", Config{URL: Embedded, Embedded: EmbeddedConfig{Listen: "127.0.0.1:42x"}}, []string{`embedded.listen: "127.0.0.1:42x": the port must be a number from 0 to 65535`}},
-		{"port too big", Config{URL: Embedded, Embedded: EmbeddedConfig{Listen: "127.0.0.1:65536"}}, []string{`embedded.listen: "127.0.0.1:65536": the port must be a number from 0 to 65535`}},
-		{"free port", Config{URL: Embedded, Embedded: EmbeddedConfig{Listen: "127.0.0.1:-1"}}, nil},
-		{"durations", Config{URL: Embedded, ConnectTimeout: -time.Second, Stream: StreamConfig{MaxAge: time.Minute, Duplicates: 2 * time.Minute}}, []string{
+		{"password without user", Config{Connection: Connection{URL: Embedded, Password: "pw"}}, []string{`password: a password needs a user`}},
+		{"negative replicas", Config{Connection: Connection{URL: Embedded}, Stream: StreamConfig{Replicas: -1}}, []string{`stream.replicas: -1: use 1 to 5`}},
+		{"unlimited bytes", Config{Connection: Connection{URL: Embedded}, Stream: StreamConfig{MaxBytes: -1}}, nil},
+		{"port not a number", Config{Connection: Connection{URL: Embedded}, Embedded: EmbeddedConfig{Listen: "127.0.0.1:42x"}}, []string{`embedded.listen: "127.0.0.1:42x": the port must be a number from 0 to 65535`}},
+		{"port too big", Config{Connection: Connection{URL: Embedded}, Embedded: EmbeddedConfig{Listen: "127.0.0.1:65536"}}, []string{`embedded.listen: "127.0.0.1:65536": the port must be a number from 0 to 65535`}},
+		{"free port", Config{Connection: Connection{URL: Embedded}, Embedded: EmbeddedConfig{Listen: "127.0.0.1:-1"}}, nil},
+		{"durations", Config{Connection: Connection{URL: Embedded, ConnectTimeout: -time.Second}, Stream: StreamConfig{MaxAge: time.Minute, Duplicates: 2 * time.Minute}}, []string{
 			`stream.duplicates: "2m0s" is longer than stream.max_age "1m0s": JetStream refuses that; shorten it`,
 			`connect_timeout: "-1s": use a positive duration such as 5s`,
 		}},
-		{"negative durations", Config{URL: Embedded, Stream: StreamConfig{MaxAge: -time.Hour, Duplicates: -time.Second}}, []string{
+		{"negative durations", Config{Connection: Connection{URL: Embedded}, Stream: StreamConfig{MaxAge: -time.Hour, Duplicates: -time.Second}}, []string{
 			`stream.max_age: "-1h0m0s": use a positive duration such as 720h, or 0 for unlimited`,
 			`stream.duplicates: "-1s": use a positive duration such as 2m`,
 		}},
-		{"subjects", Config{URL: Embedded, Subject: "task.*", Stream: StreamConfig{Subjects: []string{"task.>", "bad subject", ""}}}, []string{
+		{"subjects", Config{Connection: Connection{URL: Embedded}, Subject: "task.*", Stream: StreamConfig{Subjects: []string{"task.>", "bad subject", ""}}}, []string{
 			`stream.subjects[1]: "bad subject" is not a NATS subject: write tokens separated by dots, e.g. task.>`,
 			`stream.subjects[2]: "" is not a NATS subject: write tokens separated by dots, e.g. task.>`,
 			`subject: "task.*": a subject to publish to is tokens separated by dots, without spaces, * or >`,
 		}},
-		{"template subject", Config{URL: Embedded, Subject: "task.{status}"}, nil},
+		{"template subject", Config{Connection: Connection{URL: Embedded}, Subject: "task.{status}"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -403,7 +403,7 @@ func TestSkipProbe(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	s, err := New(ctx, Config{URL: url, JetStream: true, SkipProbe: true}, []string{"task.*"}, discard)
+	s, err := New(ctx, Config{Connection: Connection{URL: url}, JetStream: true, SkipProbe: true}, []string{"task.*"}, discard)
 	if err != nil {
 		t.Fatalf("New with skip_probe and no server: %v", err)
 	}
@@ -454,7 +454,7 @@ func TestJetStreamPartlyCoveredSubject(t *testing.T) {
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "MINE", Subjects: []string{"task.finished"}}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(ctx, Config{URL: srv.ClientURL(), JetStream: true}, []string{"task.*", "alerts.task.*"}, discard)
+	s, err := New(ctx, Config{Connection: Connection{URL: srv.ClientURL()}, JetStream: true}, []string{"task.*", "alerts.task.*"}, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,7 +487,7 @@ func TestJetStreamNotEnabled(t *testing.T) {
 		t.Fatal("nats-server not ready")
 	}
 	t.Cleanup(srv.Shutdown)
-	_, err = New(context.Background(), Config{URL: srv.ClientURL(), JetStream: true}, []string{"task.*"}, discard)
+	_, err = New(context.Background(), Config{Connection: Connection{URL: srv.ClientURL()}, JetStream: true}, []string{"task.*"}, discard)
 	want := fmt.Sprintf(`nats: look up the streams for "task.*": JetStream is not enabled on %s for this account: start nats-server with -js (or set jetstream: false)`, srv.ClientURL())
 	if err == nil || !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("err = %v, want it to start with %q", err, want)
@@ -499,7 +499,7 @@ func TestJetStreamNotEnabled(t *testing.T) {
 func TestJetStreamMessagesWithoutID(t *testing.T) {
 	srv := startServer(t)
 	ctx := context.Background()
-	s, err := New(ctx, Config{URL: srv.ClientURL(), JetStream: true}, []string{"task.*"}, nil)
+	s, err := New(ctx, Config{Connection: Connection{URL: srv.ClientURL()}, JetStream: true}, []string{"task.*"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -538,7 +538,7 @@ func TestEmbeddedStartFailure(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := New(context.Background(), Config{URL: Embedded, JetStream: true, Embedded: tt.embedded}, []string{"task.*"}, discard)
+			_, err := New(context.Background(), Config{Connection: Connection{URL: Embedded}, JetStream: true, Embedded: tt.embedded}, []string{"task.*"}, discard)
 			if err == nil || !strings.HasPrefix(err.Error(), "nats: embedded server: ") || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("err = %v, want an embedded server error about %q", err, tt.want)
 			}

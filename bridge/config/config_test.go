@@ -1,0 +1,275 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/hookbridge/hookbridge/bridge/event"
+	"github.com/hookbridge/hookbridge/bridge/queue/jetstream"
+	"github.com/hookbridge/hookbridge/bridge/route"
+	filesink "github.com/hookbridge/hookbridge/sinks/file"
+	natssink "github.com/hookbridge/hookbridge/sinks/nats"
+)
+
+func testEnv(name string) (string, bool) {
+	switch name {
+	case "BROWSER_USE_WEBHOOK_SECRET":
+		return "whsec_from_env", true
+	case "EMPTY":
+		return "", true
+	}
+	return "", false
+}
+
+func TestLoadConfigIssueMinimal(t *testing.T) {
+	cfg, err := Load("testdata/config/ok-issue-minimal.yaml", testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.Listen != "127.0.0.1:8080" || cfg.Server.MaxBodyBytes != 1<<20 || cfg.Server.PublishTimeout != 10*time.Second {
+		t.Errorf("server = %+v", cfg.Server)
+	}
+	src := cfg.Sources[0]
+	if src.Name != "browser-use" || src.Path != "/webhook" || *src.Tolerance != 5*time.Minute ||
+		len(src.Secrets) != 1 || src.Secrets[0] != "whsec_from_env" {
+		t.Errorf("source = %+v", src)
+	}
+	bus, ok := cfg.Sinks[0].Options.(*natssink.Config)
+	if !ok || bus.URL != "nats://127.0.0.1:4222" || !bus.JetStream {
+		t.Errorf("sink bus = %#v", cfg.Sinks[0].Options)
+	}
+	audit, ok := cfg.Sinks[1].Options.(*filesink.Config)
+	if !ok || audit.Path != "./events.jsonl" {
+		t.Errorf("sink audit = %#v", cfg.Sinks[1].Options)
+	}
+	want := []Target{{Sink: "bus", Key: "subject", Target: "alerts.task.{status}"}}
+	if r := cfg.Routes[1]; r.Name != "alerting" || strings.Join(r.Status, ",") != "paused,stopped" || r.To[0] != want[0] {
+		t.Errorf("route alerting = %+v", r)
+	}
+}
+
+// TestLoadJetStreamSpool: the jetstream backend's defaults, and a
+// password from the environment that never shows.
+func TestLoadJetStreamSpool(t *testing.T) {
+	cfg, err := Load("testdata/config/ok-jetstream.yaml", testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Spool{
+		Backend: SpoolJetStream, Dir: "./data/spool", MaxBytes: 1 << 30, MaxEvents: 1_000_000,
+		JetStream: jetstream.Config{
+			Connection: natssink.Connection{
+				URL: "nats://nats-0:4222,nats://nats-1:4222,nats://nats-2:4222", User: "hookbridge", Password: "secret",
+				ConnectTimeout: 5 * time.Second,
+			},
+			Stream: "HOOKBRIDGE_SPOOL", SubjectPrefix: "hookbridge.spool", Replicas: 3, Storage: "file",
+			MaxAge: 168 * time.Hour, Duplicates: 5 * time.Minute, Partitions: 16, AckWait: 30 * time.Second,
+			ReplayBucket: "hookbridge_replay",
+		},
+	}
+	if cfg.Spool != want {
+		t.Errorf("spool =\n%+v\nwant\n%+v", cfg.Spool, want)
+	}
+	if cfg.Server.ReplayCache != ReplayNATS {
+		t.Errorf("server.replay_cache = %q", cfg.Server.ReplayCache)
+	}
+
+	// duplicates follows the longest replay window, at least 2m.
+	for _, tc := range []struct {
+		sources string
+		want    time.Duration
+	}{
+		{`[{name: a, secrets: [x], tolerance: 30m}, {name: b, path: /b, secrets: [x]}]`, 30 * time.Minute},
+		{`[{name: a, secrets: [x], tolerance: 0}]`, 5 * time.Minute}, // server.replay_window's default
+		{`[{name: a, secrets: [x], tolerance: 30s}]`, 2 * time.Minute},
+	} {
+		yaml := `
+spool: {backend: jetstream, url: "nats://n:4222"}
+sources: ` + tc.sources + `
+sinks: [{name: bus, type: nats, url: "nats://n:4222"}]
+routes: [{name: all, status: ["*"], to: [{sink: bus, subject: t}]}]
+`
+		cfg, err := Parse("dup.yaml", []byte(yaml), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Spool.JetStream.Duplicates != tc.want {
+			t.Errorf("sources %s: duplicates %v, want %v", tc.sources, cfg.Spool.JetStream.Duplicates, tc.want)
+		}
+	}
+}
+
+func TestLoadWorkedExample(t *testing.T) {
+	cfg, err := Load("testdata/config/ok-kafka-sqs.yaml", testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := route.New(cfg.Rules())
+	const queue = "https://sqs.eu-west-1.amazonaws.com/123456789012/task-alerts.fifo"
+	for status, want := range map[string][]route.Delivery{
+		"finished": {{Sink: "events", Target: "task.finished"}, {Sink: "bus", Target: "task.finished"}},
+		"paused":   {{Sink: "alerts", Target: queue}, {Sink: "bus", Target: "task.paused"}},
+		"started":  {{Sink: "bus", Target: "task.started"}},
+	} {
+		got, _ := r.Route(&event.Event{Status: status})
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: %v, want %v", status, got, want)
+		}
+	}
+}
+
+func TestLoadDefaultConfig(t *testing.T) {
+	if _, err := Load("../../config.yaml", testEnv); err != nil {
+		t.Fatalf("the shipped config.yaml does not load: %v", err)
+	}
+}
+
+// TestLoadConfigErrors holds one file per failure, with the exact message:
+// file:line, the key, and what to change, in the file's order.
+func TestLoadConfigErrors(t *testing.T) {
+	tests := map[string]string{
+		"bad-duration.yaml":          `bad-duration.yaml:3: sources[0].tolerance: "5 minutes" is not a duration: write a Go duration such as 30s, 5m or 1h30m`,
+		"duplicate-route.yaml":       `duplicate-route.yaml:13: routes[1].name: route name "all" is used twice: names must be unique`,
+		"duplicate-sink.yaml":        `duplicate-sink.yaml:9: sinks[1].name: sink name "bus" is used twice: names must be unique`,
+		"nats-missing-url.yaml":      `nats-missing-url.yaml:5: sinks[0].url: sink "bus": missing: write "embedded" or your server's nats://host:4222`,
+		"nats-unknown-key.yaml":      `nats-unknown-key.yaml:7: sinks[0].jetstream_x: unknown key (known keys: url, creds_file, token, user, password, connect_timeout, jetstream, subject, stream, embedded, skip_probe)`,
+		"no-secret.yaml":             `no-secret.yaml:2: sources[0].secrets: source "browser-use" has no secret: add the Browser Use webhook secret, e.g. secrets: ["${BROWSER_USE_WEBHOOK_SECRET}"] or secret_files: [/run/secrets/browser-use]`,
+		"not-mapping.yaml":           `not-mapping.yaml:1: the file must be a YAML mapping with the keys server, sources, sinks and routes`,
+		"status-not-list.yaml":       `status-not-list.yaml:11: routes[0].status: must be a list (e.g. [a, b])`,
+		"unknown-sink-in-route.yaml": `unknown-sink-in-route.yaml:13: routes[0].to[0].sink: route "all": unknown sink "buss" (declared sinks: bus)`,
+		"unknown-sink-type.yaml":     `unknown-sink-type.yaml:6: sinks[0].type: unknown sink type "natz" (known types: file, kafka, nats, sqs)`,
+		"unknown-template-var.yaml":  `unknown-template-var.yaml:13: routes[0].to[0].subject: route "all": target "task.{stauts}" uses unknown variable {stauts}: use {status}, {source} or {task_id}`,
+		"unknown-top-key.yaml":       `unknown-top-key.yaml:1: servre: unknown key (known keys: server, delivery, spool, sources, sinks, routes)`,
+		"unset-env.yaml":             `unset-env.yaml:3: sources[0].secrets[0]: environment variable HOOKBRIDGE_UNSET_SECRET is not set: export it (or write ${HOOKBRIDGE_UNSET_SECRET:-default} for a fallback)`,
+		"replay-cache-size.yaml":     `replay-cache-size.yaml:2: server.replay_cache_size: -5 is out of range: give 1 to 50000000 ids (34 bytes each), or leave it out for 100000`,
+		"jetstream-keys-on-local.yaml": `jetstream-keys-on-local.yaml:2: server.replay_cache: nats keeps the ids in the NATS of the jetstream spool: set spool.backend: jetstream and spool.url, or use memory
+jetstream-keys-on-local.yaml:5: spool.url: only applies with backend: jetstream: remove it, or set spool.backend: jetstream
+jetstream-keys-on-local.yaml:6: spool.partitions: only applies with backend: jetstream: remove it, or set spool.backend: jetstream`,
+		"jetstream-problems.yaml": `jetstream-problems.yaml:5: spool.url: embedded is one process's NATS: every replica must reach the same cluster; write nats://host:4222
+jetstream-problems.yaml:6: spool.replicas: 7: use 1, or 3 to survive the loss of a NATS node (at most 5)
+jetstream-problems.yaml:7: spool.partitions: 5000: use 1 to 1024 lanes per sink (more lanes, more parallel deliveries)
+jetstream-problems.yaml:8: spool.ack_wait: 5s must be longer than server.publish_timeout (10s): NATS would hand a message to another replica while this one still publishes it
+jetstream-problems.yaml:14: sinks[0].retry.max_age: 72h0m0s is not shorter than spool.max_age 48h0m0s: the stream would drop messages before they are dead-lettered; shorten it or lengthen spool.max_age
+jetstream-problems.yaml:14: sinks[0].name: "bus.main": with spool.backend jetstream a sink name is part of NATS subjects and consumer names: use letters, digits, - and _`,
+		"write-timeout.yaml":    `write-timeout.yaml:1: server.write_timeout: 30s must be longer than publish_timeout (1m0s): the answer is written after publishing`,
+		"wrong-target-key.yaml": `wrong-target-key.yaml:13: routes[0].to[0].topic: route "all": nats sink "bus" takes its target as subject, not topic`,
+		"yaml-syntax.yaml":      `yaml-syntax.yaml:12: did not find expected ',' or '}'`,
+		"kafka-sqs-problems.yaml": `kafka-sqs-problems.yaml:5: sinks[0].brokers: sink "events": missing: list your brokers, e.g. [kafka-1:9092]
+kafka-sqs-problems.yaml:7: sinks[0].compression: sink "events": "brotli": use "none", "gzip", "snappy", "lz4" or "zstd"
+kafka-sqs-problems.yaml:15: routes[0].to[0].topic: route "finished": "task finished": a topic name holds only letters, digits, '.', '_' and '-'
+kafka-sqs-problems.yaml:19: routes[1].to[0].queue_url: route "alerting": "sqs/alerts" is not an http(s) URL: write the queue's URL, e.g. https://sqs.us-east-1.amazonaws.com/123456789012/tasks
+kafka-sqs-problems.yaml:20: routes[1].to[1]: route "alerting": sqs sink "alerts" needs a queue_url here (or a default queue_url on the sink)`,
+		"multiple-problems.yaml": `multiple-problems.yaml:5: sources[1].name: source name "browser-use" is used twice: names must be unique
+multiple-problems.yaml:5: sources[1].path: path "/webhook" is used by another source: give each source its own path
+multiple-problems.yaml:11: sinks[0].stream.storage: sink "bus": "disk": use "file" or "memory"
+multiple-problems.yaml:19: routes[1].to[0].sink: route "audit": unknown sink "audit" (declared sinks: bus)`,
+	}
+	for file, want := range tests {
+		t.Run(file, func(t *testing.T) {
+			_, err := Load(filepath.Join("testdata/config", file), testEnv)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			got := strings.ReplaceAll(err.Error(), "testdata/config/", "")
+			if got != want {
+				t.Errorf("error:\n%s\nwant:\n%s", got, want)
+			}
+			if strings.Contains(got, "whsec_from_env") {
+				t.Error("the error shows a secret")
+			}
+		})
+	}
+	// Every failure file has a case.
+	files, _ := filepath.Glob("testdata/config/*.yaml")
+	for _, f := range files {
+		base := filepath.Base(f)
+		if _, ok := tests[base]; !ok && !strings.HasPrefix(base, "ok-") {
+			t.Errorf("%s has no expected error in the table", base)
+		}
+	}
+}
+
+func TestExpandEnv(t *testing.T) {
+	tests := []struct {
+		in, want, err string
+	}{
+		{in: "plain", want: "plain"},
+		{in: "${BROWSER_USE_WEBHOOK_SECRET}", want: "whsec_from_env"},
+		{in: "a-${UNSET:-fallback}-b", want: "a-fallback-b"},
+		{in: "${EMPTY:-d}", want: "d"},
+		{in: "$$5 and $HOME", want: "$5 and $HOME"},
+		{in: "${UNSET}", err: "environment variable UNSET is not set: export it (or write ${UNSET:-default} for a fallback)"},
+		{in: "${EMPTY}", err: "environment variable EMPTY is set but empty: give it a value"},
+		{in: "${1BAD}", err: "${1BAD} is not a valid variable reference: write ${NAME} or ${NAME:-default}"},
+		{in: "${OPEN", err: "unterminated ${ in value: close it with } or write $$ for a literal $"},
+	}
+	for _, tt := range tests {
+		d := newDecoder(testEnv)
+		n := &yaml.Node{Kind: yaml.ScalarNode, Value: tt.in, Line: 1}
+		got, ok := d.expand(n, "k")
+		if tt.err != "" {
+			if ok || len(d.errs) != 1 || d.errs[0].Error() != "k: "+tt.err {
+				t.Errorf("expand(%q) = %q, %v; want error %q", tt.in, got, d.errs, tt.err)
+			}
+			continue
+		}
+		if !ok || got != tt.want {
+			t.Errorf("expand(%q) = %q, %v, want %q", tt.in, got, d.errs, tt.want)
+		}
+	}
+}
+
+func TestSecretIsRedacted(t *testing.T) {
+	s := Secret("hunter2")
+	for _, got := range []string{s.String(), s.GoString()} {
+		if strings.Contains(got, "hunter2") {
+			t.Errorf("Secret formats as %q", got)
+		}
+	}
+}
+
+// TestSecretFiles: secrets read from files join the inline ones, and the
+// errors name the file, never what it holds.
+func TestSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "secret")
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(good, []byte("  whsec_from_file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	yaml := func(files ...string) string {
+		return `sources:
+  - name: s
+    secret_files: ["` + strings.Join(files, `", "`) + `"]
+sinks:
+  - {name: f, type: file, path: x.jsonl}
+routes:
+  - {name: r, status: ["*"], to: [{sink: f}]}
+`
+	}
+	cfg, err := Parse("c.yaml", []byte(yaml(good)), testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Sources[0].Secrets) != 1 || cfg.Sources[0].Secrets[0] != "whsec_from_file" {
+		t.Errorf("secrets = %d, want the file's", len(cfg.Sources[0].Secrets))
+	}
+	_, err = Parse("c.yaml", []byte(yaml(good, empty, filepath.Join(dir, "missing"))), testEnv)
+	want := fmt.Sprintf("c.yaml:3: sources[0].secret_files[1]: %q is empty: it must hold the webhook secret\n"+
+		"c.yaml:3: sources[0].secret_files[2]: cannot read the secret: open %s: no such file or directory", empty, filepath.Join(dir, "missing"))
+	if err == nil || err.Error() != want {
+		t.Errorf("err = %v\nwant %s", err, want)
+	}
+	if err != nil && strings.Contains(err.Error(), "whsec_from_file") {
+		t.Error("an error shows a secret")
+	}
+}

@@ -1,0 +1,175 @@
+package config
+
+import (
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/hookbridge/hookbridge/bridge/route"
+	"github.com/hookbridge/hookbridge/sinks"
+	filesink "github.com/hookbridge/hookbridge/sinks/file"
+	kafkasink "github.com/hookbridge/hookbridge/sinks/kafka"
+	natssink "github.com/hookbridge/hookbridge/sinks/nats"
+	sqssink "github.com/hookbridge/hookbridge/sinks/sqs"
+)
+
+// kinds lists every sink kind a config may name with `type:`. Adding a
+// broker is a package under sinks/ and a line here.
+func kinds() []sinks.Kind {
+	return []sinks.Kind{natssink.Kind, kafkasink.Kind, sqssink.Kind, filesink.Kind}
+}
+
+// kindNamed returns the kind whose type name is name.
+func kindNamed(name string) (sinks.Kind, bool) {
+	for _, k := range kinds() {
+		if k.Name == name {
+			return k, true
+		}
+	}
+	return sinks.Kind{}, false
+}
+
+// targetKeys is the sorted set of every kind's target key.
+func targetKeys() []string {
+	set := map[string]bool{}
+	for _, k := range kinds() {
+		if k.TargetKey != "" {
+			set[k.TargetKey] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+// decodeNode implements nodeDecoder: a target is {sink: NAME} plus at most
+// one target key, checked against the sink's kind once all sinks are known.
+func (t *Target) decodeNode(d *decoder, n *yaml.Node, key string) {
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, key, "must be a mapping such as {sink: bus, subject: \"task.{status}\"}")
+		return
+	}
+	targetKeys := targetKeys()
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		path := joinKey(key, k.Value)
+		var s string
+		d.decode(v, path, reflect.ValueOf(&s).Elem())
+		switch {
+		case k.Value == "sink":
+			t.Sink = s
+		case slices.Contains(targetKeys, k.Value):
+			if t.Key != "" {
+				d.errorf(k, path, "a target names one destination: remove %s or %s", t.Key, k.Value)
+				continue
+			}
+			t.Key, t.Target = k.Value, s
+		default:
+			d.errorf(k, path, "unknown key (a target takes sink and one of: %s)", strings.Join(targetKeys, ", "))
+		}
+	}
+}
+
+// decodeNode implements nodeDecoder: `type` picks the kind whose
+// configuration the remaining keys decode into.
+func (s *Sink) decodeNode(d *decoder, n *yaml.Node, key string) {
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, key, "must be a mapping with name, type and the type's own keys")
+		return
+	}
+	rest := &yaml.Node{Kind: yaml.MappingNode, Line: n.Line, Column: n.Column}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch k.Value {
+		case "name":
+			d.decode(v, joinKey(key, "name"), reflect.ValueOf(&s.Name).Elem())
+		case "type":
+			d.decode(v, joinKey(key, "type"), reflect.ValueOf(&s.Type).Elem())
+			kind, ok := kindNamed(s.Type)
+			if !ok && s.Type != "" {
+				d.errorf(v, joinKey(key, "type"), "unknown sink type %q (known types: %s)", s.Type, sinks.KindNames(kinds()))
+				return
+			}
+			s.Kind = kind
+		case "retry":
+			d.decode(v, joinKey(key, "retry"), reflect.ValueOf(&s.Retry).Elem())
+		case "dead_letter":
+			s.DeadLetter = new(Target)
+			d.decode(v, joinKey(key, "dead_letter"), reflect.ValueOf(s.DeadLetter).Elem())
+		default:
+			rest.Content = append(rest.Content, k, v)
+		}
+	}
+	if s.Type == "" {
+		d.errorf(n, joinKey(key, "type"), "missing: say which broker this is (%s)", sinks.KindNames(kinds()))
+		return
+	}
+	s.Options = s.Kind.NewConfig()
+	d.decodeStruct(rest, key, reflect.ValueOf(s.Options).Elem())
+}
+
+// Rules returns the routes as the router takes them. The config must be
+// valid (Load's is): target templates then always parse.
+func (c *Config) Rules() []route.Rule {
+	rules := make([]route.Rule, len(c.Routes))
+	for i, r := range c.Routes {
+		rules[i] = route.Rule{Name: r.Name, Statuses: r.Status, Sync: r.Delivery == DeliverySync}
+		for _, t := range r.To {
+			tmpl, _ := route.ParseTemplate(t.Target) // "" parses to the sink's default
+			rules[i].Targets = append(rules[i].Targets, route.Target{Sink: t.Sink, Template: tmpl})
+		}
+	}
+	return rules
+}
+
+// TargetTemplates returns the target templates routes use with the named
+// sink, in file order, without repeats; routes using a sink that takes no
+// target add none.
+func (c *Config) TargetTemplates(sink string) []sinks.TargetTemplate {
+	var out []sinks.TargetTemplate
+	seen := map[string]bool{}
+	for _, r := range c.Routes {
+		for _, t := range r.To {
+			if t.Sink != sink || t.Target == "" || seen[t.Target] {
+				continue
+			}
+			seen[t.Target] = true
+			// Validate has parsed every template, so this cannot fail.
+			if tmpl, err := route.ParseTemplate(t.Target); err == nil {
+				out = append(out, tmpl)
+			}
+		}
+	}
+	return out
+}
+
+// SkipProbes makes every sink start without contacting its broker, for
+// brokers that come up after hookbridge (serve -skip-probe).
+func (c *Config) SkipProbes() {
+	for _, sk := range c.Sinks {
+		if sk.Options != nil {
+			sk.Options.WithoutProbe()
+		}
+	}
+}
+
+// UsesSpool reports whether any route delivers through the spool.
+func (c *Config) UsesSpool() bool {
+	for _, r := range c.Routes {
+		if r.Delivery == DeliverySpool {
+			return true
+		}
+	}
+	return false
+}
+
+// SinkNamed returns the sink called name.
+func (c *Config) SinkNamed(name string) (Sink, bool) {
+	for _, sk := range c.Sinks {
+		if sk.Name == name {
+			return sk, true
+		}
+	}
+	return Sink{}, false
+}

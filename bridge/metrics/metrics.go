@@ -1,0 +1,226 @@
+// Package metrics is hookbridge's Prometheus metrics. They register on a
+// prometheus.Registerer handed in: no global registry, so tests and
+// reloads build as many as they like. Label values are bounded: sources,
+// routes and sinks come from the config, and a status no route names is
+// counted as "other".
+//
+// A nil *Metrics counts nothing, for tests and tools that do not export
+// metrics.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hookbridge/hookbridge/bridge/queue"
+	"github.com/hookbridge/hookbridge/sinks"
+)
+
+// Metrics are hookbridge's own metrics.
+type Metrics struct {
+	reg            prometheus.Registerer
+	webhooks       *prometheus.CounterVec
+	events         *prometheus.CounterVec
+	publishes      *prometheus.CounterVec
+	publishSeconds *prometheus.HistogramVec
+	retries        *prometheus.CounterVec
+	deadLetters    *prometheus.CounterVec
+	reloads        *prometheus.CounterVec
+	reloadOK       prometheus.Gauge
+}
+
+// New makes the metrics and registers them, with hookbridge_build_info,
+// on reg.
+func New(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		reg: reg,
+		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookbridge_webhooks_total",
+			Help: "Webhooks answered, by source and result (accepted, unrouted, test, not_found, bad_method, too_large, bad_request, bad_signature, stale, no_status, unavailable, spool_full, duplicate, overloaded).",
+		}, []string{"source", "result"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookbridge_events_total",
+			Help: `Accepted events by route and status ("other" for statuses no route names).`,
+		}, []string{"route", "status"}),
+		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookbridge_publishes_total",
+			Help: "Messages handed to a sink, by sink and result (ok, error, permanent_error).",
+		}, []string{"sink", "result"}),
+		publishSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "hookbridge_publish_duration_seconds",
+			Help:    "How long one Publish call (a batch) took until the broker confirmed or failed it, by sink.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"sink"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookbridge_spool_retries_total",
+			Help: "Failed publishes from the spool that were scheduled for another attempt, by sink.",
+		}, []string{"sink"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookbridge_dead_letters_total",
+			Help: "Messages dead-lettered, by the sink that would not take them.",
+		}, []string{"sink"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookbridge_config_reloads_total",
+			Help: "Configuration reloads, by result (success, failure).",
+		}, []string{"result"}),
+		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hookbridge_config_last_reload_successful",
+			Help: "1 if the last configuration reload succeeded (or none was tried), 0 if the running config is older than the file.",
+		}),
+	}
+	m.reloadOK.Set(1)
+	version := "(devel)"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		version = bi.Main.Version
+	}
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "hookbridge_build_info", Help: "Always 1; the version label says which build runs.",
+		ConstLabels: prometheus.Labels{"version": version},
+	})
+	info.Set(1)
+	for _, c := range []prometheus.Collector{m.webhooks, m.events, m.publishes, m.publishSeconds, m.retries,
+		m.deadLetters, m.reloads, m.reloadOK, info} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Answered returns the counter of source's webhooks answered with result:
+// look it up once, count on it per request.
+func (m *Metrics) Answered(source, result string) prometheus.Counter {
+	if m == nil {
+		return discard
+	}
+	return m.webhooks.WithLabelValues(source, result)
+}
+
+// discard is a counter that no registry exports.
+var discard = prometheus.NewCounter(prometheus.CounterOpts{Name: "discarded"})
+
+// Accepted counts an accepted event of status that route matched.
+func (m *Metrics) Accepted(route, status string) {
+	if m != nil {
+		m.events.WithLabelValues(route, status).Inc()
+	}
+}
+
+// Retried counts a failed publish from the spool that will be retried.
+func (m *Metrics) Retried(sink string) {
+	if m != nil {
+		m.retries.WithLabelValues(sink).Inc()
+	}
+}
+
+// DeadLettered counts a message sink would not take.
+func (m *Metrics) DeadLettered(sink string) {
+	if m != nil {
+		m.deadLetters.WithLabelValues(sink).Inc()
+	}
+}
+
+// Reloaded counts a configuration reload and whether it took.
+func (m *Metrics) Reloaded(ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.reloads.WithLabelValues("success").Inc()
+		m.reloadOK.Set(1)
+	} else {
+		m.reloads.WithLabelValues("failure").Inc()
+		m.reloadOK.Set(0)
+	}
+}
+
+// WatchSpool registers gauges read from the spool at each scrape.
+func (m *Metrics) WatchSpool(stats func(context.Context) (queue.Stats, error)) error {
+	if m == nil {
+		return nil
+	}
+	gauge := func(name, help string, value func(queue.Stats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+			st, err := stats(context.Background())
+			if err != nil {
+				return -1
+			}
+			return value(st)
+		})
+	}
+	var errs []error
+	for _, c := range []prometheus.Collector{
+		gauge("hookbridge_spool_messages", "Messages waiting in the spool (one per event and sink target).",
+			func(s queue.Stats) float64 { return float64(s.Pending) }),
+		gauge("hookbridge_spool_bytes", "Bytes of the messages waiting in the spool.",
+			func(s queue.Stats) float64 { return float64(s.PendingBytes) }),
+		gauge("hookbridge_spool_oldest_age_seconds", "Age of the oldest message waiting in the spool; 0 when empty.",
+			func(s queue.Stats) float64 {
+				if s.Oldest.IsZero() {
+					return 0
+				}
+				return time.Since(s.Oldest).Seconds()
+			}),
+		gauge("hookbridge_spool_dead_letters", "Dead letters kept in the spool (hookbridge spool ls -dead).",
+			func(s queue.Stats) float64 { return float64(s.Dead) }),
+	} {
+		errs = append(errs, m.reg.Register(c))
+	}
+	return errors.Join(errs...)
+}
+
+// Instrument wraps s to count and time its publishes as sink name.
+func (m *Metrics) Instrument(name string, s sinks.Sink) sinks.Sink {
+	if m == nil {
+		return s
+	}
+	return &instrumented{
+		Sink:      s,
+		seconds:   m.publishSeconds.WithLabelValues(name),
+		ok:        m.publishes.WithLabelValues(name, "ok"),
+		failed:    m.publishes.WithLabelValues(name, "error"),
+		permanent: m.publishes.WithLabelValues(name, "permanent_error"),
+	}
+}
+
+// instrumented counts and times a sink's publishes. Its metric children
+// are looked up once, not on every publish.
+type instrumented struct {
+	sinks.Sink
+	seconds               prometheus.Observer
+	ok, failed, permanent prometheus.Counter
+}
+
+func (s *instrumented) Publish(ctx context.Context, batch []sinks.Message) error {
+	start := time.Now()
+	err := s.Sink.Publish(ctx, batch)
+	s.seconds.Observe(time.Since(start).Seconds())
+	if err == nil {
+		s.ok.Add(float64(len(batch)))
+		return nil
+	}
+	var ok, failed, permanent int
+	for i := range batch {
+		switch e := sinks.MessageErr(err, i); {
+		case e == nil:
+			ok++
+		case sinks.IsPermanent(e):
+			permanent++
+		default:
+			failed++
+		}
+	}
+	add := func(c prometheus.Counter, n int) {
+		if n > 0 {
+			c.Add(float64(n))
+		}
+	}
+	add(s.ok, ok)
+	add(s.failed, failed)
+	add(s.permanent, permanent)
+	return err
+}

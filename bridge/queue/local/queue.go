@@ -1,0 +1,255 @@
+package local
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hookbridge/hookbridge/bridge/queue"
+)
+
+// Queue is a Store behind the queue.Queue interface: appends wake the
+// sink's receiver, and a receiver hands out due records in task order.
+type Queue struct {
+	store *Store
+
+	mu        sync.Mutex
+	receivers map[string]*receiver
+}
+
+var _ queue.Queue = (*Queue)(nil)
+
+// OpenQueue opens the spool file in dir (see Open) as a queue.
+func OpenQueue(dir string, opts Options) (*Queue, error) {
+	st, err := Open(dir, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Queue{store: st, receivers: map[string]*receiver{}}, nil
+}
+
+// Append implements queue.Queue: the records are fsynced (in a group
+// commit with concurrent appends) when it returns.
+func (q *Queue) Append(_ context.Context, recs []queue.Record) error {
+	if err := q.store.Append(recs); err != nil {
+		return err
+	}
+	for i := range recs {
+		q.receiver(recs[i].Sink).wake()
+	}
+	return nil
+}
+
+// Receiver implements queue.Queue.
+func (q *Queue) Receiver(sink string) queue.Receiver { return q.receiver(sink) }
+
+func (q *Queue) receiver(sink string) *receiver {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	r, ok := q.receivers[sink]
+	if !ok {
+		r = &receiver{q: q, store: q.store, sink: sink, woken: make(chan struct{}, 1), turn: make(chan struct{}, 1)}
+		q.receivers[sink] = r
+	}
+	return r
+}
+
+// Stats implements queue.Queue.
+func (q *Queue) Stats(context.Context) (queue.Stats, error) { return q.store.Stats() }
+
+// Ready implements queue.Queue: the file must be readable and not full.
+func (q *Queue) Ready(context.Context) error {
+	st, err := q.store.Stats()
+	if err != nil {
+		return err
+	}
+	if o := q.store.opts; (o.MaxEvents > 0 && st.Pending >= o.MaxEvents) || (o.MaxBytes > 0 && st.PendingBytes >= o.MaxBytes) {
+		return fmt.Errorf("spool is full: %d messages, %d bytes waiting", st.Pending, st.PendingBytes)
+	}
+	return nil
+}
+
+// Shared implements queue.Queue: the file is this replica's alone.
+func (q *Queue) Shared() bool { return false }
+
+// Close implements queue.Queue.
+func (q *Queue) Close() error { return q.store.Close() }
+
+// Limits of one Receive: how far the file is read looking for due
+// records, in pages of scanPage.
+const (
+	maxScan  = 10000
+	scanPage = 512
+)
+
+// receiver hands out one sink's due records. It hands out one batch at a
+// time: the next Receive waits until every lease of the previous batch is
+// settled, so a task's later record can never be handed out while its
+// earlier one is in flight, and no lease needs tracking across batches.
+type receiver struct {
+	q     *Queue
+	store *Store
+	sink  string
+	woken chan struct{} // an append for this sink, or a forwarded dead letter
+	turn  chan struct{} // held from a Receive that returned records until its batch is settled
+
+	mu   sync.Mutex
+	open int      // leases of the current batch not yet settled
+	done []uint64 // seqs of the current batch its sink confirmed
+}
+
+func (r *receiver) wake() {
+	select {
+	case r.woken <- struct{}{}:
+	default:
+	}
+}
+
+// Receive implements queue.Receiver.
+func (r *receiver) Receive(ctx context.Context, n int) ([]queue.Lease, error) {
+	select {
+	case r.turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	for {
+		due, next, err := r.collect(n)
+		if err != nil {
+			<-r.turn
+			return nil, err
+		}
+		if len(due) > 0 {
+			leases := make([]queue.Lease, len(due))
+			r.mu.Lock()
+			r.open = len(due)
+			for i := range due {
+				leases[i] = &lease{r: r, rec: due[i]}
+			}
+			r.mu.Unlock()
+			return leases, nil
+		}
+		var timer *time.Timer
+		var timeout <-chan time.Time // nil: nothing waits, sleep until woken
+		if !next.IsZero() {
+			timer = time.NewTimer(max(next.Sub(r.store.now()), time.Millisecond))
+			timeout = timer.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-r.woken:
+		case <-timeout:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if ctx.Err() != nil {
+			<-r.turn
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Close implements queue.Receiver: the records stay in the file.
+func (r *receiver) Close() {}
+
+// collect returns up to max records to publish now, and when the next
+// waiting one is due (zero if none waits).
+func (r *receiver) collect(max int) (due []queue.Record, next time.Time, err error) {
+	now := r.store.now()
+	taken := map[string]bool{} // task keys that have their first record in this round
+	picked := 0
+	choose := func(key []byte, nextTry time.Time) (take, stop bool) {
+		if len(key) > 0 {
+			if taken[string(key)] {
+				return false, false // an earlier record of this task goes first
+			}
+			taken[string(key)] = true
+		}
+		if nextTry.After(now) {
+			if next.IsZero() || nextTry.Before(next) {
+				next = nextTry
+			}
+			return false, false
+		}
+		picked++
+		return true, picked == max
+	}
+	var after uint64
+	for scanned := 0; len(due) < max && scanned < maxScan; {
+		recs, last, looked, err := r.store.PendingDue(r.sink, after, scanPage, choose)
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		if looked == 0 {
+			break
+		}
+		due = append(due, recs...)
+		after, scanned = last, scanned+looked
+	}
+	return due, next, nil
+}
+
+// settle counts one lease of the batch settled; the last one queues the
+// batch's removals at once (they ride along with the next commit) and
+// gives the turn to the next Receive.
+func (r *receiver) settle(done bool, seq uint64) {
+	r.mu.Lock()
+	if done {
+		r.done = append(r.done, seq)
+	}
+	r.open--
+	last := r.open == 0
+	var seqs []uint64
+	if last {
+		seqs, r.done = r.done, nil
+	}
+	r.mu.Unlock()
+	if last {
+		r.store.DoneLater(r.sink, seqs)
+		<-r.turn
+	}
+}
+
+// lease is one record of a receiver's batch.
+type lease struct {
+	r       *receiver
+	rec     queue.Record
+	settled bool
+}
+
+func (l *lease) Record() (*queue.Record, error) { return &l.rec, nil }
+
+// Attempt implements queue.Lease: the record counts its failed attempts.
+func (l *lease) Attempt() int { return l.rec.Attempts + 1 }
+
+// Done implements queue.Lease.
+func (l *lease) Done() { l.finish(true) }
+
+// Retry implements queue.Lease: the record is rewritten with its attempt
+// counted, its error and when it is due again.
+func (l *lease) Retry(delay time.Duration, cause error) error {
+	defer l.finish(false)
+	return l.r.store.Retry(l.r.sink, l.rec.Seq, l.r.store.now().Add(delay), cause.Error())
+}
+
+// Kill implements queue.Lease: the dead letter and its forwarded copy are
+// written in one transaction.
+func (l *lease) Kill(reason string, forward *queue.Record) error {
+	if err := l.r.store.Kill(l.r.sink, l.rec.Seq, reason, forward); err != nil {
+		return err
+	}
+	l.finish(false)
+	if forward != nil {
+		l.r.q.receiver(forward.Sink).wake()
+	}
+	return nil
+}
+
+func (l *lease) finish(done bool) {
+	if l.settled {
+		panic("queue/local: a lease settled twice")
+	}
+	l.settled = true
+	l.r.settle(done, l.rec.Seq)
+}

@@ -1,0 +1,342 @@
+package queue
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/hookbridge/hookbridge/sinks"
+)
+
+// Record is one message waiting for one sink.
+type Record struct {
+	// Seq is assigned by Append: increasing across the whole store, never
+	// reused (also after restarts).
+	Seq uint64
+	// Sink is the sink's name.
+	Sink string
+	// Message is what to publish.
+	Message sinks.Message
+	// Received is when the webhook was accepted.
+	Received time.Time
+	// Attempts counts the failed publish attempts so far.
+	Attempts int
+	// NextTry is when the record is due again; zero means due now.
+	NextTry time.Time
+	// LastError is the last attempt's error, "" if none.
+	LastError string
+	// DeadLetter marks a record that forwards a dead letter to the
+	// dead-letter target: if it dies too it is not forwarded again.
+	DeadLetter bool
+	// Reason says why a dead letter died (set by Kill).
+	Reason string
+	// Died is when a dead letter died (set by Kill).
+	Died time.Time
+}
+
+// recordOverhead approximates what a record costs beyond its variable-length
+// message fields: the bbolt key and page bookkeeping, the format header and
+// the time stamps.
+const recordOverhead = 64
+
+// Size returns the approximate stored size of r: body, attributes, target,
+// key and id plus a fixed overhead. It deliberately leaves out the fields
+// that change while a record waits (LastError, Reason, Attempts) so that a
+// record's share of Options.MaxBytes stays the same from Append to Done.
+func (r *Record) Size() int64 {
+	m := &r.Message
+	n := int64(recordOverhead + len(m.Body) + len(m.Target) + len(m.Key) + len(m.ID))
+	for _, a := range m.Attrs {
+		n += int64(len(a.Name) + len(a.Value))
+	}
+	return n
+}
+
+// formatV1 is the first byte of every encoded record. A different value
+// means a format this build does not understand, so decoding refuses it
+// instead of guessing.
+const formatV1 = 1
+
+// Flag bits of the second byte. Times carry their own "present" bit because
+// the zero time.Time has no UnixNano representation.
+const (
+	flagDeadLetter = 1 << iota
+	flagReceived
+	flagNextTry
+	flagDied
+	flagsKnown = flagDeadLetter | flagReceived | flagNextTry | flagDied
+)
+
+// errCorrupt is returned (wrapped) for values that are not a complete record
+// of a known format.
+var errCorrupt = errors.New("corrupt spool record")
+
+// encodeRecord returns the binary form of r (without Seq, which is the key).
+//
+// Layout (v1): version byte, flags byte, uvarint size (the Size() at encode
+// time, so removal subtracts exactly what was added even if the formula
+// changes later), uvarint attempts, varint unix-nano times for the flagged
+// times (received, next try, died), then length-prefixed strings sink,
+// target, key, id, last error, reason, uvarint attribute count with
+// length-prefixed name/value pairs, and finally the length-prefixed body.
+// It is binary rather than JSON because Append is on the webhook hot path.
+func encodeRecord(r *Record, size int64) []byte {
+	m := &r.Message
+	capacity := size + int64(len(r.Sink)+len(r.LastError)+len(r.Reason)) + 16*binary.MaxVarintLen64
+	for range m.Attrs {
+		capacity += 2 * binary.MaxVarintLen64
+	}
+	b := make([]byte, 0, capacity)
+	var flags byte
+	if r.DeadLetter {
+		flags |= flagDeadLetter
+	}
+	if !r.Received.IsZero() {
+		flags |= flagReceived
+	}
+	if !r.NextTry.IsZero() {
+		flags |= flagNextTry
+	}
+	if !r.Died.IsZero() {
+		flags |= flagDied
+	}
+	b = append(b, formatV1, flags)
+	b = binary.AppendUvarint(b, uint64(size))
+	b = binary.AppendUvarint(b, uint64(max(r.Attempts, 0)))
+	if flags&flagReceived != 0 {
+		b = binary.AppendVarint(b, r.Received.UnixNano())
+	}
+	if flags&flagNextTry != 0 {
+		b = binary.AppendVarint(b, r.NextTry.UnixNano())
+	}
+	if flags&flagDied != 0 {
+		b = binary.AppendVarint(b, r.Died.UnixNano())
+	}
+	for _, s := range [...]string{r.Sink, m.Target, m.Key, m.ID, r.LastError, r.Reason} {
+		b = appendString(b, s)
+	}
+	b = binary.AppendUvarint(b, uint64(len(m.Attrs)))
+	for _, a := range m.Attrs {
+		b = appendString(b, a.Name)
+		b = appendString(b, a.Value)
+	}
+	b = binary.AppendUvarint(b, uint64(len(m.Body)))
+	return append(b, m.Body...)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// reader walks an encoded record. The first failure sticks, so callers can
+// read a whole record and check err once; every length is checked against
+// what is left, so garbage yields errCorrupt rather than a panic or a huge
+// allocation.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(what string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: bad %s", errCorrupt, what)
+	}
+}
+
+func (r *reader) byte(what string) byte {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) == 0 {
+		r.fail(what)
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) uvarint(what string) uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint(what string) int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+// bytes returns the next length-prefixed field without copying: the result
+// aliases the input, which may be bbolt's read-only mmap.
+func (r *reader) bytes(what string) []byte {
+	n := r.uvarint(what)
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)) {
+		r.fail(what)
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) string(what string) string {
+	return string(r.bytes(what))
+}
+
+// header reads the fixed part shared by decodeRecord and storedSize.
+func (r *reader) header() (flags byte, size int64) {
+	total := len(r.b) // the header comes first: this is the whole record
+	if v := r.byte("version"); r.err == nil && v != formatV1 {
+		r.err = fmt.Errorf("%w: unknown format version %d", errCorrupt, v)
+	}
+	flags = r.byte("flags")
+	if r.err == nil && flags&^flagsKnown != 0 {
+		r.fail("flags")
+	}
+	sz := r.uvarint("size")
+	// Size() counts parts of the record plus a fixed overhead, so it can
+	// never exceed the encoded length by more than that overhead: a larger
+	// value is garbage, and trusting it would size allocations (found by
+	// FuzzDecode).
+	if r.err == nil && sz > uint64(total)+recordOverhead {
+		r.fail("size")
+	}
+	return flags, int64(sz)
+}
+
+func storedSize(val []byte) (int64, error) {
+	r := reader{b: val}
+	_, size := r.header()
+	return size, r.err
+}
+
+// schedule is the part of a record after its header and up to its task
+// key: everything a dispatcher decides on. The byte fields alias the
+// input.
+type schedule struct {
+	attempts                uint64
+	received, nextTry, died time.Time // zero when the record has none
+	sink, target, key       []byte
+}
+
+// schedule reads the schedule part of a record whose header said flags.
+func (r *reader) schedule(flags byte) schedule {
+	var s schedule
+	s.attempts = r.uvarint("attempts")
+	if flags&flagReceived != 0 {
+		s.received = time.Unix(0, r.varint("received"))
+	}
+	if flags&flagNextTry != 0 {
+		s.nextTry = time.Unix(0, r.varint("next try"))
+	}
+	if flags&flagDied != 0 {
+		s.died = time.Unix(0, r.varint("died"))
+	}
+	s.sink = r.bytes("sink")
+	s.target = r.bytes("target")
+	s.key = r.bytes("key")
+	return s
+}
+
+func peekSchedule(val []byte) (key []byte, nextTry time.Time, err error) {
+	r := reader{b: val}
+	flags, _ := r.header()
+	s := r.schedule(flags)
+	if r.err != nil {
+		return nil, time.Time{}, r.err
+	}
+	return s.key, s.nextTry, nil
+}
+
+// decodeRecord parses val (as written by encodeRecord) into a Record with
+// the given seq. The result owns its memory: nothing aliases val, which is
+// only valid during the bbolt transaction.
+func decodeRecord(seq uint64, val []byte) (Record, error) {
+	r := reader{b: val}
+	flags, _ := r.header()
+	sc := r.schedule(flags)
+	if r.err == nil && sc.attempts > math.MaxInt32 {
+		r.fail("attempts")
+	}
+	rec := Record{
+		Seq: seq, DeadLetter: flags&flagDeadLetter != 0, Attempts: int(sc.attempts),
+		Received: sc.received, NextTry: sc.nextTry, Died: sc.died, Sink: string(sc.sink),
+		Message: sinks.Message{Target: string(sc.target), Key: string(sc.key)},
+	}
+	rec.Message.ID = r.string("id")
+	rec.LastError = r.string("last error")
+	rec.Reason = r.string("reason")
+	n := r.uvarint("attribute count")
+	// Every attribute takes at least two bytes, which bounds the allocation
+	// for a garbled count.
+	if r.err == nil && n > uint64(len(r.b)/2) {
+		r.fail("attribute count")
+	}
+	if r.err == nil && n > 0 {
+		rec.Message.Attrs = make([]sinks.Attr, n)
+		for i := range rec.Message.Attrs {
+			rec.Message.Attrs[i] = sinks.Attr{Name: r.string("attribute name"), Value: r.string("attribute value")}
+		}
+	}
+	if body := r.bytes("body"); len(body) > 0 {
+		rec.Message.Body = append([]byte(nil), body...)
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.fail("trailing bytes")
+	}
+	if r.err != nil {
+		return Record{}, r.err
+	}
+	return rec, nil
+}
+
+// Marshal encodes r, its Seq aside, in the record format both backends
+// store: one versioned format, and one decoder that FuzzDecode hardens.
+// The encoding carries r.Size(), the share of a queue's max_bytes the
+// record takes.
+func Marshal(r *Record) []byte { return encodeRecord(r, r.Size()) }
+
+// MarshalSized is Marshal recording size instead of r.Size(): a backend
+// that rewrites a record (a retry, a dead letter) keeps the size it was
+// first counted with, so that its counters get back exactly what they
+// added.
+func MarshalSized(r *Record, size int64) []byte { return encodeRecord(r, size) }
+
+// Unmarshal decodes what Marshal made; seq becomes the record's Seq. The
+// result owns its memory.
+func Unmarshal(seq uint64, b []byte) (Record, error) { return decodeRecord(seq, b) }
+
+// StoredSize returns the size an encoded record was counted with, without
+// decoding the rest.
+func StoredSize(b []byte) (int64, error) { return storedSize(b) }
+
+// PeekSchedule reads what a dispatcher decides on, an encoded record's
+// task key and when it is next due, without decoding (and copying) the
+// rest. key aliases b.
+func PeekSchedule(b []byte) (key []byte, nextTry time.Time, err error) { return peekSchedule(b) }
+
+// IsCorrupt reports whether err says an encoded record is not a complete
+// record of a known format.
+func IsCorrupt(err error) bool { return errors.Is(err, errCorrupt) }
