@@ -6,61 +6,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookbridge/hookbridge/bridge/config"
 	natssink "github.com/hookbridge/hookbridge/sinks/nats"
 	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
-
-// natsCluster runs an n-node NATS cluster with JetStream, routed on
-// loopback, and waits until it has a JetStream meta leader. It returns the
-// servers and the client URL list.
-func natsCluster(t *testing.T, n int) ([]*server.Server, string) {
-	t.Helper()
-	routes := make([]*url.URL, n)
-	ports := make([]int, n)
-	for i := range n {
-		ports[i] = sinktest.FreePort(t)
-		routes[i] = &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])}
-	}
-	servers := make([]*server.Server, n)
-	urls := make([]string, n)
-	for i := range n {
-		srv, err := server.NewServer(&server.Options{
-			ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: -1,
-			JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-			Cluster: server.ClusterOpts{Name: "hookbridge-test", Host: "127.0.0.1", Port: ports[i]},
-			Routes:  routes,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		go srv.Start()
-		if !srv.ReadyForConnections(10 * time.Second) {
-			t.Fatalf("nats node %d not ready", i)
-		}
-		t.Cleanup(srv.Shutdown)
-		servers[i], urls[i] = srv, srv.ClientURL()
-	}
-	sinktest.WaitFor(t, "a JetStream meta leader that sees every node", func() bool {
-		for _, s := range servers {
-			if s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) == n {
-				return true
-			}
-		}
-		return false
-	})
-	return servers, strings.Join(urls, ",")
-}
 
 // scaleOutConfig is one replica's config: jsSpoolConfig's, with three
 // copies of the stream, the sink at sinkURL publishing into a stream the

@@ -210,7 +210,7 @@ func TestNormalizeIDs(t *testing.T) {
 	if id("s", "1", flat) == id("s", "2", flat) {
 		t.Error("two flat deliveries at different times share an id: distinct events would be merged")
 	}
-	if id("s", "1", flat) != id("s", "1", flat) {
+	if first, again := id("s", "1", flat), id("s", "1", flat); first != again {
 		t.Error("the same flat delivery changed id")
 	}
 	if id("a", "1", env) == id("b", "1", env) {

@@ -148,7 +148,6 @@ func (p *natsPeer) close() {
 // back, over the embedded server's listener.
 type embeddedPeer struct {
 	addr, storeDir string
-	nc             *natsgo.Conn
 }
 
 func newEmbeddedPeer(dir string) (*embeddedPeer, error) {
