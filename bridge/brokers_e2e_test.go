@@ -22,7 +22,7 @@ import (
 	"github.com/hookbridge/hookbridge/bridge/signature"
 )
 
-// TestServiceFansOutToEveryBroker is the README's worked example, end to
+// TestServiceFansOutToEveryBroker is docs/configuration.md's worked example, end to
 // end against real protocol peers in-process: signed deliveries of every
 // status come in over HTTP; finished goes to a Kafka topic (kfake), paused
 // and stopped to an SQS FIFO alerting queue (kumo), everything to a

@@ -115,7 +115,7 @@ func parseOptions(args []string, stdout io.Writer) (*options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (config, hookbridge's spool and the broker's data)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stdout, "usage: hookbridge-load [flags]\n\nMeasures hookbridge against a trivial HTTP server on this machine; see the README's Performance section.")
+			fmt.Fprintln(stdout, "usage: hookbridge-load [flags]\n\nMeasures hookbridge against a trivial HTTP server on this machine; see docs/performance.md.")
 			fs.SetOutput(stdout)
 			fs.PrintDefaults()
 		}
