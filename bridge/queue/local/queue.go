@@ -153,9 +153,9 @@ func (r *receiver) Receive(ctx context.Context, n int) ([]queue.Lease, error) {
 // Close implements queue.Receiver: the records stay in the file.
 func (r *receiver) Close() {}
 
-// collect returns up to max records to publish now, and when the next
+// collect returns up to n records to publish now, and when the next
 // waiting one is due (zero if none waits).
-func (r *receiver) collect(max int) (due []queue.Record, next time.Time, err error) {
+func (r *receiver) collect(n int) (due []queue.Record, next time.Time, err error) {
 	now := r.store.now()
 	taken := map[string]bool{} // task keys that have their first record in this round
 	picked := 0
@@ -173,10 +173,10 @@ func (r *receiver) collect(max int) (due []queue.Record, next time.Time, err err
 			return false, false
 		}
 		picked++
-		return true, picked == max
+		return true, picked == n
 	}
 	var after uint64
-	for scanned := 0; len(due) < max && scanned < maxScan; {
+	for scanned := 0; len(due) < n && scanned < maxScan; {
 		recs, last, looked, err := r.store.PendingDue(r.sink, after, scanPage, choose)
 		if err != nil {
 			return nil, time.Time{}, err
