@@ -99,7 +99,11 @@ var (
 // holds a raw newline fails alone; the others are still written. A failed
 // write or fsync fails the whole batch; should it leave half a line behind,
 // the next write starts on a new line so that later events stay whole.
+// With ctx already done it writes nothing.
 func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("file sink: not written: %w", err)
+	}
 	var failed map[int]error
 	lines := make([]byte, 0, 256*len(batch))
 	for i, m := range batch {

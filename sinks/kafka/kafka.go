@@ -520,8 +520,13 @@ var (
 
 // Publish implements sinks.Sink: it writes the batch with one call to the
 // shared writer and returns once Kafka acknowledged every record. A message
-// without a topic, or larger than batch_bytes, fails alone.
+// without a topic, or larger than batch_bytes, fails alone. With ctx
+// already done it writes nothing (kafka-go would, when it has the topic's
+// metadata cached).
 func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("kafka: not written: %w", err)
+	}
 	var failed map[int]error
 	fail := func(i int, err error) {
 		if failed == nil {

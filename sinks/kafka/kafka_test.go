@@ -27,19 +27,16 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookbridge/hookbridge/sinks"
+	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
 
 // testTimeout guards against hangs; no test asserts on elapsed time.
 const testTimeout = 30 * time.Second
 
+// newCluster runs a one-broker kfake cluster and returns its address.
 func newCluster(t testing.TB, opts ...kfake.Opt) []string {
 	t.Helper()
-	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c.ListenAddrs()
+	return sinktest.Kafka(t, opts...).ListenAddrs()
 }
 
 func ctxT(t testing.TB) context.Context {
@@ -62,50 +59,14 @@ func newSink(t testing.TB, cfg Config, topics ...string) *Sink {
 	return s
 }
 
-// consume reads n records of topic from the start with franz-go.
+// consume reads the records of topic, which must be n.
 func consume(t testing.TB, brokers []string, topic string, n int) []*kgo.Record {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx := ctxT(t)
-	var recs []*kgo.Record
-	for len(recs) < n {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("topic %q: read %d of %d records before the test timeout", topic, len(recs), n)
-		}
-		if errs := fs.Errors(); len(errs) > 0 {
-			t.Fatalf("consume %q: %v", topic, errs[0].Err)
-		}
-		recs = append(recs, fs.Records()...)
-	}
+	recs := sinktest.KafkaRecords(t, brokers, topic)
 	if len(recs) != n {
 		t.Fatalf("topic %q: %d records, want %d", topic, len(recs), n)
 	}
 	return recs
-}
-
-func event(target, key, id string) sinks.Message {
-	return sinks.Message{
-		Target: target,
-		Key:    key,
-		ID:     id,
-		Attrs: []sinks.Attr{
-			{Name: "specversion", Value: "1.0"},
-			{Name: "id", Value: id},
-			{Name: "type", Value: "com.browser-use.task.finished"},
-			{Name: "source", Value: "https://api.browser-use.com"},
-			{Name: "subject", Value: key},
-			{Name: "time", Value: "2025-01-02T03:04:05Z"},
-			{Name: "datacontenttype", Value: "application/json"},
-			{Name: "status", Value: "finished"},
-		},
-		Body: []byte(`{"specversion":"1.0","id":"` + id + `","data":{"task":"` + key + `"}}`),
-	}
 }
 
 func wantHeaders(m sinks.Message) []kgo.RecordHeader {
@@ -139,10 +100,10 @@ func TestPublishTwoTopics(t *testing.T) {
 	brokers := newCluster(t, kfake.SeedTopics(4, "tasks", "audit"))
 	s := newSink(t, Config{Brokers: brokers, Topic: "audit"}, "tasks")
 	batch := []sinks.Message{
-		event("tasks", "task-1", "ev-1"),
-		event("", "task-2", "ev-2"), // the sink's default topic
-		event("tasks", "task-3", "ev-3"),
-		event("audit", "task-1", "ev-4"),
+		sinktest.Event("tasks", "task-1", "ev-1"),
+		sinktest.Event("", "task-2", "ev-2"), // the sink's default topic
+		sinktest.Event("tasks", "task-3", "ev-3"),
+		sinktest.Event("audit", "task-1", "ev-4"),
 	}
 	if err := s.Publish(ctxT(t), batch); err != nil {
 		t.Fatal(err)
@@ -268,14 +229,14 @@ func TestMissingTopic(t *testing.T) {
 		if err := s.Publish(ctxT(t), nil); err != nil {
 			t.Fatalf("empty batch: %v", err)
 		}
-		if err := s.Publish(ctxT(t), []sinks.Message{event("present", "task-1", "ev-1")}); err != nil {
+		if err := s.Publish(ctxT(t), []sinks.Message{sinktest.Event("present", "task-1", "ev-1")}); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("publish to an unknown topic", func(t *testing.T) {
 		brokers := newCluster(t, kfake.SeedTopics(1, "present"))
 		s := newSink(t, Config{Brokers: brokers}, "present")
-		err := s.Publish(ctxT(t), []sinks.Message{event("ghost", "task-1", "ev-1")})
+		err := s.Publish(ctxT(t), []sinks.Message{sinktest.Event("ghost", "task-1", "ev-1")})
 		var be *sinks.BatchError
 		if err == nil || errors.As(err, &be) {
 			t.Fatalf("got %v, want a plain error", err)
@@ -286,7 +247,7 @@ func TestMissingTopic(t *testing.T) {
 			}
 		}
 		// Mixed with a known topic, only the unknown one fails.
-		batch := []sinks.Message{event("present", "task-1", "ev-1"), event("ghost", "task-2", "ev-2"), event("present", "task-3", "ev-3")}
+		batch := []sinks.Message{sinktest.Event("present", "task-1", "ev-1"), sinktest.Event("ghost", "task-2", "ev-2"), sinktest.Event("present", "task-3", "ev-3")}
 		err = s.Publish(ctxT(t), batch)
 		if !errors.As(err, &be) || len(be.Failed) != 1 || be.Failed[1] == nil {
 			t.Fatalf("got %v, want a BatchError for message 1 only", err)
@@ -301,7 +262,7 @@ func TestMissingTopic(t *testing.T) {
 	t.Run("auto create", func(t *testing.T) {
 		brokers := newCluster(t, kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(2))
 		s := newSink(t, Config{Brokers: brokers, Topic: "fresh", AutoCreateTopics: true}, "made-later")
-		batch := []sinks.Message{event("", "task-1", "ev-1"), event("made-later", "task-2", "ev-2")}
+		batch := []sinks.Message{sinktest.Event("", "task-1", "ev-1"), sinktest.Event("made-later", "task-2", "ev-2")}
 		if err := s.Publish(ctxT(t), batch); err != nil {
 			t.Fatal(err)
 		}
@@ -310,19 +271,8 @@ func TestMissingTopic(t *testing.T) {
 	})
 }
 
-// closedAddr returns a local address nothing listens on.
-func closedAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 func TestUnreachableBroker(t *testing.T) {
-	dead := closedAddr(t)
+	dead := sinktest.FreeAddr(t) // nothing listens there
 	t.Run("probe fails", func(t *testing.T) {
 		_, err := New(ctxT(t), Config{Brokers: []string{dead}, Topic: "tasks"}, nil, nil)
 		if err == nil {
@@ -350,7 +300,7 @@ func TestUnreachableBroker(t *testing.T) {
 		s := newSink(t, Config{Brokers: []string{dead}, Topic: "tasks", SkipProbe: true})
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
-		err := s.Publish(ctx, []sinks.Message{event("", "task-1", "ev-1")})
+		err := s.Publish(ctx, []sinks.Message{sinktest.Event("", "task-1", "ev-1")})
 		if err == nil {
 			t.Fatal("Publish to a closed port returned nil")
 		}
@@ -365,7 +315,7 @@ func TestUnreachableBroker(t *testing.T) {
 func TestMessageWithoutTopic(t *testing.T) {
 	brokers := newCluster(t, kfake.SeedTopics(2, "tasks"))
 	s := newSink(t, Config{Brokers: brokers}, "tasks")
-	batch := []sinks.Message{event("tasks", "task-1", "ev-1"), event("", "task-2", "ev-2"), event("tasks", "task-3", "ev-3")}
+	batch := []sinks.Message{sinktest.Event("tasks", "task-1", "ev-1"), sinktest.Event("", "task-2", "ev-2"), sinktest.Event("tasks", "task-3", "ev-3")}
 	err := s.Publish(ctxT(t), batch)
 	var be *sinks.BatchError
 	if !errors.As(err, &be) || len(be.Failed) != 1 || !errors.Is(be.Failed[1], errNoTopic) {
@@ -388,9 +338,9 @@ func TestMessageWithoutTopic(t *testing.T) {
 func TestMessageTooLarge(t *testing.T) {
 	brokers := newCluster(t, kfake.SeedTopics(1, "tasks"))
 	s := newSink(t, Config{Brokers: brokers, Topic: "tasks", BatchBytes: 2048}, "tasks")
-	big := event("", "task-2", "ev-2")
+	big := sinktest.Event("", "task-2", "ev-2")
 	big.Body = bytes.Repeat([]byte("x"), 4096)
-	batch := []sinks.Message{event("", "task-1", "ev-1"), big}
+	batch := []sinks.Message{sinktest.Event("", "task-1", "ev-1"), big}
 	err := s.Publish(ctxT(t), batch)
 	var be *sinks.BatchError
 	if !errors.As(err, &be) || len(be.Failed) != 1 || be.Failed[1] == nil {
@@ -406,7 +356,7 @@ func TestMessageTooLarge(t *testing.T) {
 // exactly batch_bytes long passes kafka-go's check, one byte more fails it.
 func TestRecordSize(t *testing.T) {
 	brokers := newCluster(t, kfake.SeedTopics(1, "tasks"))
-	m := event("tasks", "task-1", "ev-1")
+	m := sinktest.Event("tasks", "task-1", "ev-1")
 	km := record(m, "tasks")
 	n := recordSize(&km)
 	for _, limit := range []int64{n, n - 1} {
@@ -424,7 +374,7 @@ func TestCompression(t *testing.T) {
 		t.Run(codec, func(t *testing.T) {
 			brokers := newCluster(t, kfake.SeedTopics(1, "tasks"))
 			s := newSink(t, Config{Brokers: brokers, Topic: "tasks", Compression: codec}, "tasks")
-			m := event("", "task-1", "ev-1")
+			m := sinktest.Event("", "task-1", "ev-1")
 			m.Body = bytes.Repeat(m.Body, 20) // something worth compressing
 			if err := s.Publish(ctxT(t), []sinks.Message{m}); err != nil {
 				t.Fatal(err)
@@ -440,7 +390,7 @@ func TestSASL(t *testing.T) {
 			brokers := newCluster(t, kfake.EnableSASL(), kfake.Superuser(strings.ToUpper(mech), "hook", "s3cret-pw"), kfake.SeedTopics(1, "tasks"))
 			cfg := Config{Brokers: brokers, Topic: "tasks", SASL: SASLConfig{Mechanism: mech, Username: "hook", Password: "s3cret-pw"}}
 			s := newSink(t, cfg)
-			if err := s.Publish(ctxT(t), []sinks.Message{event("", "task-1", "ev-1")}); err != nil {
+			if err := s.Publish(ctxT(t), []sinks.Message{sinktest.Event("", "task-1", "ev-1")}); err != nil {
 				t.Fatal(err)
 			}
 			cfg.SASL.Password = "wrong-pw"
@@ -462,7 +412,7 @@ func TestClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Publish(ctxT(t), []sinks.Message{event("", "task-1", "ev-1")}); err != nil {
+	if err := s.Publish(ctxT(t), []sinks.Message{sinktest.Event("", "task-1", "ev-1")}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(ctxT(t)); err != nil {
@@ -471,7 +421,7 @@ func TestClose(t *testing.T) {
 	if err := s.Close(ctxT(t)); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if err := s.Publish(ctxT(t), []sinks.Message{event("", "task-1", "ev-2")}); !errors.Is(err, errClosed) {
+	if err := s.Publish(ctxT(t), []sinks.Message{sinktest.Event("", "task-1", "ev-2")}); !errors.Is(err, errClosed) {
 		t.Fatalf("Publish after Close: %v, want %v", err, errClosed)
 	}
 }
@@ -570,7 +520,7 @@ func BenchmarkPublish(b *testing.B) {
 	brokers := newCluster(b, kfake.SeedTopics(4, "tasks"))
 	msgs := make([]sinks.Message, 64)
 	for i := range msgs {
-		msgs[i] = event("tasks", "task-"+strconv.Itoa(i), "ev-"+strconv.Itoa(i))
+		msgs[i] = sinktest.Event("tasks", "task-"+strconv.Itoa(i), "ev-"+strconv.Itoa(i))
 	}
 	report := func(b *testing.B, s *Sink) {
 		st := s.w.Stats()
@@ -627,7 +577,7 @@ func TestTLS(t *testing.T) {
 	brokers := newCluster(t, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{serverCert}}), kfake.SeedTopics(1, "tasks"))
 
 	s := newSink(t, Config{Brokers: brokers, Topic: "tasks", TLS: TLSConfig{CAFile: caFile}})
-	m := event("", "task-1", "ev-1")
+	m := sinktest.Event("", "task-1", "ev-1")
 	if err := s.Publish(ctxT(t), []sinks.Message{m}); err != nil {
 		t.Fatal(err)
 	}

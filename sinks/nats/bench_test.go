@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/hookbridge/hookbridge/sinks"
+	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
 
 // benchMessage is what the bridge hands a sink for a typical 200-byte
@@ -75,7 +76,7 @@ func (p *publisher) next() []sinks.Message {
 // NATS (publish and flush, one round trip), from one goroutine and from
 // ~32 at once, as concurrent webhooks would.
 func BenchmarkPublish(b *testing.B) {
-	srv := startServer(b)
+	srv := sinktest.NATS(b)
 	ctx := context.Background()
 	for _, mode := range []struct {
 		name      string
@@ -147,5 +148,9 @@ func streamCount(b *testing.B, s *Sink) uint64 {
 	if s.js == nil {
 		return 0
 	}
-	return streamMsgs(b, s.js, s.cfg.Stream.Name)
+	n := sinktest.StreamCount(s.js, s.cfg.Stream.Name)
+	if n < 0 {
+		b.Fatalf("cannot read stream %s", s.cfg.Stream.Name)
+	}
+	return uint64(n)
 }

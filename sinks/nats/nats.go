@@ -457,8 +457,14 @@ var errNoSubject = errors.New("no subject: name one in the route or set the sink
 
 // Publish implements sinks.Sink. With JetStream it publishes the batch
 // asynchronously and waits for every PubAck (a duplicate's ack counts: the
-// message is stored); on core NATS it publishes and flushes.
+// message is stored); on core NATS it publishes and flushes. With ctx
+// already done it publishes nothing. A message larger than the server's
+// max_payload, or than the stream's max_msg_size, fails alone, marked
+// sinks.Permanent.
 func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("nats: not published: %w", err)
+	}
 	if !s.nc.IsConnected() {
 		// Say so plainly: a connection that never got through would
 		// otherwise fail with "headers not supported by this server".
@@ -553,7 +559,7 @@ func (s *Sink) publishJetStream(ctx context.Context, msgs []*natsgo.Msg, failed 
 		}
 		f, err := s.js.PublishMsgAsync(m)
 		if err != nil {
-			failed.add(i, fmt.Errorf("nats: publish to %q: %w", m.Subject, err))
+			failed.add(i, publishErr(m.Subject, err))
 			continue
 		}
 		futures[i] = f
@@ -566,9 +572,23 @@ func (s *Sink) publishJetStream(ctx context.Context, msgs []*natsgo.Msg, failed 
 			if errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
 				err = fmt.Errorf("no JetStream stream stores subject %q: %w", msgs[i].Subject, err)
 			}
-			failed.add(i, fmt.Errorf("nats: publish to %q: %w", msgs[i].Subject, err))
+			failed.add(i, publishErr(msgs[i].Subject, err))
 		}
 	}
+}
+
+// publishErr words the error of a publish to subject, marked
+// sinks.Permanent when publishing the message again cannot succeed: it is
+// larger than the server's max_payload or the stream's max_msg_size, or
+// the subject is not one the server takes.
+func publishErr(subject string, err error) error {
+	err = fmt.Errorf("nats: publish to %q: %w", subject, err)
+	var apiErr *jetstream.APIError
+	if errors.Is(err, natsgo.ErrMaxPayload) || errors.Is(err, natsgo.ErrBadSubject) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum {
+		return sinks.Permanent(err)
+	}
+	return err
 }
 
 // waitAck waits for f's PubAck. A duplicate's ack is a success: the
@@ -599,7 +619,7 @@ func (s *Sink) publishCore(ctx context.Context, msgs []*natsgo.Msg, failed *fail
 			continue
 		}
 		if err := s.nc.PublishMsg(m); err != nil {
-			failed.add(i, fmt.Errorf("nats: publish to %q: %w", m.Subject, err))
+			failed.add(i, publishErr(m.Subject, err))
 			continue
 		}
 		sent++

@@ -17,93 +17,20 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookbridge/hookbridge/sinks"
+	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
 
 var discard = slog.New(slog.DiscardHandler)
 
-// startServer runs a real nats-server with JetStream on a free loopback
-// port.
-func startServer(t testing.TB) *server.Server {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
-		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(s.Shutdown)
-	return s
-}
-
-func connect(t *testing.T, url string) (*natsgo.Conn, jetstream.JetStream) {
-	t.Helper()
-	nc, err := natsgo.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
-}
-
-func msg(id, target string) sinks.Message {
-	return sinks.Message{
-		Target: target, Key: "task-" + id, ID: id,
-		Attrs: []sinks.Attr{{Name: "specversion", Value: "1.0"}, {Name: "id", Value: id}, {Name: "status", Value: "finished"}},
-		Body:  []byte(`{"id":"` + id + `"}`),
-	}
-}
-
-// fetch reads exactly n messages from the start of a stream.
-func fetch(t *testing.T, js jetstream.JetStream, stream string, n int) []jetstream.Msg {
-	t.Helper()
-	ctx := context.Background()
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []jetstream.Msg
-	for m := range batch.Messages() {
-		out = append(out, m)
-	}
-	if len(out) != n {
-		t.Fatalf("fetched %d messages, want %d", len(out), n)
-	}
-	return out
-}
-
-func streamMsgs(t testing.TB, js jetstream.JetStream, name string) uint64 {
-	t.Helper()
-	st, err := js.Stream(context.Background(), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
-}
-
 func TestJetStreamPublish(t *testing.T) {
-	srv := startServer(t)
+	srv := sinktest.NATS(t)
 	ctx := context.Background()
 	s, err := New(ctx, Config{Connection: Connection{URL: srv.ClientURL()}, JetStream: true}, []string{"task.*", "alerts.task.*"}, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close(ctx)
-	_, js := connect(t, srv.ClientURL())
+	_, js := sinktest.JetStream(t, srv.ClientURL())
 
 	st, err := js.Stream(ctx, "HOOKBRIDGE")
 	if err != nil {
@@ -113,11 +40,14 @@ func TestJetStreamPublish(t *testing.T) {
 		t.Errorf("stream config = %+v", got)
 	}
 
-	batch := []sinks.Message{msg("e1", "task.finished"), msg("e1", "alerts.task.finished"), msg("e2", "task.paused")}
+	batch := []sinks.Message{sinktest.Message("e1", "task.finished"), sinktest.Message("e1", "alerts.task.finished"), sinktest.Message("e2", "task.paused")}
 	if err := s.Publish(ctx, batch); err != nil {
 		t.Fatal(err)
 	}
-	got := fetch(t, js, "HOOKBRIDGE", 3)
+	got := sinktest.ReadStream(t, js, "HOOKBRIDGE")
+	if len(got) != 3 {
+		t.Fatalf("the stream holds %d messages, want 3", len(got))
+	}
 	for i, m := range got {
 		want := batch[i]
 		h := m.Headers()
@@ -138,12 +68,12 @@ func TestJetStreamPublish(t *testing.T) {
 	if err := s.Publish(ctx, batch[:1]); err != nil {
 		t.Fatalf("duplicate publish: %v", err)
 	}
-	if n := streamMsgs(t, js, "HOOKBRIDGE"); n != 3 {
+	if n := sinktest.StreamCount(js, "HOOKBRIDGE"); n != 3 {
 		t.Errorf("stream holds %d messages after a duplicate, want 3", n)
 	}
 
 	// A subject no stream covers fails alone.
-	err = s.Publish(ctx, []sinks.Message{msg("e3", "task.started"), msg("e3", "nowhere.started"), msg("e4", "")})
+	err = s.Publish(ctx, []sinks.Message{sinktest.Message("e3", "task.started"), sinktest.Message("e3", "nowhere.started"), sinktest.Message("e4", "")})
 	var be *sinks.BatchError
 	if !errors.As(err, &be) || len(be.Failed) != 2 || be.Failed[0] != nil {
 		t.Fatalf("err = %v, want messages 1 and 2 failed", err)
@@ -154,15 +84,15 @@ func TestJetStreamPublish(t *testing.T) {
 	if !errors.Is(be.Failed[2], errNoSubject) {
 		t.Errorf("no-subject error = %v", be.Failed[2])
 	}
-	if n := streamMsgs(t, js, "HOOKBRIDGE"); n != 4 {
+	if n := sinktest.StreamCount(js, "HOOKBRIDGE"); n != 4 {
 		t.Errorf("stream holds %d messages, want 4", n)
 	}
 }
 
 func TestJetStreamUsesExistingStream(t *testing.T) {
-	srv := startServer(t)
+	srv := sinktest.NATS(t)
 	ctx := context.Background()
-	_, js := connect(t, srv.ClientURL())
+	_, js := sinktest.JetStream(t, srv.ClientURL())
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "MINE", Subjects: []string{"task.>"}, MaxMsgs: 1000}); err != nil {
 		t.Fatal(err)
 	}
@@ -173,13 +103,13 @@ func TestJetStreamUsesExistingStream(t *testing.T) {
 	defer s.Close(ctx)
 	// task.* is covered by MINE, alerts.task.* by nothing: hookbridge
 	// creates its own stream for the uncovered subjects only.
-	if err := s.Publish(ctx, []sinks.Message{msg("a", "task.finished"), msg("a", "alerts.task.finished")}); err != nil {
+	if err := s.Publish(ctx, []sinks.Message{sinktest.Message("a", "task.finished"), sinktest.Message("a", "alerts.task.finished")}); err != nil {
 		t.Fatal(err)
 	}
-	if n := streamMsgs(t, js, "MINE"); n != 1 {
+	if n := sinktest.StreamCount(js, "MINE"); n != 1 {
 		t.Errorf("MINE holds %d messages", n)
 	}
-	if n := streamMsgs(t, js, "HOOKBRIDGE"); n != 1 {
+	if n := sinktest.StreamCount(js, "HOOKBRIDGE"); n != 1 {
 		t.Errorf("HOOKBRIDGE holds %d messages", n)
 	}
 	ours, _ := js.Stream(ctx, "HOOKBRIDGE")
@@ -193,9 +123,9 @@ func TestJetStreamUsesExistingStream(t *testing.T) {
 }
 
 func TestJetStreamCoveredByUserStream(t *testing.T) {
-	srv := startServer(t)
+	srv := sinktest.NATS(t)
 	ctx := context.Background()
-	_, js := connect(t, srv.ClientURL())
+	_, js := sinktest.JetStream(t, srv.ClientURL())
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "MINE", Subjects: []string{"task.>", "alerts.>"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +143,7 @@ func TestJetStreamCoveredByUserStream(t *testing.T) {
 }
 
 func TestJetStreamNoCreate(t *testing.T) {
-	srv := startServer(t)
+	srv := sinktest.NATS(t)
 	no := false
 	_, err := New(context.Background(), Config{Connection: Connection{URL: srv.ClientURL()}, JetStream: true, Stream: StreamConfig{Create: &no}}, []string{"task.*"}, discard)
 	want := `nats: no stream covers task.* and stream.create is false: create stream "HOOKBRIDGE" or set stream.create: true`
@@ -223,14 +153,14 @@ func TestJetStreamNoCreate(t *testing.T) {
 }
 
 func TestCorePublish(t *testing.T) {
-	srv := startServer(t)
+	srv := sinktest.NATS(t)
 	ctx := context.Background()
 	s, err := New(ctx, Config{Connection: Connection{URL: srv.ClientURL()}, Subject: "default.subject"}, nil, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close(ctx)
-	nc, _ := connect(t, srv.ClientURL())
+	nc, _ := sinktest.JetStream(t, srv.ClientURL())
 	sub, err := nc.SubscribeSync(">")
 	if err != nil {
 		t.Fatal(err)
@@ -238,7 +168,7 @@ func TestCorePublish(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Publish(ctx, []sinks.Message{msg("c1", "task.finished"), msg("c2", "")}); err != nil {
+	if err := s.Publish(ctx, []sinks.Message{sinktest.Message("c1", "task.finished"), sinktest.Message("c2", "")}); err != nil {
 		t.Fatal(err)
 	}
 	for i, want := range []string{"task.finished", "default.subject"} {
@@ -261,7 +191,7 @@ func TestEmbeddedServerKeepsData(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := s.ClientURL()
-	if err := s.Publish(ctx, []sinks.Message{msg("k1", "task.finished"), msg("k2", "task.stopped")}); err != nil {
+	if err := s.Publish(ctx, []sinks.Message{sinktest.Message("k1", "task.finished"), sinktest.Message("k2", "task.stopped")}); err != nil {
 		t.Fatal(err)
 	}
 	// A separate client reaches it, as hookbridge tail does.
@@ -283,8 +213,8 @@ func TestEmbeddedServerKeepsData(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close(ctx)
-	_, js := connect(t, s.ClientURL())
-	if n := streamMsgs(t, js, "HOOKBRIDGE"); n != 2 {
+	_, js := sinktest.JetStream(t, s.ClientURL())
+	if n := sinktest.StreamCount(js, "HOOKBRIDGE"); n != 2 {
 		t.Errorf("after restart the stream holds %d messages, want 2", n)
 	}
 }
@@ -305,7 +235,7 @@ func TestConnectFailureHidesCredentials(t *testing.T) {
 func TestPublishAfterServerStops(t *testing.T) {
 	for _, jetStream := range []bool{true, false} {
 		t.Run(fmt.Sprint("jetstream=", jetStream), func(t *testing.T) {
-			srv := startServer(t)
+			srv := sinktest.NATS(t)
 			ctx := context.Background()
 			s, err := New(ctx, Config{Connection: Connection{URL: srv.ClientURL()}, JetStream: jetStream}, []string{"task.*"}, discard)
 			if err != nil {
@@ -316,7 +246,7 @@ func TestPublishAfterServerStops(t *testing.T) {
 			srv.WaitForShutdown()
 			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
-			if err := s.Publish(pctx, []sinks.Message{msg("x", "task.finished")}); err == nil {
+			if err := s.Publish(pctx, []sinks.Message{sinktest.Message("x", "task.finished")}); err == nil {
 				t.Fatal("Publish confirmed a message with the server down")
 			}
 		})
@@ -396,12 +326,7 @@ func unwrapAll(err error) []error {
 // fail until the server is up, then the stream is set up and they succeed.
 func TestSkipProbe(t *testing.T) {
 	ctx := context.Background()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := sinktest.FreePort(t)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	s, err := New(ctx, Config{Connection: Connection{URL: url}, JetStream: true, SkipProbe: true}, []string{"task.*"}, discard)
 	if err != nil {
@@ -409,27 +334,18 @@ func TestSkipProbe(t *testing.T) {
 	}
 	defer s.Close(ctx)
 	pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-	err = s.Publish(pctx, []sinks.Message{msg("early", "task.finished")})
+	err = s.Publish(pctx, []sinks.Message{sinktest.Message("early", "task.finished")})
 	cancel()
 	if err == nil {
 		t.Fatal("a publish with no server was confirmed")
 	}
 
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true,
-		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	t.Cleanup(srv.Shutdown)
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	srv := sinktest.NATSAt(t, port, t.TempDir())
 	// The sink reconnects on its own schedule; retry until it has.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := s.Publish(pctx, []sinks.Message{msg("late", "task.finished")})
+		err := s.Publish(pctx, []sinks.Message{sinktest.Message("late", "task.finished")})
 		cancel()
 		if err == nil {
 			break
@@ -439,8 +355,8 @@ func TestSkipProbe(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	_, js := connect(t, srv.ClientURL())
-	if n := streamMsgs(t, js, "HOOKBRIDGE"); n != 1 {
+	_, js := sinktest.JetStream(t, srv.ClientURL())
+	if n := sinktest.StreamCount(js, "HOOKBRIDGE"); n != 1 {
 		t.Errorf("stream holds %d messages, want 1", n)
 	}
 }
@@ -448,9 +364,9 @@ func TestSkipProbe(t *testing.T) {
 // TestJetStreamPartlyCoveredSubject checks that a user's stream storing
 // only part of a route's subjects is not taken as covering them all.
 func TestJetStreamPartlyCoveredSubject(t *testing.T) {
-	srv := startServer(t)
+	srv := sinktest.NATS(t)
 	ctx := context.Background()
-	_, js := connect(t, srv.ClientURL())
+	_, js := sinktest.JetStream(t, srv.ClientURL())
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "MINE", Subjects: []string{"task.finished"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -471,23 +387,15 @@ func TestJetStreamPartlyCoveredSubject(t *testing.T) {
 	if got := ours.CachedInfo().Config.Subjects; strings.Join(got, ",") != "alerts.task.*" {
 		t.Errorf("HOOKBRIDGE subjects = %v", got)
 	}
-	err = s.Publish(ctx, []sinks.Message{msg("p", "task.finished"), msg("p", "task.paused"), msg("p", "alerts.task.paused")})
+	err = s.Publish(ctx, []sinks.Message{sinktest.Message("p", "task.finished"), sinktest.Message("p", "task.paused"), sinktest.Message("p", "alerts.task.paused")})
 	if sinks.MessageErr(err, 0) != nil || sinks.MessageErr(err, 2) != nil || sinks.MessageErr(err, 1) == nil {
 		t.Errorf("Publish = %v, want only task.paused failed", err)
 	}
 }
 
 func TestJetStreamNotEnabled(t *testing.T) {
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(srv.Shutdown)
-	_, err = New(context.Background(), Config{Connection: Connection{URL: srv.ClientURL()}, JetStream: true}, []string{"task.*"}, discard)
+	srv := sinktest.NATSWith(t, server.Options{}) // without JetStream
+	_, err := New(context.Background(), Config{Connection: Connection{URL: srv.ClientURL()}, JetStream: true}, []string{"task.*"}, discard)
 	want := fmt.Sprintf(`nats: look up the streams for "task.*": JetStream is not enabled on %s for this account: start nats-server with -js (or set jetstream: false)`, srv.ClientURL())
 	if err == nil || !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("err = %v, want it to start with %q", err, want)
@@ -497,20 +405,23 @@ func TestJetStreamNotEnabled(t *testing.T) {
 // TestJetStreamMessagesWithoutID checks that id-less messages are not
 // de-duplicated against each other, and that the sink takes a nil logger.
 func TestJetStreamMessagesWithoutID(t *testing.T) {
-	srv := startServer(t)
+	srv := sinktest.NATS(t)
 	ctx := context.Background()
 	s, err := New(ctx, Config{Connection: Connection{URL: srv.ClientURL()}, JetStream: true}, []string{"task.*"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close(ctx)
-	a, b := msg("", "task.finished"), msg("", "task.finished")
+	a, b := sinktest.Message("", "task.finished"), sinktest.Message("", "task.finished")
 	b.Body = []byte(`{"other":true}`)
 	if err := s.Publish(ctx, []sinks.Message{a, b}); err != nil {
 		t.Fatal(err)
 	}
-	_, js := connect(t, srv.ClientURL())
-	got := fetch(t, js, "HOOKBRIDGE", 2)
+	_, js := sinktest.JetStream(t, srv.ClientURL())
+	got := sinktest.ReadStream(t, js, "HOOKBRIDGE")
+	if len(got) != 2 {
+		t.Fatalf("the stream holds %d messages, want 2", len(got))
+	}
 	if h := got[0].Headers(); h.Get(jetstream.MsgIDHeader) != "" {
 		t.Errorf("an id-less message got Nats-Msg-Id %q", h.Get(jetstream.MsgIDHeader))
 	}

@@ -67,3 +67,56 @@ func ReadCloudEvent(t testing.TB, body []byte) CloudEvent {
 	}
 	return ce
 }
+
+// Event returns a message for target shaped like the ones the bridge
+// builds: key is the task id (Message.Key and the "subject" attribute),
+// id the event id (Message.ID and the "id" attribute), the CloudEvents
+// attributes the bridge sets, in its order, and a structured CloudEvent
+// body on one line whose data holds non-ASCII text and escapes.
+func Event(target, key, id string) sinks.Message {
+	const (
+		source = "https://api.browser-use.com"
+		typ    = "com.browser-use.task.finished"
+		time   = "2026-01-02T03:04:05Z"
+	)
+	body, err := json.Marshal(eventBody{
+		SpecVersion: "1.0", ID: id, Source: source, Type: typ, Subject: key, Time: time,
+		Status: "finished", DataContentType: "application/json",
+		Data: eventData{TaskID: key, Status: "finished", Note: "résumé ✓ 🚀 \"quoted\" \\ back\\slash"},
+	})
+	if err != nil {
+		panic(err) // strings always marshal
+	}
+	return sinks.Message{
+		Target: target, Key: key, ID: id,
+		Attrs: []sinks.Attr{
+			{Name: "specversion", Value: "1.0"},
+			{Name: "id", Value: id},
+			{Name: "source", Value: source},
+			{Name: "type", Value: typ},
+			{Name: "subject", Value: key},
+			{Name: "time", Value: time},
+			{Name: "datacontenttype", Value: "application/json"},
+			{Name: "status", Value: "finished"},
+		},
+		Body: body,
+	}
+}
+
+type eventBody struct {
+	SpecVersion     string    `json:"specversion"`
+	ID              string    `json:"id"`
+	Source          string    `json:"source"`
+	Type            string    `json:"type"`
+	Subject         string    `json:"subject"`
+	Time            string    `json:"time"`
+	Status          string    `json:"status"`
+	DataContentType string    `json:"datacontenttype"`
+	Data            eventData `json:"data"`
+}
+
+type eventData struct {
+	TaskID string `json:"task_id"`
+	Status string `json:"status"`
+	Note   string `json:"note"`
+}

@@ -29,6 +29,21 @@ func NATSAt(t testing.TB, port int, dir string) *server.Server {
 	return startNATS(t, &server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
 }
 
+// NATSWith runs a nats-server with opts until the test ends, on loopback
+// and without logs or signal handlers whatever opts say; with JetStream and
+// no StoreDir, its store is in a temporary directory. Port 0 is a free one.
+func NATSWith(t testing.TB, opts server.Options) *server.Server {
+	t.Helper()
+	opts.Host, opts.NoLog, opts.NoSigs = "127.0.0.1", true, true
+	if opts.Port == 0 {
+		opts.Port = -1
+	}
+	if opts.JetStream && opts.StoreDir == "" {
+		opts.StoreDir = t.TempDir()
+	}
+	return startNATS(t, &opts)
+}
+
 func startNATS(t testing.TB, opts *server.Options) *server.Server {
 	t.Helper()
 	srv, err := server.NewServer(opts)

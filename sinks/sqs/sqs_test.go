@@ -23,64 +23,28 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
-	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
-	"github.com/sivchari/kumo"
 
 	"github.com/hookbridge/hookbridge/sinks"
+	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
 
-// harness is a kumo server, a plain SDK client to inspect it, and helpers.
-type harness struct {
-	t   testing.TB
-	srv *kumo.Server
-	c   *awssqs.Client
+// env is kumo (sinktest.SQS: queues, counts, drains) and the sink's own
+// helpers on it.
+type env struct {
+	*sinktest.SQSServer
+	t testing.TB
 }
 
-func newHarness(t testing.TB) *harness {
+func newEnv(t testing.TB) *env {
 	t.Helper()
-	srv := kumo.NewServer()
-	t.Cleanup(srv.Close)
-	c := awssqs.New(awssqs.Options{
-		Region:       "us-east-1",
-		BaseEndpoint: aws.String(srv.URL),
-		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-			return aws.Credentials{AccessKeyID: "x", SecretAccessKey: "x"}, nil
-		}),
-	})
-	return &harness{t: t, srv: srv, c: c}
+	return &env{SQSServer: sinktest.SQS(t), t: t}
 }
 
-// queueSeq makes queue names unique: kumo keeps one SQS store per
-// process, shared by every kumo.Server (and by -count runs).
-var queueSeq atomic.Int64
-
-// queue creates a queue (FIFO when name ends in ".fifo") under a unique
-// name and returns the URL kumo gives it (http://localhost:4566/...;
-// requests still reach srv).
-func (h *harness) queue(name string) string {
-	h.t.Helper()
-	base, fifo := strings.CutSuffix(name, ".fifo")
-	name = fmt.Sprintf("%s-%d", base, queueSeq.Add(1))
-	if fifo {
-		name += ".fifo"
-	}
-	in := &awssqs.CreateQueueInput{QueueName: aws.String(name)}
-	if isFIFO(name) {
-		in.Attributes = map[string]string{"FifoQueue": "true"}
-	}
-	out, err := h.c.CreateQueue(context.Background(), in)
-	if err != nil {
-		h.t.Fatalf("create queue %s: %v", name, err)
-	}
-	return aws.ToString(out.QueueUrl)
+func (h *env) config(queueURL string) Config {
+	return Config{QueueURL: queueURL, Region: "us-east-1", Endpoint: h.URL, AccessKeyID: "x", SecretAccessKey: "x"}
 }
 
-func (h *harness) config(queueURL string) Config {
-	return Config{QueueURL: queueURL, Region: "us-east-1", Endpoint: h.srv.URL, AccessKeyID: "x", SecretAccessKey: "x"}
-}
-
-func (h *harness) sink(cfg Config, queues ...string) *Sink {
+func (h *env) sink(cfg Config, queues ...string) *Sink {
 	h.t.Helper()
 	s, err := New(context.Background(), cfg, queues, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -90,102 +54,26 @@ func (h *harness) sink(cfg Config, queues ...string) *Sink {
 	return s
 }
 
-// count is the number of messages waiting in the queue.
-func (h *harness) count(queueURL string) int {
-	h.t.Helper()
-	out, err := h.c.GetQueueAttributes(context.Background(), &awssqs.GetQueueAttributesInput{
-		QueueUrl:       aws.String(queueURL),
-		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameApproximateNumberOfMessages},
-	})
-	if err != nil {
-		h.t.Fatalf("queue attributes: %v", err)
-	}
-	n, _ := strconv.Atoi(out.Attributes[string(types.QueueAttributeNameApproximateNumberOfMessages)])
-	return n
-}
-
-// drain receives (and deletes) messages until it has n, with a bounded
-// number of receive calls, and fails if more than n arrive.
-func (h *harness) drain(queueURL string, n int) []types.Message {
-	h.t.Helper()
-	return h.drainBy(queueURL, n, 10)
-}
-
-// drainBy is drain receiving per messages at a time. One at a time keeps
-// the order of a FIFO group even when a receive's answer is lost: kumo
-// then redelivers the lost messages in random order.
-func (h *harness) drainBy(queueURL string, n int, per int32) []types.Message {
-	h.t.Helper()
-	var got []types.Message
-	for range n/int(per) + 30 {
-		if len(got) >= n {
-			break
-		}
-		out, err := h.c.ReceiveMessage(context.Background(), &awssqs.ReceiveMessageInput{
-			QueueUrl:              aws.String(queueURL),
-			MaxNumberOfMessages:   per,
-			MessageAttributeNames: []string{"All"},
-			VisibilityTimeout:     2,
-			WaitTimeSeconds:       1,
-		})
-		if err != nil {
-			h.t.Fatalf("receive: %v", err)
-		}
-		for _, m := range out.Messages {
-			got = append(got, m)
-			if _, err := h.c.DeleteMessage(context.Background(), &awssqs.DeleteMessageInput{
-				QueueUrl: aws.String(queueURL), ReceiptHandle: m.ReceiptHandle,
-			}); err != nil {
-				h.t.Fatalf("delete: %v", err)
-			}
-		}
-	}
-	if len(got) != n {
-		h.t.Fatalf("received %d messages from %s, want %d", len(got), queueURL, n)
-	}
-	return got
-}
-
-func bodies(msgs []types.Message) []string {
-	out := make([]string, len(msgs))
-	for i, m := range msgs {
-		out[i] = aws.ToString(m.Body)
-	}
-	return out
-}
-
-// event builds a message shaped like the bridge's: the same attributes in
-// the same order.
+// event is a message shaped like the bridge's with two attributes more:
+// with content-type they are eleven, one over SQS's limit of ten, so the
+// last is left out.
 func event(task, id string) sinks.Message {
-	body, _ := json.Marshal(map[string]string{"specversion": "1.0", "id": id, "subject": task, "type": "com.browser-use.task.finished"})
-	return sinks.Message{
-		Key: task,
-		ID:  id,
-		Attrs: []sinks.Attr{
-			{Name: "specversion", Value: "1.0"},
-			{Name: "id", Value: id},
-			{Name: "source", Value: "https://api.browser-use.com"},
-			{Name: "type", Value: "com.browser-use.task.finished"},
-			{Name: "subject", Value: task},
-			{Name: "time", Value: "2026-01-02T03:04:05Z"},
-			{Name: "datacontenttype", Value: "application/json"},
-			{Name: "status", Value: "finished"},
-			{Name: "browseruseenvelope", Value: `{"type":"agent.task.status_update"}`},
-			{Name: "extra", Value: "dropped: over the limit"},
-		},
-		Body: body,
-	}
+	m := sinktest.Event("", task, id)
+	m.Attrs = append(m.Attrs,
+		sinks.Attr{Name: "browseruseenvelope", Value: `{"type":"agent.task.status_update"}`},
+		sinks.Attr{Name: "extra", Value: "dropped: over the limit"})
+	return m
 }
 
 func TestPublishStandard(t *testing.T) {
-	h := newHarness(t)
-	q := h.queue("tasks")
+	h := newEnv(t)
+	q := h.Queue("tasks")
 	s := h.sink(h.config(q))
 	batch := []sinks.Message{event("t1", "e1"), event("t2", "e2"), event("t3", "e3")}
 	if err := s.Publish(context.Background(), batch); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
-	got := h.drain(q, 3)
+	got := h.Drain(q, 3)
 	want := map[string]string{}
 	for _, m := range batch {
 		want[string(m.Body)] = m.ID
@@ -245,8 +133,8 @@ func TestAttributesSkipEmptyAndLimit(t *testing.T) {
 }
 
 func TestPublishMoreThanTen(t *testing.T) {
-	h := newHarness(t)
-	q := h.queue("many")
+	h := newEnv(t)
+	q := h.Queue("many")
 	s := h.sink(h.config(q))
 	var batch []sinks.Message
 	for i := range 23 {
@@ -259,7 +147,7 @@ func TestPublishMoreThanTen(t *testing.T) {
 	for _, m := range batch {
 		want = append(want, string(m.Body))
 	}
-	sameBodies(t, bodies(h.drain(q, len(batch))), want)
+	sameBodies(t, sinktest.Bodies(h.Drain(q, len(batch))), want)
 }
 
 // sameBodies fails unless got and want hold the same bodies, in any order.
@@ -273,8 +161,8 @@ func sameBodies(t *testing.T, got, want []string) {
 }
 
 func TestPublishSplitsBySize(t *testing.T) {
-	h := newHarness(t)
-	q := h.queue("big")
+	h := newEnv(t)
+	q := h.Queue("big")
 	s := h.sink(h.config(q))
 	// Four messages of ~100 KiB: at most two fit one 256 KiB request.
 	var batch []sinks.Message
@@ -286,14 +174,14 @@ func TestPublishSplitsBySize(t *testing.T) {
 	if err := s.Publish(context.Background(), batch); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
-	if n := h.count(q); n != 4 {
+	if n := h.Count(q); n != 4 {
 		t.Fatalf("%d messages in the queue, want 4", n)
 	}
 }
 
 func TestPublishFIFO(t *testing.T) {
-	h := newHarness(t)
-	q := h.queue("tasks.fifo")
+	h := newEnv(t)
+	q := h.Queue("tasks.fifo")
 	s := h.sink(h.config(q))
 	ctx := context.Background()
 
@@ -304,7 +192,7 @@ func TestPublishFIFO(t *testing.T) {
 			t.Fatalf("Publish: %v", err)
 		}
 	}
-	if n := h.count(q); n != 1 {
+	if n := h.Count(q); n != 1 {
 		t.Fatalf("%d messages after publishing one event twice, want 1", n)
 	}
 	// More events of task-a, interleaved with task-b, some in one batch
@@ -321,7 +209,7 @@ func TestPublishFIFO(t *testing.T) {
 	if err := s.Publish(ctx, []sinks.Message{event("task-a", "a13")}); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
-	got := h.drain(q, 1+len(batch)+1)
+	got := h.Drain(q, 1+len(batch)+1)
 	var order []string
 	sawNoTask := false
 	for _, m := range got {
@@ -399,8 +287,8 @@ func failedIndexes(be *sinks.BatchError) []int {
 }
 
 func TestPartialFailureRejectedBySQS(t *testing.T) {
-	h := newHarness(t)
-	q := h.queue("partial")
+	h := newEnv(t)
+	q := h.Queue("partial")
 	s := h.sink(h.config(q))
 	batch := []sinks.Message{event("t", "e0"), event("t", "e1"), event("t", "e2")}
 	batch[1].Body = nil // SQS rejects an empty body for this entry only
@@ -418,7 +306,7 @@ func TestPartialFailureRejectedBySQS(t *testing.T) {
 	if sinks.MessageErr(be, 0) != nil || sinks.MessageErr(be, 2) != nil {
 		t.Fatal("confirmed messages reported as failed")
 	}
-	got := bodies(h.drain(q, 2))
+	got := sinktest.Bodies(h.Drain(q, 2))
 	slices.Sort(got)
 	if want := []string{string(batch[0].Body), string(batch[2].Body)}; !slices.Equal(got, want) {
 		t.Fatalf("bodies %v, want %v", got, want)
@@ -426,8 +314,8 @@ func TestPartialFailureRejectedBySQS(t *testing.T) {
 }
 
 func TestPartialFailureFIFONoDedupID(t *testing.T) {
-	h := newHarness(t)
-	q := h.queue("nodedup.fifo") // no ContentBasedDeduplication
+	h := newEnv(t)
+	q := h.Queue("nodedup.fifo") // no ContentBasedDeduplication
 	s := h.sink(h.config(q))
 	batch := []sinks.Message{event("t", "e0"), event("t", ""), event("u", "e2")}
 	be := batchErr(t, s.Publish(context.Background(), batch))
@@ -438,12 +326,12 @@ func TestPartialFailureFIFONoDedupID(t *testing.T) {
 	if !errors.As(be.Failed[1], &se) || se.Code != "InvalidParameterValue" {
 		t.Fatalf("error %v, want an InvalidParameterValue *SendError", be.Failed[1])
 	}
-	h.drain(q, 2)
+	h.Drain(q, 2)
 }
 
 func TestPartialFailureLocal(t *testing.T) {
-	h := newHarness(t)
-	q := h.queue("local")
+	h := newEnv(t)
+	q := h.Queue("local")
 	s := h.sink(h.config(q))
 	batch := []sinks.Message{event("t", "e0"), event("t", "e1"), event("t", "e2"), event("t", "e3")}
 	batch[1].Body = []byte(`{"pad":"` + strings.Repeat("x", maxBatchBytes) + `"}`)
@@ -458,7 +346,7 @@ func TestPartialFailureLocal(t *testing.T) {
 	if !errors.Is(be.Failed[3], ErrInvalidChars) || !strings.Contains(be.Failed[3].Error(), `"ce_subject"`) {
 		t.Errorf("message 3: %v, want ErrInvalidChars naming ce_subject", be.Failed[3])
 	}
-	got := bodies(h.drain(q, 2))
+	got := sinktest.Bodies(h.Drain(q, 2))
 	slices.Sort(got)
 	if want := []string{string(batch[0].Body), string(batch[2].Body)}; !slices.Equal(got, want) {
 		t.Fatalf("bodies %v, want %v", got, want)
@@ -488,8 +376,8 @@ func TestValidChars(t *testing.T) {
 }
 
 func TestRouting(t *testing.T) {
-	h := newHarness(t)
-	q1, q2 := h.queue("one"), h.queue("two.fifo")
+	h := newEnv(t)
+	q1, q2 := h.Queue("one"), h.Queue("two.fifo")
 	s := h.sink(h.config(""), q1, q2) // no default queue
 	batch := []sinks.Message{event("t", "e0"), event("t", "e1"), event("t", "e2"), event("t", "e3")}
 	batch[0].Target = q1
@@ -502,12 +390,12 @@ func TestRouting(t *testing.T) {
 	if !errors.Is(be.Failed[2], ErrNoQueue) {
 		t.Fatalf("message 2: %v, want ErrNoQueue", be.Failed[2])
 	}
-	got := bodies(h.drain(q1, 2))
+	got := sinktest.Bodies(h.Drain(q1, 2))
 	slices.Sort(got)
 	if want := []string{string(batch[0].Body), string(batch[3].Body)}; !slices.Equal(got, want) {
 		t.Fatalf("queue one got %v, want %v", got, want)
 	}
-	if got := bodies(h.drain(q2, 1)); got[0] != string(batch[1].Body) {
+	if got := sinktest.Bodies(h.Drain(q2, 1)); got[0] != string(batch[1].Body) {
 		t.Fatalf("queue two got %v", got)
 	}
 
@@ -516,12 +404,12 @@ func TestRouting(t *testing.T) {
 	if err := s2.Publish(context.Background(), []sinks.Message{event("t", "e9")}); err != nil {
 		t.Fatal(err)
 	}
-	h.drain(q2, 1)
+	h.Drain(q2, 1)
 }
 
 func TestProbe(t *testing.T) {
-	h := newHarness(t)
-	good := h.queue("exists")
+	h := newEnv(t)
+	good := h.Queue("exists")
 	missing := good + "-missing"
 	cfg := h.config(good)
 	_, err := New(context.Background(), cfg, []string{missing}, nil)
@@ -538,10 +426,10 @@ func TestProbe(t *testing.T) {
 	h.sink(cfg, missing)
 
 	// An unreachable endpoint names the queue too.
-	down := newHarness(t)
-	down.srv.Close()
+	down := newEnv(t)
+	down.Server.Close()
 	cfg = h.config(good)
-	cfg.Endpoint = down.srv.URL
+	cfg.Endpoint = down.URL
 	_, err = New(context.Background(), cfg, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("cannot reach queue %q", good)) || !strings.Contains(err.Error(), "skip_probe: true") {
 		t.Fatalf("New with an unreachable endpoint: %v", err)
@@ -550,8 +438,8 @@ func TestProbe(t *testing.T) {
 }
 
 func TestCloseThenPublish(t *testing.T) {
-	h := newHarness(t)
-	q := h.queue("closing")
+	h := newEnv(t)
+	q := h.Queue("closing")
 	s, err := New(context.Background(), h.config(q), nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -670,8 +558,8 @@ func TestConfig(t *testing.T) {
 
 func TestSecretNeverInErrors(t *testing.T) {
 	const secret = "s3cr3t-Value-That-Must-Not-Leak"
-	h := newHarness(t)
-	q := h.queue("secret")
+	h := newEnv(t)
+	q := h.Queue("secret")
 	var errs []error
 	collect := func(err error) {
 		if err != nil {
@@ -689,10 +577,10 @@ func TestSecretNeverInErrors(t *testing.T) {
 	collect(err)
 	_, err = New(context.Background(), cfg, []string{q + "-missing"}, nil)
 	collect(err)
-	down := newHarness(t)
-	down.srv.Close()
+	down := newEnv(t)
+	down.Server.Close()
 	unreachable := cfg
-	unreachable.Endpoint = down.srv.URL
+	unreachable.Endpoint = down.URL
 	_, err = New(context.Background(), unreachable, nil, nil)
 	collect(err)
 	// Publish failures: missing queue, rejected entry, too large.
@@ -728,9 +616,9 @@ type gate struct {
 }
 
 // gate starts a gate in front of h's kumo and returns it with its URL.
-func (h *harness) gate() (*gate, string) {
+func (h *env) gate() (*gate, string) {
 	h.t.Helper()
-	target, err := url.Parse(h.srv.URL)
+	target, err := url.Parse(h.URL)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -744,10 +632,10 @@ func (h *harness) gate() (*gate, string) {
 
 // gatedSink returns a sink whose requests go through a gate, and a new
 // queue named after name, the sink's default.
-func (h *harness) gatedSink(name string) (*Sink, *gate, string) {
+func (h *env) gatedSink(name string) (*Sink, *gate, string) {
 	h.t.Helper()
 	g, endpoint := h.gate()
-	q := h.queue(name)
+	q := h.Queue(name)
 	cfg := h.config(q)
 	cfg.Endpoint = endpoint
 	s := h.sink(cfg)
@@ -802,16 +690,6 @@ func queued(s *Sink, queueURL string) int {
 	return 0
 }
 
-// waitFor polls cond for up to 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 // publishAsync publishes m in a goroutine; the channel gets the result.
 func publishAsync(ctx context.Context, s *Sink, m sinks.Message) <-chan error {
 	done := make(chan error, 1)
@@ -829,7 +707,7 @@ func fill(t *testing.T, s *Sink, g *gate, queueURL string) ([]sinks.Message, []<
 		m := event("blocker", fmt.Sprintf("blocker-%d", i))
 		msgs = append(msgs, m)
 		results = append(results, publishAsync(context.Background(), s, m))
-		waitFor(t, fmt.Sprintf("%d requests held", i+1), func() bool { held, _ := g.counts(); return held == i+1 })
+		sinktest.WaitFor(t, fmt.Sprintf("%d requests held", i+1), func() bool { held, _ := g.counts(); return held == i+1 })
 	}
 	return msgs, results
 }
@@ -846,7 +724,7 @@ func wantNil(t *testing.T, what string, results ...<-chan error) {
 func TestCoalesceConcurrent(t *testing.T) {
 	for _, name := range []string{"burst", "burst.fifo"} {
 		t.Run(name, func(t *testing.T) {
-			h := newHarness(t)
+			h := newEnv(t)
 			s, g, q := h.gatedSink(name)
 			const n = 200
 			want := make([]string, n)
@@ -858,7 +736,7 @@ func TestCoalesceConcurrent(t *testing.T) {
 			}
 			// Hold the first requests until every message is in one
 			// of them or queued: the queued ones must share requests.
-			waitFor(t, "all messages held or queued", func() bool {
+			sinktest.WaitFor(t, "all messages held or queued", func() bool {
 				held, entries := g.counts()
 				return held == maxInFlight && entries+queued(s, q) == n
 			})
@@ -871,8 +749,8 @@ func TestCoalesceConcurrent(t *testing.T) {
 			if most := int64(maxInFlight + (n-maxInFlight+maxEntries-1)/maxEntries); st.Messages != n || st.Requests > most {
 				t.Errorf("stats %+v, want %d messages in at most %d requests", st, n, most)
 			}
-			sameBodies(t, bodies(h.drain(q, n)), want)
-			if left := h.count(q); left != 0 {
+			sameBodies(t, sinktest.Bodies(h.Drain(q, n)), want)
+			if left := h.Count(q); left != 0 {
 				t.Fatalf("%d messages left after the drain", left)
 			}
 		})
@@ -880,13 +758,13 @@ func TestCoalesceConcurrent(t *testing.T) {
 }
 
 func TestCoalesceFailingEntry(t *testing.T) {
-	h := newHarness(t)
+	h := newEnv(t)
 	s, g, q := h.gatedSink("shared")
 	blockers, blocked := fill(t, s, g, q)
 	good1, bad, good2 := event("a", "a1"), event("b", "b1"), event("c", "c1")
 	bad.Body = nil // SQS rejects an empty body for this entry only
 	r1, rBad, r2 := publishAsync(context.Background(), s, good1), publishAsync(context.Background(), s, bad), publishAsync(context.Background(), s, good2)
-	waitFor(t, "3 queued", func() bool { return queued(s, q) == 3 })
+	sinktest.WaitFor(t, "3 queued", func() bool { return queued(s, q) == 3 })
 	g.open()
 	wantNil(t, "blocker", blocked...)
 	wantNil(t, "good message", r1, r2)
@@ -905,18 +783,18 @@ func TestCoalesceFailingEntry(t *testing.T) {
 	for _, m := range blockers {
 		want = append(want, string(m.Body))
 	}
-	sameBodies(t, bodies(h.drain(q, maxInFlight+2)), want)
+	sameBodies(t, sinktest.Bodies(h.Drain(q, maxInFlight+2)), want)
 }
 
 func TestCoalesceCancelQueued(t *testing.T) {
-	h := newHarness(t)
+	h := newEnv(t)
 	s, g, q := h.gatedSink("cancel-queued")
 	_, blocked := fill(t, s, g, q)
 	ctx, cancel := context.WithCancel(context.Background())
 	rX := publishAsync(ctx, s, event("x", "x1"))
 	y := event("y", "y1")
 	rY := publishAsync(context.Background(), s, y)
-	waitFor(t, "2 queued", func() bool { return queued(s, q) == 2 })
+	sinktest.WaitFor(t, "2 queued", func() bool { return queued(s, q) == 2 })
 	cancel()
 	err := sinks.MessageErr(<-rX, 0) // while every request is still held
 	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "not sent") {
@@ -928,14 +806,14 @@ func TestCoalesceCancelQueued(t *testing.T) {
 	g.open()
 	wantNil(t, "blocker", blocked...)
 	wantNil(t, "other", rY)
-	got := bodies(h.drain(q, maxInFlight+1))
+	got := sinktest.Bodies(h.Drain(q, maxInFlight+1))
 	if !slices.Contains(got, string(y.Body)) {
 		t.Fatal("the other message did not arrive")
 	}
 }
 
 func TestCoalesceCancelInFlight(t *testing.T) {
-	h := newHarness(t)
+	h := newEnv(t)
 	s, g, q := h.gatedSink("cancel-inflight")
 	_, blocked := fill(t, s, g, q)
 	// Nine callers that give up and one that waits share a request;
@@ -945,11 +823,11 @@ func TestCoalesceCancelInFlight(t *testing.T) {
 	for i := range maxEntries - 1 {
 		quitters = append(quitters, publishAsync(ctx, s, event("x", fmt.Sprintf("x%d", i))))
 	}
-	waitFor(t, "9 queued", func() bool { return queued(s, q) == maxEntries-1 })
+	sinktest.WaitFor(t, "9 queued", func() bool { return queued(s, q) == maxEntries-1 })
 	waiter := publishAsync(context.Background(), s, event("y", "y1"))
-	waitFor(t, "10 queued", func() bool { return queued(s, q) == maxEntries })
+	sinktest.WaitFor(t, "10 queued", func() bool { return queued(s, q) == maxEntries })
 	g.pass <- struct{}{} // one blocker through: the ten share the freed slot
-	waitFor(t, "the ten held in one request", func() bool {
+	sinktest.WaitFor(t, "the ten held in one request", func() bool {
 		held, entries := g.counts()
 		return held == maxInFlight && entries == maxInFlight-1+maxEntries
 	})
@@ -964,12 +842,12 @@ func TestCoalesceCancelInFlight(t *testing.T) {
 	wantNil(t, "blocker", blocked...)
 	wantNil(t, "waiter", waiter) // the request was not aborted with the others
 	// The others landed too: they were in flight, as documented.
-	h.drain(q, maxInFlight+maxEntries)
+	h.Drain(q, maxInFlight+maxEntries)
 }
 
 func TestPublishLargeBatchInOrder(t *testing.T) {
-	h := newHarness(t)
-	q := h.queue("order.fifo")
+	h := newEnv(t)
+	q := h.Queue("order.fifo")
 	s := h.sink(h.config(q))
 	var batch []sinks.Message
 	var want []string
@@ -988,7 +866,7 @@ func TestPublishLargeBatchInOrder(t *testing.T) {
 	}
 	wantNil(t, "other", others...)
 	var got []string
-	for _, m := range bodies(h.drainBy(q, 25+30, 1)) {
+	for _, m := range sinktest.Bodies(h.DrainBy(q, 25+30, 1)) {
 		if strings.Contains(m, `"subject":"ordered"`) {
 			got = append(got, m)
 		}
@@ -999,8 +877,8 @@ func TestPublishLargeBatchInOrder(t *testing.T) {
 }
 
 func TestCloseWaitsForPublish(t *testing.T) {
-	h := newHarness(t)
-	q := h.queue("close-wait")
+	h := newEnv(t)
+	q := h.Queue("close-wait")
 	// holdOne starts a sink behind a gate and one Publish whose request
 	// the gate holds.
 	holdOne := func(t *testing.T) (*gate, *Sink, <-chan error) {
@@ -1012,7 +890,7 @@ func TestCloseWaitsForPublish(t *testing.T) {
 			t.Fatal(err)
 		}
 		held := publishAsync(context.Background(), s, event("t", "held"))
-		waitFor(t, "the request held", func() bool { n, _ := g.counts(); return n == 1 })
+		sinktest.WaitFor(t, "the request held", func() bool { n, _ := g.counts(); return n == 1 })
 		return g, s, held
 	}
 
@@ -1020,7 +898,7 @@ func TestCloseWaitsForPublish(t *testing.T) {
 		g, s, held := holdOne(t)
 		closed := make(chan error, 1)
 		go func() { closed <- s.Close(context.Background()) }()
-		waitFor(t, "the sink closed", func() bool {
+		sinktest.WaitFor(t, "the sink closed", func() bool {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			return s.closed
@@ -1038,7 +916,7 @@ func TestCloseWaitsForPublish(t *testing.T) {
 		if err := <-closed; err != nil {
 			t.Fatalf("Close: %v", err)
 		}
-		h.drain(q, 1)
+		h.Drain(q, 1)
 	})
 
 	t.Run("ctx", func(t *testing.T) {
@@ -1050,12 +928,12 @@ func TestCloseWaitsForPublish(t *testing.T) {
 		}
 		g.open()
 		wantNil(t, "held", held) // still confirmed after Close gave up
-		h.drain(q, 1)
+		h.Drain(q, 1)
 	})
 }
 
 func BenchmarkPublish(b *testing.B) {
-	h := newHarness(b)
+	h := newEnv(b)
 	msgs := make([]sinks.Message, 64)
 	for i := range msgs {
 		msgs[i] = event("task-"+strconv.Itoa(i), "ev-"+strconv.Itoa(i))
@@ -1067,7 +945,7 @@ func BenchmarkPublish(b *testing.B) {
 		}
 	}
 	b.Run("serial", func(b *testing.B) {
-		s := h.sink(h.config(h.queue("bench")))
+		s := h.sink(h.config(h.Queue("bench")))
 		ctx := context.Background()
 		before := s.Stats()
 		b.ReportAllocs()
@@ -1079,7 +957,7 @@ func BenchmarkPublish(b *testing.B) {
 		report(b, s, before)
 	})
 	b.Run("parallel", func(b *testing.B) {
-		s := h.sink(h.config(h.queue("bench")))
+		s := h.sink(h.config(h.Queue("bench")))
 		ctx := context.Background()
 		before := s.Stats()
 		b.ReportAllocs()

@@ -1,0 +1,135 @@
+package sinktest
+
+import (
+	"net"
+	"sync"
+	"testing"
+)
+
+// Proxy forwards TCP connections to a broker until the test ends. Hold
+// makes the broker look hung: connections stay open and what either side
+// sends waits in the proxy, unanswered, until released.
+type Proxy struct {
+	ln     net.Listener
+	target string
+
+	mu     sync.Mutex
+	cond   *sync.Cond // signalled when held or closed changes
+	held   bool
+	closed bool
+	conns  map[net.Conn]bool
+	wg     sync.WaitGroup
+}
+
+// StartProxy listens on a free loopback port and forwards every
+// connection to target (host:port).
+func StartProxy(t testing.TB, target string) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	p.cond = sync.NewCond(&p.mu)
+	p.wg.Go(p.accept)
+	t.Cleanup(p.close)
+	return p
+}
+
+// Addr is the proxy's host:port.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+// Hold stops forwarding, in both directions, until release is called.
+func (p *Proxy) Hold() (release func()) {
+	p.mu.Lock()
+	p.held = true
+	p.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			p.mu.Lock()
+			p.held = false
+			p.cond.Broadcast()
+			p.mu.Unlock()
+		})
+	}
+}
+
+func (p *Proxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		if !p.track(c, up) {
+			return
+		}
+		p.wg.Go(func() { p.pipe(up, c) })
+		p.wg.Go(func() { p.pipe(c, up) })
+	}
+}
+
+// track records a connection pair, or closes it if the proxy is closed.
+func (p *Proxy) track(conns ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		for _, c := range conns {
+			c.Close()
+		}
+		return false
+	}
+	for _, c := range conns {
+		p.conns[c] = true
+	}
+	return true
+}
+
+// pipe copies src to dst, waiting while the proxy is held, and closes
+// both when either side ends.
+func (p *Proxy) pipe(dst, src net.Conn) {
+	defer src.Close()
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if !p.wait() {
+				return
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// wait blocks while the proxy is held; false once it is closed.
+func (p *Proxy) wait() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.held && !p.closed {
+		p.cond.Wait()
+	}
+	return !p.closed
+}
+
+func (p *Proxy) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.cond.Broadcast()
+	for c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.ln.Close()
+	p.wg.Wait()
+}
