@@ -16,21 +16,26 @@ import (
 	"github.com/hookbridge/hookbridge/sinks"
 )
 
+// DefaultFsync is fsync's default: Publish confirms only what reached
+// stable storage.
+const DefaultFsync = true
+
 // Config configures a file sink.
 type Config struct {
 	// Path is the file events are appended to, one JSON per line. It is
 	// created (mode 0640) if missing; its directory must exist. Required.
 	Path string `yaml:"path"`
 	// Fsync makes Publish return only after the data reached stable
-	// storage. Default true; false trades durability for speed.
+	// storage. Default DefaultFsync (true); false trades durability for
+	// speed.
 	Fsync *bool `yaml:"fsync"`
 }
 
 // SetDefaults fills unset fields with their defaults.
 func (c *Config) SetDefaults() {
 	if c.Fsync == nil {
-		t := true
-		c.Fsync = &t
+		fsync := DefaultFsync
+		c.Fsync = &fsync
 	}
 }
 

@@ -42,6 +42,17 @@ import (
 	"github.com/hookbridge/hookbridge/sinks"
 )
 
+// Defaults of Config, applied by SetDefaults.
+const (
+	DefaultClientID     = "hookbridge"
+	DefaultAcks         = "all"
+	DefaultCompression  = "none"
+	DefaultBatchSize    = 100
+	DefaultBatchBytes   = 1 << 20 // 1 MiB
+	DefaultBatchTimeout = 2 * time.Millisecond
+	DefaultWriteTimeout = 10 * time.Second
+)
+
 // Config configures a Kafka sink. SetDefaults fills the zero fields.
 type Config struct {
 	// Brokers are the bootstrap brokers, host:port each. One reachable
@@ -52,30 +63,33 @@ type Config struct {
 	// empty: every route must name a topic.
 	Topic string `yaml:"topic"`
 	// ClientID identifies hookbridge in the brokers' logs and quotas.
-	// Default "hookbridge".
+	// Default DefaultClientID ("hookbridge").
 	ClientID string `yaml:"client_id"`
 	// Acks is how many replicas must store a record before Publish
 	// confirms it: "all" (every in-sync replica), "leader" or "none".
-	// Default "all". Anything but "all" can lose events that hookbridge
-	// already answered 200 for: the leader may fail before the replicas
-	// copied them, and "none" does not even wait for the leader.
+	// Default DefaultAcks ("all"). Anything but "all" can lose events
+	// that hookbridge already answered 200 for: the leader may fail before
+	// the replicas copied them, and "none" does not even wait for the
+	// leader.
 	Acks string `yaml:"acks"`
 	// Compression compresses produce requests: "none", "gzip", "snappy",
-	// "lz4" or "zstd". Default "none".
+	// "lz4" or "zstd". Default DefaultCompression ("none").
 	Compression string `yaml:"compression"`
 	// BatchSize is the most records one produce request carries per
-	// partition. Default 100.
+	// partition. Default DefaultBatchSize (100).
 	BatchSize int `yaml:"batch_size"`
 	// BatchBytes is the most bytes one produce request carries per
-	// partition; a single larger record fails. Default 1048576 (1 MiB),
-	// which should not exceed the brokers' message.max.bytes.
+	// partition; a single larger record fails. Default DefaultBatchBytes
+	// (1048576, 1 MiB), which should not exceed the brokers'
+	// message.max.bytes.
 	BatchBytes int64 `yaml:"batch_bytes"`
 	// BatchTimeout is how long the writer waits for more records to fill a
 	// batch before sending it: every Publish waits at least this long.
-	// Default 2ms (kafka-go's own default of 1s would add a second to every
-	// webhook).
+	// Default DefaultBatchTimeout (2ms; kafka-go's own default of 1s would
+	// add a second to every webhook).
 	BatchTimeout time.Duration `yaml:"batch_timeout"`
-	// WriteTimeout bounds each produce request. Default 10s.
+	// WriteTimeout bounds each produce request. Default
+	// DefaultWriteTimeout (10s).
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// AutoCreateTopics asks the brokers to create a missing topic on first
 	// use (they must allow it: auto.create.topics.enable). Default false:
@@ -125,28 +139,28 @@ type SASLConfig struct {
 // SetDefaults fills zero fields with their defaults. It is idempotent.
 func (c *Config) SetDefaults() {
 	if c.ClientID == "" {
-		c.ClientID = "hookbridge"
+		c.ClientID = DefaultClientID
 	}
 	c.Acks = strings.ToLower(strings.TrimSpace(c.Acks))
 	if c.Acks == "" {
-		c.Acks = "all"
+		c.Acks = DefaultAcks
 	}
 	c.Compression = strings.ToLower(strings.TrimSpace(c.Compression))
 	if c.Compression == "" {
-		c.Compression = "none"
+		c.Compression = DefaultCompression
 	}
 	c.SASL.Mechanism = strings.ToLower(strings.TrimSpace(c.SASL.Mechanism))
 	if c.BatchSize == 0 {
-		c.BatchSize = 100
+		c.BatchSize = DefaultBatchSize
 	}
 	if c.BatchBytes == 0 {
-		c.BatchBytes = 1 << 20
+		c.BatchBytes = DefaultBatchBytes
 	}
 	if c.BatchTimeout == 0 {
-		c.BatchTimeout = 2 * time.Millisecond
+		c.BatchTimeout = DefaultBatchTimeout
 	}
 	if c.WriteTimeout == 0 {
-		c.WriteTimeout = 10 * time.Second
+		c.WriteTimeout = DefaultWriteTimeout
 	}
 	t := &c.TLS
 	if t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" {
@@ -190,13 +204,13 @@ func (c *Config) Validate() error {
 		errs = append(errs, sinks.Problemf("batch_size", "%d: use 1 or more records", c.BatchSize))
 	}
 	if c.BatchBytes < 1 {
-		errs = append(errs, sinks.Problemf("batch_bytes", "%d: use a size in bytes, e.g. 1048576", c.BatchBytes))
+		errs = append(errs, sinks.Problemf("batch_bytes", "%d: use a size in bytes, e.g. %d", c.BatchBytes, DefaultBatchBytes))
 	}
 	if c.BatchTimeout < 0 {
-		errs = append(errs, sinks.Problemf("batch_timeout", "%s: use a positive duration, e.g. 2ms", c.BatchTimeout))
+		errs = append(errs, sinks.Problemf("batch_timeout", "%s: use a positive duration, e.g. %s", c.BatchTimeout, DefaultBatchTimeout))
 	}
 	if c.WriteTimeout < 0 {
-		errs = append(errs, sinks.Problemf("write_timeout", "%s: use a positive duration, e.g. 10s", c.WriteTimeout))
+		errs = append(errs, sinks.Problemf("write_timeout", "%s: use a positive duration, e.g. %s", c.WriteTimeout, DefaultWriteTimeout))
 	}
 	t := c.TLS
 	if t.CertFile != "" && t.KeyFile == "" {

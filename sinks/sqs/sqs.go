@@ -54,6 +54,11 @@ import (
 	"github.com/hookbridge/hookbridge/sinks"
 )
 
+// DefaultEndpointRegion is region's default, with an endpoint set, when
+// neither the AWS environment nor a queue URL names one: an SQS-compatible
+// service ignores the region, but requests are signed for one.
+const DefaultEndpointRegion = "us-east-1"
+
 // Config configures an SQS sink. SetDefaults fills the zero fields.
 //
 // Credentials come from the AWS SDK's default chain: environment
@@ -70,8 +75,9 @@ type Config struct {
 	// Region is the AWS region. Default: the SDK's (AWS_REGION,
 	// AWS_DEFAULT_REGION, the shared config file), else the region in the
 	// host of an AWS queue URL (sqs.<region>.amazonaws.com), else
-	// us-east-1 when Endpoint is set. A queue URL naming another AWS
-	// region is sent to that region.
+	// DefaultEndpointRegion (us-east-1) when Endpoint is set. New
+	// applies it: SetDefaults cannot see the AWS environment. A queue URL
+	// naming another AWS region is sent to that region.
 	Region string `yaml:"region"`
 	// Endpoint is the base URL of an SQS-compatible service, e.g.
 	// http://localhost:4566 for LocalStack. Default empty: AWS's endpoint
@@ -91,8 +97,9 @@ type Config struct {
 }
 
 // SetDefaults fills zero fields with their defaults. It is idempotent.
-// Every default of Config is resolved by the SDK or by New, so it only
-// trims stray spaces around the URLs and the region.
+// Region's default depends on the AWS environment, which only New reads,
+// so New applies it (see Region); SetDefaults only trims stray spaces
+// around the URLs and the region.
 func (c *Config) SetDefaults() {
 	c.QueueURL = strings.TrimSpace(c.QueueURL)
 	c.Region = strings.TrimSpace(c.Region)
@@ -350,7 +357,7 @@ func New(ctx context.Context, cfg Config, queueURLs []string, log *slog.Logger) 
 			return nil, sinks.Problemf("region", "missing: set region (e.g. us-east-1) or AWS_REGION; it cannot be read from the queue URLs")
 		}
 		// A compatible service ignores the region, but SigV4 needs one.
-		awsCfg.Region = "us-east-1"
+		awsCfg.Region = DefaultEndpointRegion
 	}
 	s := &Sink{cfg: cfg, region: awsCfg.Region, transport: tr, log: log}
 	s.client = awssqs.NewFromConfig(awsCfg, func(o *awssqs.Options) {
