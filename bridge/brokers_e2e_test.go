@@ -11,15 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
-	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
-	"github.com/sivchari/kumo"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookbridge/hookbridge/bridge/event"
 	"github.com/hookbridge/hookbridge/bridge/signature"
+	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
 
 // TestServiceFansOutToEveryBroker is docs/configuration.md's worked example, end to
@@ -29,20 +25,9 @@ import (
 // JetStream stream (embedded nats-server).
 func TestServiceFansOutToEveryBroker(t *testing.T) {
 	ctx := context.Background()
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "task.finished"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kafka.Close()
-	sqsServer := kumo.NewServer()
-	defer sqsServer.Close()
-	sqsClient := awssqs.New(awssqs.Options{Region: "us-east-1", BaseEndpoint: aws.String(sqsServer.URL),
-		Credentials: awsCreds{}})
-	q, err := sqsClient.CreateQueue(ctx, &awssqs.CreateQueueInput{QueueName: aws.String(fmt.Sprintf("alerts-%d.fifo", time.Now().UnixNano())),
-		Attributes: map[string]string{"FifoQueue": "true", "VisibilityTimeout": "1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	kafka := sinktest.Kafka(t, kfake.SeedTopics(4, "task.finished"))
+	sqs := sinktest.SQS(t)
+	queueURL := sqs.Queue("alerts.fifo")
 
 	yaml := fmt.Sprintf(`
 server:
@@ -81,7 +66,7 @@ routes:
     status: ["*"]
     to:
       - {sink: bus, subject: "task.{status}"}
-`, filepath.Join(t.TempDir(), "nats"), kafka.ListenAddrs()[0], sqsServer.URL, *q.QueueUrl)
+`, filepath.Join(t.TempDir(), "nats"), kafka.ListenAddrs()[0], sqs.URL, queueURL)
 	env := map[string]string{"SECRET": "whsec_e2e", "KEY": "x"}
 	svc := startYAML(t, "e2e.yaml", yaml, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	url := "http://" + svc.Addr().String() + "/webhook"
@@ -127,21 +112,9 @@ routes:
 	}
 
 	// Kafka: the finished event, keyed by task id, with ce_ headers.
-	kc, err := kgo.NewClient(kgo.SeedBrokers(kafka.ListenAddrs()...), kgo.ConsumeTopics("task.finished"),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kc.Close()
-	var records []*kgo.Record
-	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	for len(records) < 1 {
-		fetches := kc.PollFetches(fctx)
-		if fctx.Err() != nil {
-			t.Fatalf("kafka: %d records before the deadline", len(records))
-		}
-		records = append(records, fetches.Records()...)
+	records := sinktest.KafkaRecords(t, kafka.ListenAddrs(), "task.finished")
+	if len(records) == 0 {
+		t.Fatal("kafka: no record in task.finished")
 	}
 	r := records[0]
 	headers := map[string]string{}
@@ -157,25 +130,10 @@ routes:
 	}
 
 	// SQS: paused and stopped, in order, the paused redelivery dropped.
-	var got []sqstypes.Message
-	for range 20 {
-		out, err := sqsClient.ReceiveMessage(ctx, &awssqs.ReceiveMessageInput{QueueUrl: q.QueueUrl,
-			MaxNumberOfMessages: 10, MessageAttributeNames: []string{"All"}, WaitTimeSeconds: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range out.Messages {
-			got = append(got, m)
-			if _, err := sqsClient.DeleteMessage(ctx, &awssqs.DeleteMessageInput{QueueUrl: q.QueueUrl, ReceiptHandle: m.ReceiptHandle}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if len(got) >= 2 && len(out.Messages) == 0 {
-			break
-		}
-	}
+	// delivery: sync, so everything is there once the webhooks are
+	// answered.
 	var sqsStatuses []string
-	for _, m := range got {
+	for _, m := range sqs.ReadAll(queueURL, 1) {
 		attr := func(k string) string {
 			if v, ok := m.MessageAttributes[k]; ok && v.StringValue != nil {
 				return *v.StringValue
@@ -198,10 +156,4 @@ routes:
 	if info.State.Msgs != uint64(len(statuses)) {
 		t.Errorf("stream holds %d messages, want %d", info.State.Msgs, len(statuses))
 	}
-}
-
-type awsCreds struct{}
-
-func (awsCreds) Retrieve(context.Context) (aws.Credentials, error) {
-	return aws.Credentials{AccessKeyID: "x", SecretAccessKey: "x"}, nil
 }
