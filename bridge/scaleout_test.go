@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -30,67 +29,6 @@ func scaleOutConfig(t *testing.T, urls, sinkURL string) *config.Config {
 	cfg.Routes[0].To = append(cfg.Routes[0].To, config.Target{Sink: "bus", Key: "subject", Target: "task.audit.{status}"})
 	return cfg
 }
-
-// freezer is a TCP proxy to one address that can stop forwarding, as a
-// hung network path does: what arrives after freeze is held, not sent.
-type freezer struct {
-	addr   string
-	frozen chan struct{}
-	once   sync.Once
-	held   atomic.Int64 // bytes that arrived from clients after the freeze
-}
-
-func newFreezer(t *testing.T, target string) *freezer {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	f := &freezer{addr: ln.Addr().String(), frozen: make(chan struct{})}
-	pipe := func(dst, src net.Conn, fromClient bool) {
-		defer dst.Close()
-		defer src.Close()
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				select {
-				case <-f.frozen:
-					if fromClient {
-						f.held.Add(int64(n))
-					}
-					continue // held: never forwarded, and the connection stays up
-				default:
-				}
-				if _, err := dst.Write(buf[:n]); err != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			go pipe(up, c, true)
-			go pipe(c, up, false)
-		}
-	}()
-	return f
-}
-
-func (f *freezer) freeze() { f.once.Do(func() { close(f.frozen) }) }
 
 // crash stops svc the way a killed process stops: its listeners and NATS
 // connections close at once; nothing it holds is handed back or flushed.
@@ -132,7 +70,7 @@ func TestScaleOutSurvivesReplicaAndNodeLoss(t *testing.T) {
 
 	// Replica 1, the one that crashes, reaches the sink through a proxy
 	// that will hang, so that it dies with publishes in flight.
-	hung := newFreezer(t, servers[0].Addr().String())
+	hung := sinktest.StartProxy(t, servers[0].Addr().String())
 	var logBuf syncBuf
 	defer func() {
 		if t.Failed() {
@@ -147,7 +85,7 @@ func TestScaleOutSurvivesReplicaAndNodeLoss(t *testing.T) {
 		sinkURL := urls
 		log := slog.New(slog.DiscardHandler)
 		if i == 1 {
-			sinkURL = "nats://" + hung.addr
+			sinkURL = "nats://" + hung.Addr()
 			log = slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		}
 		cfg := scaleOutConfig(t, urls, sinkURL)
@@ -219,8 +157,8 @@ func TestScaleOutSurvivesReplicaAndNodeLoss(t *testing.T) {
 		<-progress
 		done++
 	}
-	hung.freeze()
-	sinktest.WaitFor(t, "replica 1 to publish into the hung path", func() bool { return hung.held.Load() > 0 })
+	_ = hung.Hold() // never released: the path stays hung
+	sinktest.WaitFor(t, "replica 1 to publish into the hung path", func() bool { return hung.Waiting() > 0 })
 	t.Logf("%d accepted; crashing replica 1 with a publish in flight", done)
 	crashed.Store(1)
 	replicas[1].crash()
@@ -287,19 +225,19 @@ func (b *syncBuf) String() string {
 func TestGracefulStopHandsOver(t *testing.T) {
 	t.Parallel() // most of it is the hung sink's flush at shutdown
 	srv := sinktest.NATS(t)
-	hung := newFreezer(t, srv.Addr().String())
+	hung := sinktest.StartProxy(t, srv.Addr().String())
 	cfgA := jsSpoolConfig(t, srv.ClientURL(), "")
 	cfgA.Spool.JetStream.AckWait, cfgA.Spool.JetStream.Partitions = time.Hour, 16
-	cfgA.Sinks[0].Options.(*natssink.Config).URL = "nats://" + hung.addr
+	cfgA.Sinks[0].Options.(*natssink.Config).URL = "nats://" + hung.Addr()
 	ctx := context.Background()
 	a, err := Start(ctx, cfgA, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	hung.freeze()
+	_ = hung.Hold() // never released: the path stays hung
 	acked := map[string]bool{}
 	postEvents(t, "http://"+a.Addr().String()+"/webhook", 0, 40, 20, acked)
-	sinktest.WaitFor(t, "replica A to publish into the hung path", func() bool { return hung.held.Load() > 0 })
+	sinktest.WaitFor(t, "replica A to publish into the hung path", func() bool { return hung.Waiting() > 0 })
 	// Shutdown waits for the publishes in flight (publish_timeout), then
 	// for the hung sink's flush (10 s, past this deadline by design).
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)

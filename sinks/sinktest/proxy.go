@@ -3,6 +3,7 @@ package sinktest
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -19,6 +20,8 @@ type Proxy struct {
 	closed bool
 	conns  map[net.Conn]bool
 	wg     sync.WaitGroup
+
+	waiting atomic.Int64 // bytes clients sent that wait while held
 }
 
 // StartProxy listens on a free loopback port and forwards every
@@ -69,8 +72,8 @@ func (p *Proxy) accept() {
 		if !p.track(c, up) {
 			return
 		}
-		p.wg.Go(func() { p.pipe(up, c) })
-		p.wg.Go(func() { p.pipe(c, up) })
+		p.wg.Go(func() { p.pipe(up, c, true) })
+		p.wg.Go(func() { p.pipe(c, up, false) })
 	}
 }
 
@@ -90,15 +93,22 @@ func (p *Proxy) track(conns ...net.Conn) bool {
 	return true
 }
 
+// Waiting is how many bytes clients sent that the proxy holds: a client
+// has written into the hung path once it is above 0.
+func (p *Proxy) Waiting() int64 { return p.waiting.Load() }
+
 // pipe copies src to dst, waiting while the proxy is held, and closes
-// both when either side ends.
-func (p *Proxy) pipe(dst, src net.Conn) {
+// both when either side ends. fromClient counts what waits.
+func (p *Proxy) pipe(dst, src net.Conn, fromClient bool) {
 	defer src.Close()
 	defer dst.Close()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
+			if fromClient && p.isHeld() {
+				p.waiting.Add(int64(n))
+			}
 			if !p.wait() {
 				return
 			}
@@ -110,6 +120,12 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 			return
 		}
 	}
+}
+
+func (p *Proxy) isHeld() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held
 }
 
 // wait blocks while the proxy is held; false once it is closed.
