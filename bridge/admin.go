@@ -1,11 +1,12 @@
 package bridge
 
 import (
-	"encoding/json"
 	"net/http"
 	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hookbridge/hookbridge/bridge/ingress"
 )
 
 // Paths the admin listener (server.admin_listen) serves.
@@ -21,14 +22,14 @@ func (s *Service) adminHandler(withPprof bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(MetricsPath, promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc(HealthzPath, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		ingress.WriteJSON(w, http.StatusOK, []byte("{\"status\":\"ok\"}\n"))
 	})
 	mux.HandleFunc(ReadyzPath, func(w http.ResponseWriter, r *http.Request) {
 		if err := s.Ready(); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "not ready: " + err.Error()})
+			ingress.WriteError(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		ingress.WriteJSON(w, http.StatusOK, []byte("{\"status\":\"ready\"}\n"))
 	})
 	if withPprof {
 		mux.HandleFunc(PprofPath, pprof.Index)
@@ -38,13 +39,4 @@ func (s *Service) adminHandler(withPprof bool) http.Handler {
 		mux.HandleFunc(PprofPath+"trace", pprof.Trace)
 	}
 	return mux
-}
-
-// writeJSON writes an admin answer.
-func writeJSON(w http.ResponseWriter, status int, v map[string]string) {
-	b, _ := json.Marshal(v) // a map of strings always marshals
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
 }

@@ -243,10 +243,8 @@ func Wildcards(templates []TargetTemplate, sep byte, wildcard string) []string {
 }
 
 func appendUnique(list []string, s string) []string {
-	for _, x := range list {
-		if x == s {
-			return list
-		}
+	if slices.Contains(list, s) {
+		return list
 	}
 	return append(list, s)
 }

@@ -163,13 +163,3 @@ func (c *Config) UsesSpool() bool {
 	}
 	return false
 }
-
-// SinkNamed returns the sink called name.
-func (c *Config) SinkNamed(name string) (Sink, bool) {
-	for _, sk := range c.Sinks {
-		if sk.Name == name {
-			return sk, true
-		}
-	}
-	return Sink{}, false
-}

@@ -16,12 +16,6 @@ import (
 	"github.com/hookbridge/hookbridge/sinks"
 )
 
-// problemf is a validation error located by its key path, e.g.
-// "routes[1].to[0].sink"; Load turns the path into a line.
-func problemf(key, format string, args ...any) error {
-	return sinks.Problemf(key, format, args...)
-}
-
 // Validate checks a config after SetDefaults: each part checks its own
 // fields, then cross-references (routes to sinks, unique names and paths)
 // are checked. It returns every problem found, joined.
@@ -34,22 +28,22 @@ func (c *Config) Validate() error {
 	}
 	add(c.Server.validate())
 	if c.Delivery != DeliverySpool && c.Delivery != DeliverySync {
-		add(problemf("delivery", "%q: use spool (answer once fsynced locally, deliver in the background) or sync (answer once every sink confirmed)", c.Delivery))
+		add(sinks.Problemf("delivery", "%q: use spool (answer once fsynced locally, deliver in the background) or sync (answer once every sink confirmed)", c.Delivery))
 	}
 	add(c.validateSpool())
 
 	if len(c.Sources) == 0 {
-		add(problemf("sources", "no source: add one with a name, a path and secrets"))
+		add(sinks.Problemf("sources", "no source: add one with a name, a path and secrets"))
 	}
 	names, paths := map[string]bool{}, map[string]bool{}
 	for i, src := range c.Sources {
 		key := fmt.Sprintf("sources[%d]", i)
 		add(src.validate(key))
 		if names[src.Name] {
-			add(problemf(key+".name", "source name %q is used twice: names must be unique", src.Name))
+			add(sinks.Problemf(key+".name", "source name %q is used twice: names must be unique", src.Name))
 		}
 		if paths[src.Path] {
-			add(problemf(key+".path", "path %q is used by another source: give each source its own path", src.Path))
+			add(sinks.Problemf(key+".path", "path %q is used by another source: give each source its own path", src.Path))
 		}
 		names[src.Name], paths[src.Path] = true, true
 	}
@@ -59,9 +53,9 @@ func (c *Config) Validate() error {
 		key := fmt.Sprintf("sinks[%d]", i)
 		switch {
 		case sk.Name == "":
-			add(problemf(key+".name", "missing: name the sink so routes can refer to it"))
+			add(sinks.Problemf(key+".name", "missing: name the sink so routes can refer to it"))
 		case sinkByName[sk.Name].Name != "":
-			add(problemf(key+".name", "sink name %q is used twice: names must be unique", sk.Name))
+			add(sinks.Problemf(key+".name", "sink name %q is used twice: names must be unique", sk.Name))
 		default:
 			sinkByName[sk.Name] = sk
 		}
@@ -81,36 +75,36 @@ func (c *Config) Validate() error {
 		key := fmt.Sprintf("sinks[%d].dead_letter", i)
 		add(sk.DeadLetter.validate(key, "dead letters of sink "+strconv.Quote(sk.Name), sinkByName))
 		if sk.DeadLetter.Sink == sk.Name {
-			add(problemf(key+".sink", "sink %q cannot be its own dead-letter target: a message it refuses would loop; name another sink", sk.Name))
+			add(sinks.Problemf(key+".sink", "sink %q cannot be its own dead-letter target: a message it refuses would loop; name another sink", sk.Name))
 		}
 	}
 
 	if len(c.Routes) == 0 {
-		add(problemf("routes", "no route: add one that sends some statuses to a sink"))
+		add(sinks.Problemf("routes", "no route: add one that sends some statuses to a sink"))
 	}
 	routeNames := map[string]bool{}
 	for i, r := range c.Routes {
 		key := fmt.Sprintf("routes[%d]", i)
 		switch {
 		case r.Name == "":
-			add(problemf(key+".name", "missing: name the route"))
+			add(sinks.Problemf(key+".name", "missing: name the route"))
 		case routeNames[r.Name]:
-			add(problemf(key+".name", "route name %q is used twice: names must be unique", r.Name))
+			add(sinks.Problemf(key+".name", "route name %q is used twice: names must be unique", r.Name))
 		}
 		routeNames[r.Name] = true
 		if r.Delivery != DeliverySpool && r.Delivery != DeliverySync {
-			add(problemf(key+".delivery", "route %q: %q: use spool or sync", r.Name, r.Delivery))
+			add(sinks.Problemf(key+".delivery", "route %q: %q: use spool or sync", r.Name, r.Delivery))
 		}
 		if len(r.Status) == 0 {
-			add(problemf(key+".status", "route %q: no status: list the statuses it takes, or \"*\" for all", r.Name))
+			add(sinks.Problemf(key+".status", "route %q: no status: list the statuses it takes, or \"*\" for all", r.Name))
 		}
 		for j, st := range r.Status {
 			if strings.TrimSpace(st) == "" {
-				add(problemf(fmt.Sprintf("%s.status[%d]", key, j), "route %q: empty status", r.Name))
+				add(sinks.Problemf(fmt.Sprintf("%s.status[%d]", key, j), "route %q: empty status", r.Name))
 			}
 		}
 		if len(r.To) == 0 {
-			add(problemf(key+".to", "route %q: no target: add at least one {sink: NAME}", r.Name))
+			add(sinks.Problemf(key+".to", "route %q: no target: add at least one {sink: NAME}", r.Name))
 		}
 		for j, t := range r.To {
 			add(t.validate(fmt.Sprintf("%s.to[%d]", key, j), "route "+strconv.Quote(r.Name), sinkByName))
@@ -122,13 +116,13 @@ func (c *Config) Validate() error {
 func (s *Server) validate() error {
 	var errs []error
 	if _, port, err := net.SplitHostPort(s.Listen); err != nil || port == "" {
-		errs = append(errs, problemf("server.listen", "%q is not host:port: write e.g. \"127.0.0.1:8080\" or \":8080\"", s.Listen))
+		errs = append(errs, sinks.Problemf("server.listen", "%q is not host:port: write e.g. \"127.0.0.1:8080\" or \":8080\"", s.Listen))
 	}
 	if (s.TLS.CertFile == "") != (s.TLS.KeyFile == "") {
-		errs = append(errs, problemf("server.tls", "give both cert_file and key_file, or neither"))
+		errs = append(errs, sinks.Problemf("server.tls", "give both cert_file and key_file, or neither"))
 	}
 	if _, port, err := net.SplitHostPort(s.AdminListen); err != nil || port == "" {
-		errs = append(errs, problemf("server.admin_listen", "%q is not host:port: write e.g. \"127.0.0.1:9090\" or \":9090\"", s.AdminListen))
+		errs = append(errs, sinks.Problemf("server.admin_listen", "%q is not host:port: write e.g. \"127.0.0.1:9090\" or \":9090\"", s.AdminListen))
 	}
 	positive := []struct {
 		key string
@@ -141,16 +135,16 @@ func (s *Server) validate() error {
 	}
 	for _, p := range positive {
 		if p.v < 0 {
-			errs = append(errs, problemf(p.key, "must be positive (or left out for the default)"))
+			errs = append(errs, sinks.Problemf(p.key, "must be positive (or left out for the default)"))
 		}
 	}
 	// Past this the cache's table positions would not fit its int32
 	// slots; long before it, memory runs out (34 bytes per id).
 	if s.ReplayCacheSize < 1 || s.ReplayCacheSize > MaxReplayCacheSize {
-		errs = append(errs, problemf("server.replay_cache_size", "%d is out of range: give 1 to %d ids (34 bytes each), or leave it out for %d", s.ReplayCacheSize, MaxReplayCacheSize, DefaultReplayCacheSize))
+		errs = append(errs, sinks.Problemf("server.replay_cache_size", "%d is out of range: give 1 to %d ids (34 bytes each), or leave it out for %d", s.ReplayCacheSize, MaxReplayCacheSize, DefaultReplayCacheSize))
 	}
 	if s.WriteTimeout <= s.PublishTimeout {
-		errs = append(errs, problemf("server.write_timeout", "%v must be longer than publish_timeout (%v): the answer is written after publishing", s.WriteTimeout, s.PublishTimeout))
+		errs = append(errs, sinks.Problemf("server.write_timeout", "%v must be longer than publish_timeout (%v): the answer is written after publishing", s.WriteTimeout, s.PublishTimeout))
 	}
 	return errors.Join(errs...)
 }
@@ -159,7 +153,7 @@ func (c *Config) validateSpool() error {
 	s := &c.Spool
 	var errs []error
 	add := func(key, format string, args ...any) {
-		errs = append(errs, problemf(key, format, args...))
+		errs = append(errs, sinks.Problemf(key, format, args...))
 	}
 	if s.MaxBytes < 0 {
 		add("spool.max_bytes", "must be positive (or left out for %d, 1 GiB)", DefaultSpoolMaxBytes)
@@ -196,7 +190,7 @@ func (c *Config) validateJetStreamSpool() []error {
 	js := &c.Spool.JetStream
 	var errs []error
 	add := func(key, format string, args ...any) {
-		errs = append(errs, problemf(key, format, args...))
+		errs = append(errs, sinks.Problemf(key, format, args...))
 	}
 	for i, sk := range c.Sinks {
 		if js.MaxAge > 0 && sk.Retry.MaxAge >= js.MaxAge {
@@ -231,10 +225,10 @@ func within(key, owner string, err error) []error {
 func (r *Retry) validate(key string) error {
 	var errs []error
 	if r.MaxBackoff < r.MinBackoff {
-		errs = append(errs, problemf(key+".max_backoff", "%v is shorter than min_backoff %v", r.MaxBackoff, r.MinBackoff))
+		errs = append(errs, sinks.Problemf(key+".max_backoff", "%v is shorter than min_backoff %v", r.MaxBackoff, r.MinBackoff))
 	}
 	if r.MaxAttempts < 0 {
-		errs = append(errs, problemf(key+".max_attempts", "must be 0 (no limit) or more"))
+		errs = append(errs, sinks.Problemf(key+".max_attempts", "must be 0 (no limit) or more"))
 	}
 	return errors.Join(errs...)
 }
@@ -242,21 +236,21 @@ func (r *Retry) validate(key string) error {
 func (s *Source) validate(key string) error {
 	var errs []error
 	if s.Name == "" {
-		errs = append(errs, problemf(key+".name", "missing: name the source (it becomes the events' CloudEvents source)"))
+		errs = append(errs, sinks.Problemf(key+".name", "missing: name the source (it becomes the events' CloudEvents source)"))
 	}
 	if !strings.HasPrefix(s.Path, "/") {
-		errs = append(errs, problemf(key+".path", "%q must start with /", s.Path))
+		errs = append(errs, sinks.Problemf(key+".path", "%q must start with /", s.Path))
 	}
 	if len(s.Secrets) == 0 && len(s.SecretFiles) == 0 {
-		errs = append(errs, problemf(key+".secrets", "source %q has no secret: add the Browser Use webhook secret, e.g. secrets: [\"${BROWSER_USE_WEBHOOK_SECRET}\"] or secret_files: [/run/secrets/browser-use]", s.Name))
+		errs = append(errs, sinks.Problemf(key+".secrets", "source %q has no secret: add the Browser Use webhook secret, e.g. secrets: [\"${BROWSER_USE_WEBHOOK_SECRET}\"] or secret_files: [/run/secrets/browser-use]", s.Name))
 	}
 	for i, sec := range s.Secrets {
 		if sec == "" {
-			errs = append(errs, problemf(fmt.Sprintf("%s.secrets[%d]", key, i), "empty secret"))
+			errs = append(errs, sinks.Problemf(fmt.Sprintf("%s.secrets[%d]", key, i), "empty secret"))
 		}
 	}
 	if s.Tolerance != nil && *s.Tolerance < 0 {
-		errs = append(errs, problemf(key+".tolerance", "must not be negative (0 turns the check off)"))
+		errs = append(errs, sinks.Problemf(key+".tolerance", "must not be negative (0 turns the check off)"))
 	}
 	return errors.Join(errs...)
 }
@@ -265,32 +259,32 @@ func (s *Source) validate(key string) error {
 // `route "alerting"`.
 func (t *Target) validate(key, owner string, sinkByName map[string]Sink) error {
 	if t.Sink == "" {
-		return problemf(key+".sink", "%s: missing: name the sink to send to", owner)
+		return sinks.Problemf(key+".sink", "%s: missing: name the sink to send to", owner)
 	}
 	sk, ok := sinkByName[t.Sink]
 	if !ok {
-		return problemf(key+".sink", "%s: unknown sink %q (declared sinks: %s)", owner, t.Sink, strings.Join(slices.Sorted(maps.Keys(sinkByName)), ", "))
+		return sinks.Problemf(key+".sink", "%s: unknown sink %q (declared sinks: %s)", owner, t.Sink, strings.Join(slices.Sorted(maps.Keys(sinkByName)), ", "))
 	}
 	targetKey := sk.Kind.TargetKey
 	if t.Key != "" && t.Key != targetKey {
 		if targetKey == "" {
-			return problemf(key+"."+t.Key, "%s: %s sink %q takes no target: remove %s", owner, sk.Type, t.Sink, t.Key)
+			return sinks.Problemf(key+"."+t.Key, "%s: %s sink %q takes no target: remove %s", owner, sk.Type, t.Sink, t.Key)
 		}
-		return problemf(key+"."+t.Key, "%s: %s sink %q takes its target as %s, not %s", owner, sk.Type, t.Sink, targetKey, t.Key)
+		return sinks.Problemf(key+"."+t.Key, "%s: %s sink %q takes its target as %s, not %s", owner, sk.Type, t.Sink, targetKey, t.Key)
 	}
 	if t.Key != "" {
 		tmpl, err := route.ParseTemplate(t.Target)
 		if err != nil {
-			return problemf(key+"."+t.Key, "%s: %v", owner, err)
+			return sinks.Problemf(key+"."+t.Key, "%s: %v", owner, err)
 		}
 		if sk.Options != nil && tmpl.Static() {
 			if err := sk.Options.CheckTarget(t.Target); err != nil {
-				return problemf(key+"."+t.Key, "%s: %v", owner, err)
+				return sinks.Problemf(key+"."+t.Key, "%s: %v", owner, err)
 			}
 		}
 	}
 	if t.Target == "" && targetKey != "" && (sk.Options == nil || sk.Options.DefaultTarget() == "") {
-		return problemf(key, "%s: %s sink %q needs a %s here (or a default %s on the sink)", owner, sk.Type, t.Sink, targetKey, targetKey)
+		return sinks.Problemf(key, "%s: %s sink %q needs a %s here (or a default %s on the sink)", owner, sk.Type, t.Sink, targetKey, targetKey)
 	}
 	return nil
 }
@@ -305,12 +299,12 @@ func (c *Config) readSecretFiles() error {
 			key := fmt.Sprintf("sources[%d].secret_files[%d]", i, j)
 			data, err := os.ReadFile(path)
 			if err != nil {
-				errs = append(errs, problemf(key, "cannot read the secret: %v", err))
+				errs = append(errs, sinks.Problemf(key, "cannot read the secret: %v", err))
 				continue
 			}
 			secret := strings.TrimSpace(string(data))
 			if secret == "" {
-				errs = append(errs, problemf(key, "%q is empty: it must hold the webhook secret", path))
+				errs = append(errs, sinks.Problemf(key, "%q is empty: it must hold the webhook secret", path))
 				continue
 			}
 			src.Secrets = append(src.Secrets, Secret(secret))

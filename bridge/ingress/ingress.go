@@ -209,7 +209,7 @@ func (h *Handler) Count(r Result) uint64 { return h.results[r].Load() }
 func (h *Handler) Shed(w http.ResponseWriter, r *http.Request) {
 	h.count(h.sources[r.URL.Path], ResultOverloaded)
 	w.Header().Set("Retry-After", h.retryAfter)
-	writeError(w, http.StatusServiceUnavailable, "too many webhooks at once; retry later")
+	WriteError(w, http.StatusServiceUnavailable, "too many webhooks at once; retry later")
 }
 
 // ServeHTTP implements http.Handler.
@@ -314,7 +314,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.log.Warn("event not delivered; answered 503 so the sender retries",
 			"source", src.name, "id", ev.ID, "status", ev.Status, "err", err)
-		writeError(w, http.StatusServiceUnavailable, "event not delivered, retry later: "+err.Error())
+		WriteError(w, http.StatusServiceUnavailable, "event not delivered, retry later: "+err.Error())
 		return
 	}
 	h.remember(src, ev.ID, received)
@@ -418,15 +418,17 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, src *source, re
 		name = src.name
 	}
 	h.log.Info("webhook rejected", "status", status, "reason", msg, "source", name, "remote", r.RemoteAddr)
-	writeError(w, status, msg)
+	WriteError(w, status, msg)
 }
 
-func writeError(w http.ResponseWriter, status int, msg string) {
+// WriteError answers status with the JSON body {"error": msg}, as every
+// refusal of hookbridge's listeners is answered.
+func WriteError(w http.ResponseWriter, status int, msg string) {
 	b := make([]byte, 0, len(msg)+16)
 	b = append(b, `{"error":`...)
 	b = signature.AppendQuote(b, msg)
 	b = append(b, '}', '\n')
-	writeJSON(w, status, b)
+	WriteJSON(w, status, b)
 }
 
 func writeAccepted(w http.ResponseWriter, id string, routes int, test bool) {
@@ -446,7 +448,7 @@ func writeAnswer(w http.ResponseWriter, id string, routes int, extra string) {
 	b = strconv.AppendInt(b, int64(routes), 10)
 	b = append(b, extra...)
 	b = append(b, '}', '\n')
-	writeJSON(w, http.StatusOK, b)
+	WriteJSON(w, http.StatusOK, b)
 }
 
 // Answer header values, shared by every answer: assigning them directly
@@ -458,7 +460,8 @@ var (
 	noSniff         = []string{"nosniff"}
 )
 
-func writeJSON(w http.ResponseWriter, status int, body []byte) {
+// WriteJSON answers status with body, a JSON document.
+func WriteJSON(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h["Content-Type"] = contentTypeJSON
 	h["X-Content-Type-Options"] = noSniff

@@ -92,16 +92,14 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 }
 
 // Answered returns the counter of source's webhooks answered with result:
-// look it up once, count on it per request.
+// look it up once, count on it per request. With nil Metrics it is a
+// counter of its own that no registry exports.
 func (m *Metrics) Answered(source, result string) prometheus.Counter {
 	if m == nil {
-		return discard
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: "hookbridge_webhooks_total"})
 	}
 	return m.webhooks.WithLabelValues(source, result)
 }
-
-// discard is a counter that no registry exports.
-var discard = prometheus.NewCounter(prometheus.CounterOpts{Name: "discarded"})
 
 // Accepted counts an accepted event of status that route matched.
 func (m *Metrics) Accepted(route, status string) {

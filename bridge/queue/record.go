@@ -336,7 +336,3 @@ func StoredSize(b []byte) (int64, error) { return storedSize(b) }
 // task key and when it is next due, without decoding (and copying) the
 // rest. key aliases b.
 func PeekSchedule(b []byte) (key []byte, nextTry time.Time, err error) { return peekSchedule(b) }
-
-// IsCorrupt reports whether err says an encoded record is not a complete
-// record of a known format.
-func IsCorrupt(err error) bool { return errors.Is(err, errCorrupt) }

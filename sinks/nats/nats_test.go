@@ -40,7 +40,7 @@ func TestJetStreamPublish(t *testing.T) {
 		t.Errorf("stream config = %+v", got)
 	}
 
-	batch := []sinks.Message{sinktest.Message("e1", "task.finished"), sinktest.Message("e1", "alerts.task.finished"), sinktest.Message("e2", "task.paused")}
+	batch := []sinks.Message{sinktest.Event("task.finished", "task-e1", "e1"), sinktest.Event("alerts.task.finished", "task-e1", "e1"), sinktest.Event("task.paused", "task-e2", "e2")}
 	if err := s.Publish(ctx, batch); err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestJetStreamPublish(t *testing.T) {
 	}
 
 	// A subject no stream covers fails alone.
-	err = s.Publish(ctx, []sinks.Message{sinktest.Message("e3", "task.started"), sinktest.Message("e3", "nowhere.started"), sinktest.Message("e4", "")})
+	err = s.Publish(ctx, []sinks.Message{sinktest.Event("task.started", "task-e3", "e3"), sinktest.Event("nowhere.started", "task-e3", "e3"), sinktest.Event("", "task-e4", "e4")})
 	var be *sinks.BatchError
 	if !errors.As(err, &be) || len(be.Failed) != 2 || be.Failed[0] != nil {
 		t.Fatalf("err = %v, want messages 1 and 2 failed", err)
@@ -103,7 +103,7 @@ func TestJetStreamUsesExistingStream(t *testing.T) {
 	defer s.Close(ctx)
 	// task.* is covered by MINE, alerts.task.* by nothing: hookbridge
 	// creates its own stream for the uncovered subjects only.
-	if err := s.Publish(ctx, []sinks.Message{sinktest.Message("a", "task.finished"), sinktest.Message("a", "alerts.task.finished")}); err != nil {
+	if err := s.Publish(ctx, []sinks.Message{sinktest.Event("task.finished", "task-a", "a"), sinktest.Event("alerts.task.finished", "task-a", "a")}); err != nil {
 		t.Fatal(err)
 	}
 	if n := sinktest.StreamCount(js, "MINE"); n != 1 {
@@ -168,7 +168,7 @@ func TestCorePublish(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Publish(ctx, []sinks.Message{sinktest.Message("c1", "task.finished"), sinktest.Message("c2", "")}); err != nil {
+	if err := s.Publish(ctx, []sinks.Message{sinktest.Event("task.finished", "task-c1", "c1"), sinktest.Event("", "task-c2", "c2")}); err != nil {
 		t.Fatal(err)
 	}
 	for i, want := range []string{"task.finished", "default.subject"} {
@@ -191,7 +191,7 @@ func TestEmbeddedServerKeepsData(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := s.ClientURL()
-	if err := s.Publish(ctx, []sinks.Message{sinktest.Message("k1", "task.finished"), sinktest.Message("k2", "task.stopped")}); err != nil {
+	if err := s.Publish(ctx, []sinks.Message{sinktest.Event("task.finished", "task-k1", "k1"), sinktest.Event("task.stopped", "task-k2", "k2")}); err != nil {
 		t.Fatal(err)
 	}
 	// A separate client reaches it, as hookbridge tail does.
@@ -246,7 +246,7 @@ func TestPublishAfterServerStops(t *testing.T) {
 			srv.WaitForShutdown()
 			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
-			if err := s.Publish(pctx, []sinks.Message{sinktest.Message("x", "task.finished")}); err == nil {
+			if err := s.Publish(pctx, []sinks.Message{sinktest.Event("task.finished", "task-x", "x")}); err == nil {
 				t.Fatal("Publish confirmed a message with the server down")
 			}
 		})
@@ -334,7 +334,7 @@ func TestSkipProbe(t *testing.T) {
 	}
 	defer s.Close(ctx)
 	pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-	err = s.Publish(pctx, []sinks.Message{sinktest.Message("early", "task.finished")})
+	err = s.Publish(pctx, []sinks.Message{sinktest.Event("task.finished", "task-early", "early")})
 	cancel()
 	if err == nil {
 		t.Fatal("a publish with no server was confirmed")
@@ -345,7 +345,7 @@ func TestSkipProbe(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := s.Publish(pctx, []sinks.Message{sinktest.Message("late", "task.finished")})
+		err := s.Publish(pctx, []sinks.Message{sinktest.Event("task.finished", "task-late", "late")})
 		cancel()
 		if err == nil {
 			break
@@ -387,7 +387,7 @@ func TestJetStreamPartlyCoveredSubject(t *testing.T) {
 	if got := ours.CachedInfo().Config.Subjects; strings.Join(got, ",") != "alerts.task.*" {
 		t.Errorf("HOOKBRIDGE subjects = %v", got)
 	}
-	err = s.Publish(ctx, []sinks.Message{sinktest.Message("p", "task.finished"), sinktest.Message("p", "task.paused"), sinktest.Message("p", "alerts.task.paused")})
+	err = s.Publish(ctx, []sinks.Message{sinktest.Event("task.finished", "task-p", "p"), sinktest.Event("task.paused", "task-p", "p"), sinktest.Event("alerts.task.paused", "task-p", "p")})
 	if sinks.MessageErr(err, 0) != nil || sinks.MessageErr(err, 2) != nil || sinks.MessageErr(err, 1) == nil {
 		t.Errorf("Publish = %v, want only task.paused failed", err)
 	}
@@ -412,7 +412,7 @@ func TestJetStreamMessagesWithoutID(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close(ctx)
-	a, b := sinktest.Message("", "task.finished"), sinktest.Message("", "task.finished")
+	a, b := sinktest.Event("task.finished", "", ""), sinktest.Event("task.finished", "", "")
 	b.Body = []byte(`{"other":true}`)
 	if err := s.Publish(ctx, []sinks.Message{a, b}); err != nil {
 		t.Fatal(err)

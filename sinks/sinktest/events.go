@@ -9,16 +9,6 @@ import (
 	"github.com/hookbridge/hookbridge/sinks"
 )
 
-// Message returns a message for target whose body is a small structured
-// CloudEvent with id, the task "task-"+id as its key.
-func Message(id, target string) sinks.Message {
-	return sinks.Message{
-		Target: target, Key: "task-" + id, ID: id,
-		Attrs: []sinks.Attr{{Name: "specversion", Value: "1.0"}, {Name: "id", Value: id}, {Name: "status", Value: "finished"}},
-		Body:  []byte(`{"specversion":"1.0","id":"` + id + `","data":{"task_id":"task-` + id + `"}}`),
-	}
-}
-
 // CloudEvent is what tests read of a structured CloudEvent a broker holds:
 // its context attributes and the task payload hookbridge puts in data.
 type CloudEvent struct {
@@ -79,10 +69,10 @@ func Event(target, key, id string) sinks.Message {
 		typ    = "com.browser-use.task.finished"
 		time   = "2026-01-02T03:04:05Z"
 	)
-	body, err := json.Marshal(eventBody{
-		SpecVersion: "1.0", ID: id, Source: source, Type: typ, Subject: key, Time: time,
-		Status: "finished", DataContentType: "application/json",
-		Data: eventData{TaskID: key, Status: "finished", Note: "résumé ✓ 🚀 \"quoted\" \\ back\\slash"},
+	body, err := json.Marshal(map[string]any{
+		"specversion": "1.0", "id": id, "source": source, "type": typ, "subject": key, "time": time,
+		"status": "finished", "datacontenttype": "application/json",
+		"data": map[string]string{"task_id": key, "status": "finished", "note": "résumé ✓ 🚀 \"quoted\" \\ back\\slash"},
 	})
 	if err != nil {
 		panic(err) // strings always marshal
@@ -101,22 +91,4 @@ func Event(target, key, id string) sinks.Message {
 		},
 		Body: body,
 	}
-}
-
-type eventBody struct {
-	SpecVersion     string    `json:"specversion"`
-	ID              string    `json:"id"`
-	Source          string    `json:"source"`
-	Type            string    `json:"type"`
-	Subject         string    `json:"subject"`
-	Time            string    `json:"time"`
-	Status          string    `json:"status"`
-	DataContentType string    `json:"datacontenttype"`
-	Data            eventData `json:"data"`
-}
-
-type eventData struct {
-	TaskID string `json:"task_id"`
-	Status string `json:"status"`
-	Note   string `json:"note"`
 }

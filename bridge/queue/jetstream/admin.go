@@ -88,7 +88,6 @@ func (a *Admin) scan(ctx context.Context, filter string, after uint64, n int) ([
 // with its attempts reset and its max_age counting afresh, and leaves the
 // dead letters once NATS stored it.
 func (a *Admin) Replay(ctx context.Context, seqs []uint64) (int, error) {
-	q := &Queue{c: a.c, layout: a.layout, stream: a.stream}
 	done := 0
 	for _, seq := range seqs {
 		m, err := a.lookup(ctx, seq, a.layout.deadPrefix())
@@ -106,7 +105,7 @@ func (a *Admin) Replay(ctx context.Context, seqs []uint64) (int, error) {
 		r.Received = time.Now() // retry.max_age counts from here, or it would die again at once
 		out := outgoing{subject: a.layout.subjectOf(&r), id: replayMsgID(&r, seq), data: queue.Marshal(&r)}
 		mctx, cancel := a.bound(ctx)
-		err = q.publish(mctx, []outgoing{out})
+		err = a.c.publish(mctx, []outgoing{out})
 		if err == nil {
 			err = a.stream.DeleteMsg(mctx, seq)
 		}

@@ -17,11 +17,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hookbridge/hookbridge/bridge/queue"
 	natssink "github.com/hookbridge/hookbridge/sinks/nats"
 )
 
@@ -118,4 +120,55 @@ func setUp(ctx context.Context, log *slog.Logger, f func(context.Context) error)
 		case <-time.After(wait):
 		}
 	}
+}
+
+// outgoing is one message to store in the stream.
+type outgoing struct {
+	subject, id string
+	data        []byte
+}
+
+// publish stores msgs in the stream and waits for every PubAck.
+func (c *Conn) publish(ctx context.Context, msgs []outgoing) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+	var errs []error
+	for _, o := range msgs {
+		m := natsgo.NewMsg(o.subject)
+		m.Header.Set(jetstream.MsgIDHeader, o.id)
+		m.Data = o.data
+		f, err := c.js.PublishMsgAsync(m, jetstream.WithExpectStream(c.cfg.Stream))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			errs = append(errs, err)
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("no PubAck from NATS: %w", ctx.Err()))
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	err := errors.Join(errs...)
+	if streamFull(err) {
+		return fmt.Errorf("%w: stream %s: %v", queue.ErrFull, c.cfg.Stream, err)
+	}
+	return fmt.Errorf("stream %s: %w", c.cfg.Stream, err)
+}
+
+// streamFull reports whether err is JetStream refusing a message because
+// the stream reached max_msgs or max_bytes (discard new).
+func streamFull(err error) bool {
+	var api *jetstream.APIError
+	if !errors.As(err, &api) {
+		return false
+	}
+	d := api.Description
+	return strings.Contains(d, "maximum messages") || strings.Contains(d, "maximum bytes")
 }

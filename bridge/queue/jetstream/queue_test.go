@@ -88,7 +88,7 @@ func TestUnreadableMessageIsMovedAside(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := q.publish(context.Background(), []outgoing{{subject: q.layout.waiting("bus", 0), id: "junk", data: []byte("not a record")}}); err != nil {
+	if err := q.c.publish(context.Background(), []outgoing{{subject: q.layout.waiting("bus", 0), id: "junk", data: []byte("not a record")}}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

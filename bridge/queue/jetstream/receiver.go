@@ -283,7 +283,7 @@ func (l *lease) Kill(reason string, forward *queue.Record) error {
 		dead.Attempts, dead.Reason, dead.Died, dead.LastError = l.attempt, reason, q.now(), reason
 		msgs = append(msgs, outgoing{subject: q.layout.dead(l.r.sink), id: deadMsgID(&dead), data: queue.Marshal(&dead)})
 	}
-	if err := q.publish(ctx, msgs); err != nil {
+	if err := q.c.publish(ctx, msgs); err != nil {
 		return fmt.Errorf("spool: could not store the dead letter; the message stays and is tried again: %w", err)
 	}
 	if err := l.msg.TermWithReason(reason); err != nil {
