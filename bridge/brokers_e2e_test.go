@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/hookbridge/hookbridge/bridge/event"
@@ -46,11 +47,13 @@ sinks:
   - name: events
     type: kafka
     brokers: [%q]
+    content_mode: binary
   - name: alerts
     type: sqs
     region: us-east-1
     endpoint: %q
     queue_url: %q
+    content_mode: binary
     access_key_id: "${KEY}"
     secret_access_key: "${KEY}"
 routes:
@@ -111,7 +114,8 @@ routes:
 		}
 	}
 
-	// Kafka: the finished event, keyed by task id, with ce_ headers.
+	// Kafka, in binary mode: the finished event, keyed by task id, its
+	// data as the value and its attributes as ce_ headers.
 	records := sinktest.KafkaRecords(t, kafka.ListenAddrs(), "task.finished")
 	if len(records) == 0 {
 		t.Fatal("kafka: no record in task.finished")
@@ -122,8 +126,11 @@ routes:
 		headers[h.Key] = string(h.Value)
 	}
 	if string(r.Key) != "task-finished" || headers["ce_id"] != ids["finished"] || headers["ce_status"] != "finished" ||
-		headers["ce_source"] != "browser-use" || headers["content-type"] != "application/cloudevents+json" {
+		headers["ce_source"] != "browser-use" || headers["content-type"] != "application/json" {
 		t.Errorf("kafka record key %q headers %v", r.Key, headers)
+	}
+	if want := `{"metadata":{"team":"ops"},"session_id":"s","status":"finished","task_id":"task-finished"}`; string(r.Value) != want {
+		t.Errorf("kafka record value %s, want the data %s", r.Value, want)
 	}
 	if len(records) != 1 {
 		t.Errorf("kafka got %d records, want 1", len(records))
@@ -142,8 +149,11 @@ routes:
 		}
 		st := attr("ce_status")
 		sqsStatuses = append(sqsStatuses, st)
-		if attr("ce_id") != ids[st] || attr("ce_subject") != "task-"+st || attr("ce_type") != event.StatusUpdateType {
+		if attr("ce_id") != ids[st] || attr("ce_subject") != "task-"+st || attr("ce_type") != event.StatusUpdateType || attr("content-type") != "application/json" {
 			t.Errorf("sqs message attributes %v", m.MessageAttributes)
+		}
+		if !strings.Contains(aws.ToString(m.Body), `"status":"`+st+`"`) || strings.Contains(aws.ToString(m.Body), "specversion") {
+			t.Errorf("sqs body %s, want the data alone", aws.ToString(m.Body))
 		}
 	}
 	if strings.Join(sqsStatuses, ",") != "paused,stopped" {

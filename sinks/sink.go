@@ -45,9 +45,6 @@ type Attr struct {
 	Name, Value string
 }
 
-// ContentType is the media type of Message.Body.
-const ContentType = "application/cloudevents+json"
-
 // A Sink publishes messages to one broker.
 //
 // Implementations are safe for concurrent use. Publish blocks until the

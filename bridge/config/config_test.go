@@ -138,7 +138,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		"duplicate-route.yaml":       `duplicate-route.yaml:13: routes[1].name: route name "all" is used twice: names must be unique`,
 		"duplicate-sink.yaml":        `duplicate-sink.yaml:9: sinks[1].name: sink name "bus" is used twice: names must be unique`,
 		"nats-missing-url.yaml":      `nats-missing-url.yaml:5: sinks[0].url: sink "bus": missing: write "embedded" or your server's nats://host:4222`,
-		"nats-unknown-key.yaml":      `nats-unknown-key.yaml:7: sinks[0].jetstream_x: unknown key (known keys: url, creds_file, token, user, password, connect_timeout, jetstream, subject, stream, embedded, skip_probe)`,
+		"nats-unknown-key.yaml":      `nats-unknown-key.yaml:7: sinks[0].jetstream_x: unknown key (known keys: url, creds_file, token, user, password, connect_timeout, jetstream, subject, stream, embedded, skip_probe, content_mode)`,
 		"no-secret.yaml":             `no-secret.yaml:2: sources[0].secrets: source "browser-use" has no secret: add the Browser Use webhook secret, e.g. secrets: ["${BROWSER_USE_WEBHOOK_SECRET}"] or secret_files: [/run/secrets/browser-use]`,
 		"not-mapping.yaml":           `not-mapping.yaml:1: the file must be a YAML mapping with the keys server, sources, sinks and routes`,
 		"status-not-list.yaml":       `status-not-list.yaml:11: routes[0].status: must be a list (e.g. [a, b])`,

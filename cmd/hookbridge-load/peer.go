@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -114,7 +115,7 @@ func (p *natsPeer) read(ctx context.Context, ids chan<- string) error {
 	return readStream(ctx, p.js, loadStream, ids)
 }
 
-// readStream sends the ce-id of every message in stream, from the first.
+// readStream sends the event id of every message in stream, from the first.
 func readStream(ctx context.Context, js jetstream.JetStream, stream string, ids chan<- string) error {
 	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
@@ -122,7 +123,7 @@ func readStream(ctx context.Context, js jetstream.JetStream, stream string, ids 
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		select {
-		case ids <- m.Headers().Get("ce-id"):
+		case ids <- eventID(m.Headers().Get("ce-id"), m.Data()):
 		case <-ctx.Done():
 		}
 	})
@@ -224,12 +225,13 @@ func (p *kafkaPeer) read(ctx context.Context, ids chan<- string) error {
 		fs := cl.PollFetches(ctx)
 		var send error
 		fs.EachRecord(func(r *kgo.Record) {
-			id := ""
+			header := ""
 			for _, h := range r.Headers {
 				if h.Key == "ce_id" {
-					id = string(h.Value)
+					header = string(h.Value)
 				}
 			}
+			id := eventID(header, r.Value)
 			select {
 			case ids <- id:
 			case <-ctx.Done():
@@ -323,10 +325,11 @@ func (p *sqsPeer) read(ctx context.Context, ids chan<- string) error {
 		del := make([]types.DeleteMessageBatchRequestEntry, len(out.Messages))
 		for i, m := range out.Messages {
 			del[i] = types.DeleteMessageBatchRequestEntry{Id: aws.String(fmt.Sprint(i)), ReceiptHandle: m.ReceiptHandle}
-			id := ""
+			header := ""
 			if a, ok := m.MessageAttributes["ce_id"]; ok {
-				id = aws.ToString(a.StringValue)
+				header = aws.ToString(a.StringValue)
 			}
+			id := eventID(header, []byte(aws.ToString(m.Body)))
 			select {
 			case ids <- id:
 			case <-ctx.Done():
@@ -408,4 +411,18 @@ func checkArrival(ctx context.Context, p peer, acked []string, wait time.Duratio
 	}
 	a.missing = len(want) - a.found
 	return a, nil
+}
+
+// eventID is a message's event id: its ce-id (ce_id) header in binary
+// content mode, else the "id" of the structured CloudEvent that is its
+// body.
+func eventID(header string, body []byte) string {
+	if header != "" {
+		return header
+	}
+	var ev struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(body, &ev) // a body that is no event has no id: counted as unknown
+	return ev.ID
 }

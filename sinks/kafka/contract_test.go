@@ -34,13 +34,7 @@ func TestContract(t *testing.T) {
 			Read: func(t *testing.T) []sinktest.Received {
 				var out []sinktest.Received
 				for _, r := range sinktest.KafkaRecords(t, brokers, topic) {
-					got := sinktest.Received{Body: r.Value, Key: string(r.Key)}
-					for _, h := range r.Headers {
-						if h.Key == "ce_id" {
-							got.ID = string(h.Value)
-						}
-					}
-					out = append(out, got)
+					out = append(out, sinktest.Received{Body: r.Value, Key: string(r.Key), ID: sinktest.BodyID(r.Value)})
 				}
 				return out
 			},

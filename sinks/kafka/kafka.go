@@ -99,6 +99,11 @@ type Config struct {
 	// come up after hookbridge. Default false: New checks that a broker
 	// answers and that the topics known in advance exist.
 	SkipProbe bool `yaml:"skip_probe"`
+	// ContentMode is how events are laid on records, per the CloudEvents
+	// Kafka binding: "structured" (the CloudEvent JSON as the value,
+	// content-type application/cloudevents+json) or "binary" (data as
+	// the value, attributes as ce_ headers). Default "structured".
+	ContentMode sinks.ContentMode `yaml:"content_mode"`
 	// TLS encrypts the connections to the brokers.
 	TLS TLSConfig `yaml:"tls"`
 	// SASL authenticates to the brokers.
@@ -138,6 +143,7 @@ type SASLConfig struct {
 
 // SetDefaults fills zero fields with their defaults. It is idempotent.
 func (c *Config) SetDefaults() {
+	c.ContentMode.SetDefault()
 	if c.ClientID == "" {
 		c.ClientID = DefaultClientID
 	}
@@ -211,6 +217,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WriteTimeout < 0 {
 		errs = append(errs, sinks.Problemf("write_timeout", "%s: use a positive duration, e.g. %s", c.WriteTimeout, DefaultWriteTimeout))
+	}
+	if err := c.ContentMode.Check("content_mode"); err != nil {
+		errs = append(errs, err)
 	}
 	t := c.TLS
 	if t.CertFile != "" && t.KeyFile == "" {
@@ -559,7 +568,11 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 			fail(i, sinks.Permanent(errNoTopic))
 			continue
 		}
-		km := record(m, topic)
+		km, err := record(&batch[i], topic, s.cfg.ContentMode)
+		if err != nil {
+			fail(i, sinks.Permanent(fmt.Errorf("kafka: %w", err)))
+			continue
+		}
 		if n := recordSize(&km); n > s.maxBytes {
 			fail(i, sinks.Permanent(fmt.Errorf("kafka: record for %q is %d bytes, more than batch_bytes (%d)", topic, n, s.maxBytes)))
 			continue
@@ -593,25 +606,44 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 	return nil
 }
 
-var contentType = []byte(sinks.ContentType)
+var structuredContentType = []byte(sinks.StructuredContentType)
 
-// record maps m to a Kafka record for topic, with the CloudEvents
-// attributes as "ce_" headers (the CloudEvents Kafka binding).
-func record(m sinks.Message, topic string) kafkago.Message {
-	h := make([]kafkago.Header, 0, len(m.Attrs)+1)
-	h = append(h, kafkago.Header{Key: "content-type", Value: contentType})
+// record maps m to a Kafka record for topic in the given content mode, as
+// the CloudEvents Kafka binding lays it out: structured, the CloudEvent as
+// the value with content-type application/cloudevents+json; binary, data
+// as the value, datacontenttype as content-type and every other attribute
+// as a "ce_" header. Header values are the attributes' UTF-8 text. The key
+// is the task id either way.
+func record(m *sinks.Message, topic string, mode sinks.ContentMode) (kafkago.Message, error) {
+	km := kafkago.Message{Topic: topic, Value: m.Body}
+	if mode == sinks.Binary {
+		data, err := m.Data()
+		if err != nil {
+			return km, err
+		}
+		km.Value = data
+		km.Headers = make([]kafkago.Header, 0, len(m.Attrs)+2)
+		for _, a := range m.Attrs {
+			if a.Name == "datacontenttype" {
+				km.Headers = append(km.Headers, kafkago.Header{Key: "content-type", Value: []byte(a.Value)})
+			} else {
+				km.Headers = append(km.Headers, kafkago.Header{Key: "ce_" + a.Name, Value: []byte(a.Value)})
+			}
+		}
+	} else {
+		km.Headers = make([]kafkago.Header, 1, 3)
+		km.Headers[0] = kafkago.Header{Key: "content-type", Value: structuredContentType}
+	}
 	for _, a := range m.Attrs {
-		h = append(h, kafkago.Header{Key: "ce_" + a.Name, Value: []byte(a.Value)})
-		if a.Name == "traceparent" || a.Name == "tracestate" {
-			// W3C trace context under its own name too, where tracers look.
-			h = append(h, kafkago.Header{Key: a.Name, Value: []byte(a.Value)})
+		if sinks.IsTraceAttr(a.Name) {
+			// W3C trace context under its own name, where tracers look.
+			km.Headers = append(km.Headers, kafkago.Header{Key: a.Name, Value: []byte(a.Value)})
 		}
 	}
-	km := kafkago.Message{Topic: topic, Value: m.Body, Headers: h}
 	if m.Key != "" {
 		km.Key = []byte(m.Key)
 	}
-	return km
+	return km, nil
 }
 
 // write is WriteMessages, retried when it failed before writing anything

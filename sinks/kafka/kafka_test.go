@@ -69,12 +69,10 @@ func consume(t testing.TB, brokers []string, topic string, n int) []*kgo.Record 
 	return recs
 }
 
-func wantHeaders(m sinks.Message) []kgo.RecordHeader {
-	h := []kgo.RecordHeader{{Key: "content-type", Value: []byte("application/cloudevents+json")}}
-	for _, a := range m.Attrs {
-		h = append(h, kgo.RecordHeader{Key: "ce_" + a.Name, Value: []byte(a.Value)})
-	}
-	return h
+// wantHeaders are the headers of m in structured mode: the content type
+// alone, no ce_ attribute.
+func wantHeaders(sinks.Message) []kgo.RecordHeader {
+	return []kgo.RecordHeader{{Key: "content-type", Value: []byte("application/cloudevents+json; charset=utf-8")}}
 }
 
 func checkRecord(t *testing.T, r *kgo.Record, m sinks.Message) {
@@ -116,12 +114,7 @@ func TestPublishTwoTopics(t *testing.T) {
 		recs := consume(t, brokers, topic, len(ids))
 		seen := map[string]bool{}
 		for _, r := range recs {
-			var id string
-			for _, h := range r.Headers {
-				if h.Key == "ce_id" {
-					id = string(h.Value)
-				}
-			}
+			id := sinktest.BodyID(r.Value)
 			m, ok := byID[id]
 			if !ok || !strings.Contains(strings.Join(ids, ","), id) {
 				t.Fatalf("topic %q: unexpected record with ce_id %q", topic, id)
@@ -357,7 +350,10 @@ func TestMessageTooLarge(t *testing.T) {
 func TestRecordSize(t *testing.T) {
 	brokers := newCluster(t, kfake.SeedTopics(1, "tasks"))
 	m := sinktest.Event("tasks", "task-1", "ev-1")
-	km := record(m, "tasks")
+	km, err := record(&m, "tasks", sinks.Structured)
+	if err != nil {
+		t.Fatal(err)
+	}
 	n := recordSize(&km)
 	for _, limit := range []int64{n, n - 1} {
 		s := newSink(t, Config{Brokers: brokers, BatchBytes: limit, SkipProbe: true})
@@ -432,7 +428,7 @@ func TestConfig(t *testing.T) {
 		c.SetDefaults()
 		c.SetDefaults() // idempotent
 		want := Config{ClientID: "hookbridge", Acks: "all", Compression: "zstd", BatchSize: 100, BatchBytes: 1 << 20,
-			BatchTimeout: 2 * time.Millisecond, WriteTimeout: 10 * time.Second, TLS: TLSConfig{Enabled: true, CAFile: "ca.pem"}}
+			BatchTimeout: 2 * time.Millisecond, WriteTimeout: 10 * time.Second, ContentMode: sinks.Structured, TLS: TLSConfig{Enabled: true, CAFile: "ca.pem"}}
 		if fmt.Sprint(c) != fmt.Sprint(want) {
 			t.Errorf("got  %+v\nwant %+v", c, want)
 		}

@@ -78,7 +78,7 @@ func TestContract(t *testing.T) {
 						if err != nil {
 							t.Fatal(err)
 						}
-						out = append(out, sinktest.Received{Body: m.Data, ID: m.Header.Get("ce-id")})
+						out = append(out, sinktest.Received{Body: m.Data, ID: sinktest.BodyID(m.Data)})
 					}
 				},
 				Refuse: refuse,

@@ -57,6 +57,12 @@ type Config struct {
 	// stream once connected. Until then publishes fail (webhooks get 503).
 	// Default false: New fails with a clear error when NATS is unreachable.
 	SkipProbe bool `yaml:"skip_probe"`
+	// ContentMode is how events are laid on messages: "structured" (the
+	// CloudEvent JSON as the body, content-type
+	// application/cloudevents+json) or "binary" (data as the body,
+	// attributes as ce- headers, as the CloudEvents SDKs' NATS JetStream
+	// binding reads them). Default "structured".
+	ContentMode sinks.ContentMode `yaml:"content_mode"`
 }
 
 // StreamConfig is the JetStream stream the sink publishes into.
@@ -98,6 +104,7 @@ type EmbeddedConfig struct {
 // SetDefaults fills zero fields with their defaults. It is idempotent.
 func (c *Config) SetDefaults() {
 	c.Connection.SetDefaults()
+	c.ContentMode.SetDefault()
 	s := &c.Stream
 	if s.Name == "" {
 		s.Name = DefaultStreamName
@@ -168,7 +175,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, sinks.Problemf(fmt.Sprintf("stream.subjects[%d]", i), "%q is not a NATS subject: write tokens separated by dots, e.g. task.>", subj))
 		}
 	}
-	errs = append(errs, c.Connection.Validate())
+	errs = append(errs, c.Connection.Validate(), c.ContentMode.Check("content_mode"))
 	if c.Subject != "" && !server.IsValidPublishSubject(c.Subject) {
 		errs = append(errs, sinks.Problemf("subject", "%q: a subject to publish to is tokens separated by dots, without spaces, * or >", c.Subject))
 	}
@@ -481,30 +488,12 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 			failed.add(i, sinks.Permanent(errNoSubject))
 			continue
 		}
-		h := make(natsgo.Header, len(m.Attrs)+2)
-		// One backing array for every header value, one slice each.
-		vals := make([]string, 0, len(m.Attrs)+4)
-		set := func(k, v string) {
-			vals = append(vals, v)
-			h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+		msg, err := s.msg(&batch[i], subj)
+		if err != nil {
+			failed.add(i, sinks.Permanent(err))
+			continue
 		}
-		set("Content-Type", sinks.ContentType)
-		// A JetStream stream de-duplicates across all its subjects, and one
-		// event may be routed to several subjects of the same stream: the
-		// subject joins the id so that only true repeats collapse.
-		// Without an id there is nothing to de-duplicate on: ":"+subj alone
-		// would make JetStream drop every later id-less message as a repeat.
-		if m.ID != "" {
-			set(jetstream.MsgIDHeader, m.ID+":"+subj)
-		}
-		for _, a := range m.Attrs {
-			set(ceHeader(a.Name), a.Value)
-			if a.Name == "traceparent" || a.Name == "tracestate" {
-				// W3C trace context under its own name too, where tracers look.
-				set(a.Name, a.Value)
-			}
-		}
-		msgs[i] = &natsgo.Msg{Subject: subj, Header: h, Data: m.Body}
+		msgs[i] = msg
 	}
 	if s.js != nil {
 		s.publishJetStream(ctx, msgs, &failed)
@@ -517,8 +506,62 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 	return nil
 }
 
-// ceHeader is the header for CloudEvents attribute name. The attributes
-// every event has are spelled out so that publishing builds no key.
+// msg lays m out on subj in the sink's content mode. Header names are
+// lower case, as the CloudEvents SDKs read them: nats.go keeps a header's
+// case, and the SDKs look up "ce-specversion" and "content-type" exactly.
+func (s *Sink) msg(m *sinks.Message, subj string) (*natsgo.Msg, error) {
+	binary := s.cfg.ContentMode == sinks.Binary
+	n := 2
+	if binary {
+		n += len(m.Attrs)
+	}
+	h := make(natsgo.Header, n+2)
+	// One backing array for every header value, one slice each.
+	vals := make([]string, 0, n+2)
+	set := func(k, v string) {
+		vals = append(vals, v)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	// A JetStream stream de-duplicates across all its subjects, and one
+	// event may be routed to several subjects of the same stream: the
+	// subject joins the id so that only true repeats collapse.
+	// Without an id there is nothing to de-duplicate on: ":"+subj alone
+	// would make JetStream drop every later id-less message as a repeat.
+	if m.ID != "" {
+		set(jetstream.MsgIDHeader, m.ID+":"+subj)
+	}
+	body := m.Body
+	if binary {
+		data, err := m.Data()
+		if err != nil {
+			return nil, err
+		}
+		body = data
+		for _, a := range m.Attrs {
+			if a.Name == "datacontenttype" {
+				set(contentTypeHeader, a.Value)
+			} else {
+				set(ceHeader(a.Name), a.Value)
+			}
+		}
+	} else {
+		set(contentTypeHeader, sinks.StructuredContentType)
+	}
+	for _, a := range m.Attrs {
+		if sinks.IsTraceAttr(a.Name) {
+			// W3C trace context under its own name, where tracers look.
+			set(a.Name, a.Value)
+		}
+	}
+	return &natsgo.Msg{Subject: subj, Header: h, Data: body}, nil
+}
+
+// contentTypeHeader is the header that names the body's media type.
+const contentTypeHeader = "content-type"
+
+// ceHeader is the binary-mode header for CloudEvents attribute name. The
+// attributes every event has are spelled out so that publishing builds no
+// key.
 func ceHeader(name string) string {
 	switch name {
 	case "specversion":
@@ -535,8 +578,6 @@ func ceHeader(name string) string {
 		return "ce-time"
 	case "status":
 		return "ce-status"
-	case "datacontenttype":
-		return "ce-datacontenttype"
 	}
 	return "ce-" + name
 }

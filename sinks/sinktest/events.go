@@ -92,3 +92,15 @@ func Event(target, key, id string) sinks.Message {
 		Body: body,
 	}
 }
+
+// BodyID returns the "id" of a structured CloudEvent body, "" when body is
+// not one: where a structured message keeps its event id.
+func BodyID(body []byte) string {
+	var ev struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(body, &ev) != nil {
+		return ""
+	}
+	return ev.ID
+}

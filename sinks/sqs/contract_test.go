@@ -52,7 +52,7 @@ func TestContract(t *testing.T) {
 						for _, m := range srv.ReadAll(q, per) {
 							out = append(out, sinktest.Received{
 								Body: []byte(aws.ToString(m.Body)),
-								ID:   aws.ToString(m.MessageAttributes["ce_id"].StringValue),
+								ID:   sinktest.BodyID([]byte(aws.ToString(m.Body))),
 							})
 						}
 						return out

@@ -94,6 +94,12 @@ type Config struct {
 	// (GetQueueAttributes) that every queue known at start-up exists and
 	// is reachable, and fails with a clear error otherwise.
 	SkipProbe bool `yaml:"skip_probe"`
+	// ContentMode is how events are laid on messages: "structured" (the
+	// CloudEvent JSON as the body, content-type attribute
+	// application/cloudevents+json) or "binary" (data as the body,
+	// attributes as ce_ message attributes; an event with more than SQS's
+	// ten goes structured). Default "structured".
+	ContentMode sinks.ContentMode `yaml:"content_mode"`
 }
 
 // SetDefaults fills zero fields with their defaults. It is idempotent.
@@ -104,6 +110,7 @@ func (c *Config) SetDefaults() {
 	c.QueueURL = strings.TrimSpace(c.QueueURL)
 	c.Region = strings.TrimSpace(c.Region)
 	c.Endpoint = strings.TrimSpace(c.Endpoint)
+	c.ContentMode.SetDefault()
 }
 
 // Validate reports every problem in c (after SetDefaults) as
@@ -135,6 +142,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SessionToken != "" && (c.AccessKeyID == "" || c.SecretAccessKey == "") {
 		errs = append(errs, sinks.Problemf("session_token", "a session token needs access_key_id and secret_access_key"))
+	}
+	if err := c.ContentMode.Check("content_mode"); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -229,10 +239,6 @@ const (
 // noTaskGroup is the MessageGroupId of messages with no task id.
 const noTaskGroup = "no-task"
 
-// priorityAttrs are the CloudEvents attributes sent first, before the
-// attribute limit can cut any.
-var priorityAttrs = [...]string{"id", "type", "source", "subject", "time", "status", "specversion"}
-
 var (
 	// ErrTooLarge is the error of a message over SQS's 256 KiB limit.
 	// Retrying cannot help.
@@ -271,7 +277,10 @@ type Sink struct {
 	transport *http.Transport // closed by Close
 	log       *slog.Logger
 	requests  atomic.Int64
-	messages  atomic.Int64
+	// structuredOnce logs, once, that binary mode sent a message
+	// structured because its attributes do not fit.
+	structuredOnce sync.Once
+	messages       atomic.Int64
 
 	// mu guards the fields below and the coalescers' and units' state.
 	// One lock for all: it is held only to queue or take a few pointers.
@@ -467,7 +476,7 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 			f.add(i, sinks.Permanent(fmt.Errorf("sqs: %w", ErrNoQueue)))
 			continue
 		}
-		e, err := buildEntry(i, m, isFIFO(q))
+		e, err := s.buildEntry(i, m, isFIFO(q))
 		if err != nil {
 			f.add(i, sinks.Permanent(fmt.Errorf("sqs: message for %q: %w", q, err)))
 			continue
@@ -522,20 +531,27 @@ func (s *Sink) leave() {
 	}
 }
 
-// buildEntry maps message i to a SendMessageBatch entry.
-func buildEntry(i int, m *sinks.Message, fifo bool) (entry, error) {
+// buildEntry maps message i to a SendMessageBatch entry in the sink's
+// content mode. SQS has no CloudEvents binding; hookbridge's mapping
+// follows the Kafka binding's, with message attributes for headers:
+//
+//   - structured: the CloudEvent JSON as the body; attribute content-type
+//     application/cloudevents+json; charset=utf-8, plus traceparent and
+//     tracestate when the event has them.
+//   - binary: data as the body; attribute content-type = datacontenttype
+//     and one attribute ce_<name> for every other CloudEvents attribute.
+//
+// SQS carries at most ten attributes, and none with an empty value: a
+// binary message that cannot fit (a traced dead letter has twelve) goes
+// structured instead, which its content-type says, so nothing is dropped.
+func (s *Sink) buildEntry(i int, m *sinks.Message, fifo bool) (entry, error) {
 	if !validChars(m.Body) {
 		return entry{}, fmt.Errorf("body %w", ErrInvalidChars)
 	}
 	attrs := make(map[string]types.MessageAttributeValue, maxAttrs)
-	size := len(m.Body)
+	body := m.Body
+	size := 0
 	add := func(name, value string) error {
-		if value == "" || len(attrs) >= maxAttrs {
-			return nil
-		}
-		if _, dup := attrs[name]; dup {
-			return nil
-		}
 		if !validString(value) {
 			return fmt.Errorf("attribute %q %w", name, ErrInvalidChars)
 		}
@@ -543,36 +559,48 @@ func buildEntry(i int, m *sinks.Message, fifo bool) (entry, error) {
 		size += len(name) + len("String") + len(value)
 		return nil
 	}
-	if err := add("content-type", sinks.ContentType); err != nil {
-		return entry{}, err
-	}
-	for _, name := range priorityAttrs {
+	if s.cfg.ContentMode == sinks.Binary && binaryFits(m) {
+		data, err := m.Data()
+		if err != nil {
+			return entry{}, err
+		}
+		body = data
 		for _, a := range m.Attrs {
-			if a.Name == name {
-				if err := add("ce_"+name, a.Value); err != nil {
-					return entry{}, err
-				}
-				break
+			name := "ce_" + a.Name
+			if a.Name == "datacontenttype" {
+				name = "content-type"
 			}
-		}
-	}
-	for _, a := range m.Attrs {
-		if len(attrs) >= maxAttrs {
-			break
-		}
-		if validAttrName(a.Name) {
-			if err := add("ce_"+a.Name, a.Value); err != nil {
+			if err := add(name, a.Value); err != nil {
 				return entry{}, err
 			}
 		}
+	} else {
+		if s.cfg.ContentMode == sinks.Binary {
+			s.structuredOnce.Do(func() {
+				s.log.Warn("sqs: an event did not fit binary mode (SQS carries at most 10 message attributes, none empty); it and any like it go structured, as their content-type attribute says",
+					"attributes", len(m.Attrs))
+			})
+		}
+		if err := add("content-type", sinks.StructuredContentType); err != nil {
+			return entry{}, err
+		}
+		for _, a := range m.Attrs {
+			if sinks.IsTraceAttr(a.Name) && a.Value != "" {
+				// W3C trace context under its own name, where tracers look.
+				if err := add(a.Name, a.Value); err != nil {
+					return entry{}, err
+				}
+			}
+		}
 	}
+	size += len(body)
 	if size > maxBatchBytes {
 		return entry{}, fmt.Errorf("%d bytes with its attributes is %w (the limit is %d bytes)", size, ErrTooLarge, maxBatchBytes)
 	}
 	e := entry{index: i, size: size}
 	e.req = types.SendMessageBatchRequestEntry{
 		Id:                aws.String(strconv.Itoa(i)),
-		MessageBody:       aws.String(string(m.Body)),
+		MessageBody:       aws.String(string(body)),
 		MessageAttributes: attrs,
 	}
 	if fifo {
@@ -601,6 +629,20 @@ func fifoID(s string) string {
 	}
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
+}
+
+// binaryFits reports whether m's attributes fit SQS message attributes in
+// binary mode: at most ten, each with a value and a name SQS takes.
+func binaryFits(m *sinks.Message) bool {
+	if len(m.Attrs) > maxAttrs {
+		return false
+	}
+	for _, a := range m.Attrs {
+		if a.Value == "" || !validAttrName(a.Name) {
+			return false
+		}
+	}
+	return true
 }
 
 // validAttrName reports whether "ce_"+name is a valid SQS attribute name

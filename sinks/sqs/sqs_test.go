@@ -55,80 +55,104 @@ func (h *env) sink(cfg Config, queues ...string) *Sink {
 }
 
 // event is a message shaped like the bridge's with two attributes more:
-// with content-type they are eleven, one over SQS's limit of ten, so the
-// last is left out.
+// ten in all, as many as SQS carries, so binary mode sends each.
 func event(task, id string) sinks.Message {
 	m := sinktest.Event("", task, id)
 	m.Attrs = append(m.Attrs,
 		sinks.Attr{Name: "browseruseenvelope", Value: `{"type":"agent.task.status_update"}`},
-		sinks.Attr{Name: "extra", Value: "dropped: over the limit"})
+		sinks.Attr{Name: "extra", Value: "the tenth"})
 	return m
 }
 
 func TestPublishStandard(t *testing.T) {
 	h := newEnv(t)
-	q := h.Queue("tasks")
-	s := h.sink(h.config(q))
-	batch := []sinks.Message{event("t1", "e1"), event("t2", "e2"), event("t3", "e3")}
-	if err := s.Publish(context.Background(), batch); err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-	got := h.Drain(q, 3)
-	want := map[string]string{}
-	for _, m := range batch {
-		want[string(m.Body)] = m.ID
-	}
-	for _, m := range got {
-		id, ok := want[aws.ToString(m.Body)]
-		if !ok {
-			t.Fatalf("unexpected body %q", aws.ToString(m.Body))
-		}
-		delete(want, aws.ToString(m.Body))
-		attrs := map[string]string{}
-		for k, v := range m.MessageAttributes {
-			if aws.ToString(v.DataType) != "String" {
-				t.Errorf("attribute %s has type %q, want String", k, aws.ToString(v.DataType))
+	for _, mode := range []sinks.ContentMode{sinks.Structured, sinks.Binary} {
+		t.Run(string(mode), func(t *testing.T) {
+			q := h.Queue("tasks-" + string(mode))
+			cfg := h.config(q)
+			cfg.ContentMode = mode
+			s := h.sink(cfg)
+			batch := []sinks.Message{event("t1", "e1"), event("t2", "e2"), event("t3", "e3")}
+			if err := s.Publish(context.Background(), batch); err != nil {
+				t.Fatalf("Publish: %v", err)
 			}
-			attrs[k] = aws.ToString(v.StringValue)
-		}
-		wantAttrs := map[string]string{
-			"content-type":          sinks.ContentType,
-			"ce_id":                 id,
-			"ce_type":               "com.browser-use.task.finished",
-			"ce_source":             "https://api.browser-use.com",
-			"ce_subject":            "t" + strings.TrimPrefix(id, "e"),
-			"ce_time":               "2026-01-02T03:04:05Z",
-			"ce_status":             "finished",
-			"ce_specversion":        "1.0",
-			"ce_datacontenttype":    "application/json",
-			"ce_browseruseenvelope": `{"type":"agent.task.status_update"}`,
-		}
-		if !maps.Equal(attrs, wantAttrs) {
-			t.Errorf("attributes of %s:\n got %v\nwant %v", id, attrs, wantAttrs)
-		}
+			want := map[string]sinks.Message{}
+			for _, m := range batch {
+				want[m.ID] = m
+			}
+			for _, got := range h.Drain(q, 3) {
+				attrs := map[string]string{}
+				for k, v := range got.MessageAttributes {
+					if aws.ToString(v.DataType) != "String" {
+						t.Errorf("attribute %s has type %q, want String", k, aws.ToString(v.DataType))
+					}
+					attrs[k] = aws.ToString(v.StringValue)
+				}
+				body := []byte(aws.ToString(got.Body))
+				id := sinktest.BodyID(body)
+				if mode == sinks.Binary {
+					id = attrs["ce_id"]
+				}
+				m, ok := want[id]
+				if !ok {
+					t.Fatalf("unexpected message %v %q", attrs, body)
+				}
+				delete(want, id)
+				wantBody, wantAttrs := m.Body, map[string]string{"content-type": sinks.StructuredContentType}
+				if mode == sinks.Binary {
+					wantBody, _ = m.Data()
+					wantAttrs = map[string]string{"content-type": "application/json"}
+					for _, a := range m.Attrs {
+						if a.Name != "datacontenttype" {
+							wantAttrs["ce_"+a.Name] = a.Value
+						}
+					}
+				}
+				if !bytes.Equal(body, wantBody) {
+					t.Errorf("body of %s:\n got %s\nwant %s", id, body, wantBody)
+				}
+				if !maps.Equal(attrs, wantAttrs) {
+					t.Errorf("attributes of %s:\n got %v\nwant %v", id, attrs, wantAttrs)
+				}
+			}
+		})
 	}
 }
 
-func TestAttributesSkipEmptyAndLimit(t *testing.T) {
-	m := sinks.Message{Body: []byte(`{}`), Attrs: []sinks.Attr{
-		{Name: "subject", Value: ""}, // empty: skipped
-		{Name: "a1", Value: "1"}, {Name: "a2", Value: "2"}, {Name: "a3", Value: "3"},
-		{Name: "a4", Value: "4"}, {Name: "a5", Value: "5"}, {Name: "a6", Value: "6"},
-		{Name: "a7", Value: "7"}, {Name: "a8", Value: "8"}, {Name: "a9", Value: "9"},
-		{Name: "id", Value: "x"}, // a priority attribute comes first whatever its place
-		{Name: "Bad.Name", Value: "skipped"},
-	}}
-	e, err := buildEntry(0, &m, false)
+// TestBinaryFallsBackToStructured: an event whose attributes SQS cannot
+// carry in binary mode (more than ten, or an empty one) is sent whole,
+// structured, and says so in its content-type: nothing is dropped.
+func TestBinaryFallsBackToStructured(t *testing.T) {
+	traced := event("t1", "e1")
+	traced.Attrs = append(traced.Attrs, sinks.Attr{Name: "traceparent", Value: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+	empty := sinktest.Event("", "t2", "e2")
+	empty.Attrs[4].Value = "" // subject
+	var logged bytes.Buffer
+	s := &Sink{cfg: Config{ContentMode: sinks.Binary}, log: slog.New(slog.NewTextHandler(&logged, nil))}
+	for name, m := range map[string]sinks.Message{"eleven attributes": traced, "an empty attribute": empty} {
+		e, err := s.buildEntry(0, &m, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := e.req.MessageAttributes
+		if aws.ToString(got["content-type"].StringValue) != sinks.StructuredContentType || aws.ToString(e.req.MessageBody) != string(m.Body) {
+			t.Errorf("%s: attributes %v, body %s: want the structured event", name, slices.Sorted(maps.Keys(got)), aws.ToString(e.req.MessageBody))
+		}
+		for k := range got {
+			if strings.HasPrefix(k, "ce_") {
+				t.Errorf("%s: structured message has attribute %s", name, k)
+			}
+		}
+	}
+	if n := strings.Count(logged.String(), "did not fit binary mode"); n != 1 {
+		t.Errorf("logged the fallback %d times, want once:\n%s", n, logged.String())
+	}
+	e, err := s.buildEntry(0, &[]sinks.Message{event("t3", "e3")}[0], false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := slices.Sorted(maps.Keys(e.req.MessageAttributes))
-	want := []string{"ce_a1", "ce_a2", "ce_a3", "ce_a4", "ce_a5", "ce_a6", "ce_a7", "ce_a8", "ce_id", "content-type"}
-	if !slices.Equal(names, want) {
-		t.Fatalf("attributes %v, want %v", names, want)
-	}
-	if e.req.MessageGroupId != nil || e.req.MessageDeduplicationId != nil {
-		t.Fatal("standard queue message has FIFO ids")
+	if n := len(e.req.MessageAttributes); n != 10 || e.req.MessageGroupId != nil || e.req.MessageDeduplicationId != nil {
+		t.Errorf("ten attributes in binary: sent %d, FIFO ids %v %v", n, e.req.MessageGroupId, e.req.MessageDeduplicationId)
 	}
 }
 
@@ -238,7 +262,7 @@ func TestPublishFIFO(t *testing.T) {
 
 func TestFIFOEntryIDs(t *testing.T) {
 	m := event("", "ev")
-	e, err := buildEntry(3, &m, true)
+	e, err := (&Sink{}).buildEntry(3, &m, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,9 +356,11 @@ func TestPartialFailureFIFONoDedupID(t *testing.T) {
 func TestPartialFailureLocal(t *testing.T) {
 	h := newEnv(t)
 	q := h.Queue("local")
-	s := h.sink(h.config(q))
+	cfg := h.config(q)
+	cfg.ContentMode = sinks.Binary // so that attributes are checked too
+	s := h.sink(cfg)
 	batch := []sinks.Message{event("t", "e0"), event("t", "e1"), event("t", "e2"), event("t", "e3")}
-	batch[1].Body = []byte(`{"pad":"` + strings.Repeat("x", maxBatchBytes) + `"}`)
+	batch[1].Body = []byte(`{"data":"` + strings.Repeat("x", maxBatchBytes) + `"}`)
 	batch[3].Attrs = append(slices.Clone(batch[3].Attrs[:1]), sinks.Attr{Name: "subject", Value: "bad\x00id"})
 	be := batchErr(t, s.Publish(context.Background(), batch))
 	if got := failedIndexes(be); !slices.Equal(got, []int{1, 3}) {
@@ -348,7 +374,9 @@ func TestPartialFailureLocal(t *testing.T) {
 	}
 	got := sinktest.Bodies(h.Drain(q, 2))
 	slices.Sort(got)
-	if want := []string{string(batch[0].Body), string(batch[2].Body)}; !slices.Equal(got, want) {
+	data0, _ := batch[0].Data()
+	data2, _ := batch[2].Data()
+	if want := []string{string(data0), string(data2)}; !slices.Equal(got, want) {
 		t.Fatalf("bodies %v, want %v", got, want)
 	}
 }
