@@ -165,6 +165,8 @@ kafka-sqs-problems.yaml:7: sinks[0].compression: sink "events": "brotli": use "n
 kafka-sqs-problems.yaml:15: routes[0].to[0].topic: route "finished": "task finished": a topic name holds only letters, digits, '.', '_' and '-'
 kafka-sqs-problems.yaml:19: routes[1].to[0].queue_url: route "alerting": "sqs/alerts" is not an http(s) URL: write the queue's URL, e.g. https://sqs.us-east-1.amazonaws.com/123456789012/tasks
 kafka-sqs-problems.yaml:20: routes[1].to[1]: route "alerting": sqs sink "alerts" needs a queue_url here (or a default queue_url on the sink)`,
+		"content-mode.yaml": `content-mode.yaml:8: sinks[0].content_mode: sink "bus": "Binary" is not a content mode: use "structured" (the whole CloudEvent as the body) or "binary" (data as the body, attributes as headers)
+content-mode.yaml:12: sinks[1].content_mode: sink "events": "hybrid" is not a content mode: use "structured" (the whole CloudEvent as the body) or "binary" (data as the body, attributes as headers)`,
 		"multiple-problems.yaml": `multiple-problems.yaml:5: sources[1].name: source name "browser-use" is used twice: names must be unique
 multiple-problems.yaml:5: sources[1].path: path "/webhook" is used by another source: give each source its own path
 multiple-problems.yaml:11: sinks[0].stream.storage: sink "bus": "disk": use "file" or "memory"

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/big"
 	"net"
 	"os"
@@ -613,4 +614,52 @@ func testCerts(t *testing.T) ([]byte, tls.Certificate) {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
 		tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestRecordContentModes pins each mode's record layout, per the
+// CloudEvents Kafka binding: structured carries the content type and no
+// ce_ header; binary carries data as the value, datacontenttype as
+// content-type and every other attribute as a ce_ header. Both keep the
+// key and the W3C trace context under its own names.
+func TestRecordContentModes(t *testing.T) {
+	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	m := sinktest.Event("tasks", "task-1", "ev-1")
+	m.Attrs = append(m.Attrs, sinks.Attr{Name: "traceparent", Value: parent})
+	data, err := m.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary := map[string]string{"content-type": "application/json", "traceparent": parent}
+	for _, a := range m.Attrs {
+		if a.Name != "datacontenttype" {
+			binary["ce_"+a.Name] = a.Value
+		}
+	}
+	tests := []struct {
+		mode    sinks.ContentMode
+		headers map[string]string
+		value   []byte
+	}{
+		{sinks.Structured, map[string]string{"content-type": sinks.StructuredContentType, "traceparent": parent}, m.Body},
+		{sinks.Binary, binary, data},
+	}
+	for _, tt := range tests {
+		km, err := record(&m, "tasks", tt.mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, h := range km.Headers {
+			if _, dup := got[h.Key]; dup {
+				t.Errorf("%s: header %s twice", tt.mode, h.Key)
+			}
+			got[h.Key] = string(h.Value)
+		}
+		if !maps.Equal(got, tt.headers) || !bytes.Equal(km.Value, tt.value) || string(km.Key) != "task-1" {
+			t.Errorf("%s: key %q headers %v value %s\nwant headers %v value %s", tt.mode, km.Key, got, km.Value, tt.headers, tt.value)
+		}
+	}
+	if _, err := record(&sinks.Message{Body: []byte("not json")}, "tasks", sinks.Binary); err == nil {
+		t.Error("binary record of a body that is no CloudEvent: no error")
+	}
 }

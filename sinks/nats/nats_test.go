@@ -1,13 +1,16 @@
 package nats
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -448,6 +451,71 @@ func TestEmbeddedStartFailure(t *testing.T) {
 			_, err := New(context.Background(), Config{Connection: Connection{URL: Embedded}, JetStream: true, Embedded: tt.embedded}, []string{"task.*"}, discard)
 			if err == nil || !strings.HasPrefix(err.Error(), "nats: embedded server: ") || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("err = %v, want an embedded server error about %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestContentModes pins each mode's headers: structured carries no ce-
+// header (the CloudEvents SDKs would read the message as binary and take
+// the whole event for its data), binary carries every attribute as a
+// lower-case ce- header and data as the body. Both keep the transport
+// headers: the id and the W3C trace context under its own names.
+func TestContentModes(t *testing.T) {
+	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	m := sinktest.Event("task.finished", "task-1", "e1")
+	m.Attrs = append(m.Attrs, sinks.Attr{Name: "traceparent", Value: parent}, sinks.Attr{Name: "tracestate", Value: "v=1"})
+	data, err := m.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	transport := natsgo.Header{"Nats-Msg-Id": {"e1:task.finished"}, "traceparent": {parent}, "tracestate": {"v=1"}}
+	structured := maps.Clone(transport)
+	structured["content-type"] = []string{sinks.StructuredContentType}
+	binary := maps.Clone(transport)
+	binary["content-type"] = []string{"application/json"}
+	for _, a := range m.Attrs {
+		if a.Name != "datacontenttype" {
+			binary["ce-"+a.Name] = []string{a.Value}
+		}
+	}
+	tests := []struct {
+		mode   sinks.ContentMode
+		header natsgo.Header
+		body   []byte
+	}{
+		{sinks.Structured, structured, m.Body},
+		{sinks.Binary, binary, data},
+	}
+	srv := sinktest.NATS(t)
+	nc, _ := sinktest.JetStream(t, srv.ClientURL())
+	for _, tt := range tests {
+		t.Run(string(tt.mode), func(t *testing.T) {
+			sub, err := nc.SubscribeSync("task.finished")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Unsubscribe()
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			s, err := New(context.Background(), Config{Connection: Connection{URL: srv.ClientURL()}, ContentMode: tt.mode}, nil, discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close(context.Background())
+			if err := s.Publish(context.Background(), []sinks.Message{m}); err != nil {
+				t.Fatal(err)
+			}
+			got, err := sub.NextMsg(5 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !maps.EqualFunc(got.Header, tt.header, slices.Equal) {
+				t.Errorf("headers\n got %v\nwant %v", got.Header, tt.header)
+			}
+			if !bytes.Equal(got.Data, tt.body) {
+				t.Errorf("body\n got %s\nwant %s", got.Data, tt.body)
 			}
 		})
 	}

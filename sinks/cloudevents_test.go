@@ -1,0 +1,105 @@
+package sinks
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestMessageData(t *testing.T) {
+	tests := []struct {
+		name, body, want string
+		err              bool
+	}{
+		{name: "hookbridge's shape", body: `{"specversion":"1.0","id":"a\"b\\","data":{"task_id":"t","n":1.0}}`, want: `{"task_id":"t","n":1.0}`},
+		{name: "data not last", body: `{"data":[1,{"a":"}"}],"id":"x"}`, want: `[1,{"a":"}"}]`},
+		{name: "data inside data is not the data", body: `{"x":{"data":1},"data":"s\"}"}`, want: `"s\"}"`},
+		{name: "escaped quote before the key", body: `{"k":"\\","data":true}`, want: `true`},
+		{name: "spaces", body: " {\n \"id\" : \"x\" ,\t\"data\" :  -1.5e3 \n} ", want: `-1.5e3`},
+		{name: "null data", body: `{"data":null}`, want: `null`},
+		{name: "no data", body: `{"id":"x"}`, want: ``},
+		{name: "empty object", body: `{}`, want: ``},
+		{name: "empty body", body: ``, err: true},
+		{name: "not an object", body: `["data",1]`, err: true},
+		{name: "truncated", body: `{"id":"x","data":{"a":1`, err: true},
+		{name: "unterminated string", body: `{"id":"x`, err: true},
+		{name: "control character in a string", body: "{\"id\":\"a\x01\",\"data\":1}", err: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := Message{Body: []byte(tt.body)}
+			got, err := m.Data()
+			if (err != nil) != tt.err || string(got) != tt.want {
+				t.Errorf("Data() = %q, %v; want %q, error %v", got, err, tt.want, tt.err)
+			}
+			if err != nil && !errors.Is(err, errNotStructured) {
+				t.Errorf("error %v does not say the body is not a structured CloudEvent", err)
+			}
+		})
+	}
+}
+
+// FuzzMessageData holds Data to encoding/json: on any valid JSON object
+// whose member names have no escapes, it finds the value encoding/json
+// finds for the first "data" member, byte for byte, and it never fails on
+// valid JSON.
+func FuzzMessageData(f *testing.F) {
+	for _, s := range []string{`{"id":"x","data":{"a":[1,2.50,"é"]}}`, `{"data":1}`, `{}`, `{"a":{"data":2},"data":[]}`, ` { "data" : "\u00e9\\" } `} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, err := (&Message{Body: body}).Data()
+		if !json.Valid(body) {
+			return // anything but a panic will do
+		}
+		d := json.NewDecoder(bytes.NewReader(body))
+		if tok, _ := d.Token(); tok != json.Delim('{') {
+			if err == nil {
+				t.Fatalf("%q is not an object, yet Data() = %q", body, got)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("Data(%q) failed on valid JSON: %v", body, err)
+		}
+		var want []byte
+		for d.More() {
+			key, _ := d.Token()
+			var v json.RawMessage
+			if err := d.Decode(&v); err != nil {
+				t.Fatal(err)
+			}
+			if key == "data" && want == nil {
+				want = v
+			}
+		}
+		if bytes.Contains(body, []byte(`\`)) && !bytes.Equal(got, want) {
+			return // an escaped member name ("d\u0061ta") is not hookbridge's: not compared
+		}
+		if !bytes.Equal(bytes.TrimSpace(got), want) && !(want == nil && got == nil) {
+			t.Fatalf("Data(%q) = %q, encoding/json finds %q", body, got, want)
+		}
+	})
+}
+
+func TestContentModeCheck(t *testing.T) {
+	for _, m := range []ContentMode{Structured, Binary} {
+		if err := m.Check("content_mode"); err != nil {
+			t.Errorf("%q: %v", m, err)
+		}
+	}
+	for _, m := range []ContentMode{"", "Binary", "hybrid"} {
+		err := m.Check("content_mode")
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Key != "content_mode" || !strings.Contains(ce.Problem, `use "structured"`) {
+			t.Errorf("%q: %v, want a ConfigError for content_mode naming the modes", m, err)
+		}
+	}
+	var m ContentMode
+	m.SetDefault()
+	if m != Structured {
+		t.Errorf("default mode %q", m)
+	}
+}
