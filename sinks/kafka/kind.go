@@ -23,7 +23,9 @@ func (c *Config) DefaultTarget() string { return c.Topic }
 func (c *Config) CheckTarget(topic string) error { return CheckTopic(topic) }
 
 // Describe implements sinks.Config.
-func (c *Config) Describe() string { return "brokers " + strings.Join(c.Brokers, ",") }
+func (c *Config) Describe() string {
+	return "brokers " + strings.Join(c.Brokers, ",") + ", " + string(c.ContentMode) + " CloudEvents"
+}
 
 // WithoutProbe implements sinks.Config.
 func (c *Config) WithoutProbe() { c.SkipProbe = true }

@@ -29,6 +29,7 @@ func (c *Config) Describe() string {
 	if c.JetStream {
 		mode = "JetStream stream " + c.Stream.Name
 	}
+	mode += ", " + string(c.ContentMode) + " CloudEvents"
 	if c.URL == Embedded {
 		return fmt.Sprintf("embedded server on %s, %s", c.Embedded.Listen, mode)
 	}

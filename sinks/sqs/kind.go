@@ -30,7 +30,7 @@ func (c *Config) Describe() string {
 	if c.Endpoint != "" {
 		where += ", endpoint " + c.Endpoint
 	}
-	return where
+	return where + ", " + string(c.ContentMode) + " CloudEvents"
 }
 
 // WithoutProbe implements sinks.Config.
