@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -212,8 +213,12 @@ type Sink struct {
 	srv       *server.Server      // the embedded server, if any
 	clientURL string
 	warnings  []string
-	lateSetup chan struct{} // with skip_probe: closed once the late stream set-up is done
-	closing   chan struct{} // with skip_probe: closed by Close, ends the wait for a connection
+	log       *slog.Logger
+	// structuredOnce logs, once, that binary mode sent a message
+	// structured because a header cannot carry one of its attributes.
+	structuredOnce sync.Once
+	lateSetup      chan struct{} // with skip_probe: closed once the late stream set-up is done
+	closing        chan struct{} // with skip_probe: closed by Close, ends the wait for a connection
 }
 
 // New connects to NATS (starting the embedded server first when cfg.URL is
@@ -228,7 +233,7 @@ func New(ctx context.Context, cfg Config, subjects []string, log *slog.Logger) (
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Sink{cfg: cfg}
+	s := &Sink{cfg: cfg, log: log}
 	s.clientURL = Redact(strings.TrimSpace(strings.Split(cfg.URL, ",")[0]))
 	if cfg.URL == Embedded {
 		srv, err := startEmbedded(cfg.Embedded, log)
@@ -509,8 +514,20 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 // msg lays m out on subj in the sink's content mode. Header names are
 // lower case, as the CloudEvents SDKs read them: nats.go keeps a header's
 // case, and the SDKs look up "ce-specversion" and "content-type" exactly.
+//
+// A binary message whose attribute a NATS header cannot carry as it is
+// (nats.go trims a value's surrounding spaces and turns CR and LF into
+// spaces; an empty value reads as absent) goes structured instead, which
+// its content-type says: the event arrives whole rather than altered.
 func (s *Sink) msg(m *sinks.Message, subj string) (*natsgo.Msg, error) {
 	binary := s.cfg.ContentMode == sinks.Binary
+	if binary && !headersCarry(m.Attrs) {
+		binary = false
+		s.structuredOnce.Do(func() {
+			s.log.Warn("nats: an event has an attribute a NATS header cannot carry unchanged (empty, surrounding spaces, or a line break); it and any like it go structured, as their content-type header says",
+				"subject", subj)
+		})
+	}
 	n := 2
 	if binary {
 		n += len(m.Attrs)
@@ -554,6 +571,18 @@ func (s *Sink) msg(m *sinks.Message, subj string) (*natsgo.Msg, error) {
 		}
 	}
 	return &natsgo.Msg{Subject: subj, Header: h, Data: body}, nil
+}
+
+// headersCarry reports whether every attribute value survives a NATS
+// header unchanged.
+func headersCarry(attrs []sinks.Attr) bool {
+	for _, a := range attrs {
+		v := a.Value
+		if v == "" || strings.ContainsAny(v, "\r\n") || strings.TrimSpace(v) != v {
+			return false
+		}
+	}
+	return true
 }
 
 // contentTypeHeader is the header that names the body's media type.

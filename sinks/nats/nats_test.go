@@ -520,3 +520,30 @@ func TestContentModes(t *testing.T) {
 		})
 	}
 }
+
+// TestBinaryFallsBackToStructured: in binary mode, an event with an
+// attribute a NATS header would alter (nats.go trims surrounding spaces and
+// turns line breaks into spaces) or lose (an empty value) is sent whole,
+// structured, as its content-type header says.
+func TestBinaryFallsBackToStructured(t *testing.T) {
+	var logged bytes.Buffer
+	s := &Sink{cfg: Config{ContentMode: sinks.Binary}, log: slog.New(slog.NewTextHandler(&logged, nil))}
+	for name, value := range map[string]string{"empty": "", "line break": "a\r\nce-id: forged", "leading space": " t", "trailing tab": "t\t"} {
+		m := sinktest.Event("task.finished", "task-1", "e1")
+		m.Attrs[4].Value = value // subject
+		got, err := s.msg(&m, m.Target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Header.Get("content-type") != sinks.StructuredContentType || !bytes.Equal(got.Data, m.Body) || got.Header.Get("ce-specversion") != "" {
+			t.Errorf("%s: headers %v body %s, want the structured event", name, got.Header, got.Data)
+		}
+	}
+	if n := strings.Count(logged.String(), "cannot carry"); n != 1 {
+		t.Errorf("logged the fallback %d times, want once:\n%s", n, logged.String())
+	}
+	m := sinktest.Event("task.finished", "task-1", "e1")
+	if got, _ := s.msg(&m, m.Target); got.Header.Get("ce-specversion") != "1.0" {
+		t.Errorf("an ordinary event went structured: %v", got.Header)
+	}
+}

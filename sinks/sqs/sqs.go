@@ -541,9 +541,10 @@ func (s *Sink) leave() {
 //   - binary: data as the body; attribute content-type = datacontenttype
 //     and one attribute ce_<name> for every other CloudEvents attribute.
 //
-// SQS carries at most ten attributes, and none with an empty value: a
-// binary message that cannot fit (a traced dead letter has twelve) goes
-// structured instead, which its content-type says, so nothing is dropped.
+// SQS carries at most ten attributes, none with an empty value or a
+// character it rejects: a binary message that cannot fit (a traced dead
+// letter has twelve) goes structured instead, which its content-type
+// says, so nothing is dropped or refused.
 func (s *Sink) buildEntry(i int, m *sinks.Message, fifo bool) (entry, error) {
 	if !validChars(m.Body) {
 		return entry{}, fmt.Errorf("body %w", ErrInvalidChars)
@@ -577,7 +578,7 @@ func (s *Sink) buildEntry(i int, m *sinks.Message, fifo bool) (entry, error) {
 	} else {
 		if s.cfg.ContentMode == sinks.Binary {
 			s.structuredOnce.Do(func() {
-				s.log.Warn("sqs: an event did not fit binary mode (SQS carries at most 10 message attributes, none empty); it and any like it go structured, as their content-type attribute says",
+				s.log.Warn("sqs: an event did not fit binary mode (SQS carries at most 10 message attributes, none empty or with characters it rejects); it and any like it go structured, as their content-type attribute says",
 					"attributes", len(m.Attrs))
 			})
 		}
@@ -632,13 +633,14 @@ func fifoID(s string) string {
 }
 
 // binaryFits reports whether m's attributes fit SQS message attributes in
-// binary mode: at most ten, each with a value and a name SQS takes.
+// binary mode: at most ten, each with a name SQS takes and a value of
+// characters it accepts.
 func binaryFits(m *sinks.Message) bool {
 	if len(m.Attrs) > maxAttrs {
 		return false
 	}
 	for _, a := range m.Attrs {
-		if a.Value == "" || !validAttrName(a.Name) {
+		if a.Value == "" || !validAttrName(a.Name) || !validString(a.Value) {
 			return false
 		}
 	}

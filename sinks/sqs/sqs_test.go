@@ -127,9 +127,11 @@ func TestBinaryFallsBackToStructured(t *testing.T) {
 	traced.Attrs = append(traced.Attrs, sinks.Attr{Name: "traceparent", Value: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
 	empty := sinktest.Event("", "t2", "e2")
 	empty.Attrs[4].Value = "" // subject
+	rejected := sinktest.Event("", "t3", "e3")
+	rejected.Attrs[4].Value = "bad\x00id" // SQS refuses U+0000
 	var logged bytes.Buffer
 	s := &Sink{cfg: Config{ContentMode: sinks.Binary}, log: slog.New(slog.NewTextHandler(&logged, nil))}
-	for name, m := range map[string]sinks.Message{"eleven attributes": traced, "an empty attribute": empty} {
+	for name, m := range map[string]sinks.Message{"eleven attributes": traced, "an empty attribute": empty, "a character SQS rejects": rejected} {
 		e, err := s.buildEntry(0, &m, false)
 		if err != nil {
 			t.Fatal(err)
@@ -361,7 +363,7 @@ func TestPartialFailureLocal(t *testing.T) {
 	s := h.sink(cfg)
 	batch := []sinks.Message{event("t", "e0"), event("t", "e1"), event("t", "e2"), event("t", "e3")}
 	batch[1].Body = []byte(`{"data":"` + strings.Repeat("x", maxBatchBytes) + `"}`)
-	batch[3].Attrs = append(slices.Clone(batch[3].Attrs[:1]), sinks.Attr{Name: "subject", Value: "bad\x00id"})
+	batch[3].Body = []byte("{\"data\":\"bad\x00id\"}")
 	be := batchErr(t, s.Publish(context.Background(), batch))
 	if got := failedIndexes(be); !slices.Equal(got, []int{1, 3}) {
 		t.Fatalf("failed %v, want [1 3]", got)
@@ -369,8 +371,8 @@ func TestPartialFailureLocal(t *testing.T) {
 	if !errors.Is(be.Failed[1], ErrTooLarge) || !strings.Contains(be.Failed[1].Error(), "too large") {
 		t.Errorf("message 1: %v, want ErrTooLarge", be.Failed[1])
 	}
-	if !errors.Is(be.Failed[3], ErrInvalidChars) || !strings.Contains(be.Failed[3].Error(), `"ce_subject"`) {
-		t.Errorf("message 3: %v, want ErrInvalidChars naming ce_subject", be.Failed[3])
+	if !errors.Is(be.Failed[3], ErrInvalidChars) || !strings.Contains(be.Failed[3].Error(), "body") {
+		t.Errorf("message 3: %v, want ErrInvalidChars naming the body", be.Failed[3])
 	}
 	got := sinktest.Bodies(h.Drain(q, 2))
 	slices.Sort(got)
