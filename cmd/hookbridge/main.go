@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -35,9 +36,20 @@ type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	lookupEnv      func(string) (string, bool)
+	// now is the clock (tail -since counts back from it); nil is
+	// time.Now, so a test can pin the moment a command starts from.
+	now func() time.Time
 
 	action string   // the action word of a command that has them
 	args   []string // the arguments after the flags
+}
+
+// clock returns the current time of e's clock.
+func (e env) clock() time.Time {
+	if e.now != nil {
+		return e.now()
+	}
+	return time.Now()
 }
 
 // Exit codes.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -98,24 +99,36 @@ func TestTour(t *testing.T) {
 	}
 
 	// finished once, paused on task.paused and alerts.task.paused; the test
-	// ping is never routed.
+	// ping is never routed. The paused event is two messages, one per
+	// subject, of one event: tail used to print them alike, without the
+	// subject, as if it showed one message twice.
 	sinktest.WaitFor(t, "three events on tail", func() bool { return strings.Count(tailOut.String(), "\n") >= 3 })
 	stopTail()
 	if code := <-tailDone; code != 0 {
 		t.Errorf("tail exited %d: %s", code, tailErr.String())
 	}
+	if !strings.Contains(tailErr.String(), `following stream "HOOKBRIDGE"`) {
+		t.Errorf("tail does not follow the sink's stream: %s", tailErr.String())
+	}
 	seen := map[string]int{}
+	ids := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(tailOut.String()), "\n") {
-		var ce struct {
-			Subject, Status, Type string
+		var l struct {
+			Subject string
+			Event   struct{ ID, Subject, Status, Type string }
 		}
-		if err := json.Unmarshal([]byte(line), &ce); err != nil {
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
 			t.Fatalf("tail line %q: %v", line, err)
 		}
-		seen[ce.Subject+" "+ce.Status]++
+		seen[l.Subject+" "+l.Event.Subject+" "+l.Event.Status]++
+		ids[l.Subject] = l.Event.ID
 	}
-	if seen["t-finished finished"] != 1 || seen["t-paused paused"] != 2 || len(seen) != 2 {
-		t.Errorf("tail saw %v", seen)
+	want := map[string]int{"task.finished t-finished finished": 1, "task.paused t-paused paused": 1, "alerts.task.paused t-paused paused": 1}
+	if !maps.Equal(seen, want) {
+		t.Errorf("tail saw %v, want %v", seen, want)
+	}
+	if ids["task.paused"] != ids["alerts.task.paused"] {
+		t.Errorf("the paused event has ids %q and %q on its two subjects", ids["task.paused"], ids["alerts.task.paused"])
 	}
 
 	cancel()
