@@ -275,3 +275,48 @@ routes:
 		t.Error("an error shows a secret")
 	}
 }
+
+// TestTargetTemplatesIncludeDeadLetters: a sink opens with the targets
+// other sinks' dead_letter keys name on it, after its routes' ones and
+// without repeats, so that it provisions them too (a JetStream stream
+// covers a dead-letter subject no route uses).
+func TestTargetTemplatesIncludeDeadLetters(t *testing.T) {
+	cfg, err := Parse("dl.yaml", []byte(`
+sources:
+  - name: browser-use
+    secrets: [whsec_x]
+sinks:
+  - name: bus
+    type: nats
+    url: nats://127.0.0.1:4222
+    jetstream: true
+  - name: audit
+    type: file
+    path: /tmp/audit.jsonl
+    dead_letter: {sink: bus, subject: "dead.audit"}
+  - name: other
+    type: file
+    path: /tmp/other.jsonl
+    dead_letter: {sink: bus, subject: "task.{status}"}
+routes:
+  - name: all
+    status: ["*"]
+    to:
+      - {sink: bus, subject: "task.{status}"}
+      - {sink: audit}
+      - {sink: other}
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, tmpl := range cfg.TargetTemplates("bus") {
+		got = append(got, tmpl.String())
+	}
+	if want := "task.{status} dead.audit"; strings.Join(got, " ") != want {
+		t.Errorf("TargetTemplates(bus) = %q, want %q", got, want)
+	}
+	if got := cfg.TargetTemplates("audit"); len(got) != 0 {
+		t.Errorf("TargetTemplates(audit) = %v, want none: a file sink takes no target", got)
+	}
+}

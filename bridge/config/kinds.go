@@ -123,22 +123,33 @@ func (c *Config) Rules() []route.Rule {
 	return rules
 }
 
-// TargetTemplates returns the target templates routes use with the named
-// sink, in file order, without repeats; routes using a sink that takes no
-// target add none.
+// TargetTemplates returns the target templates routes and other sinks'
+// dead_letter targets use with the named sink, in file order (routes
+// first), without repeats; targets of a sink that takes none add none.
+// The sink provisions or checks them when it opens: a JetStream stream
+// must cover a dead-letter subject as it does a route's, or dead letters
+// sent there are retried for ever.
 func (c *Config) TargetTemplates(sink string) []sinks.TargetTemplate {
 	var out []sinks.TargetTemplate
 	seen := map[string]bool{}
+	add := func(t Target) {
+		if t.Sink != sink || t.Target == "" || seen[t.Target] {
+			return
+		}
+		seen[t.Target] = true
+		// Validate has parsed every template, so this cannot fail.
+		if tmpl, err := route.ParseTemplate(t.Target); err == nil {
+			out = append(out, tmpl)
+		}
+	}
 	for _, r := range c.Routes {
 		for _, t := range r.To {
-			if t.Sink != sink || t.Target == "" || seen[t.Target] {
-				continue
-			}
-			seen[t.Target] = true
-			// Validate has parsed every template, so this cannot fail.
-			if tmpl, err := route.ParseTemplate(t.Target); err == nil {
-				out = append(out, tmpl)
-			}
+			add(t)
+		}
+	}
+	for _, sk := range c.Sinks {
+		if sk.DeadLetter != nil {
+			add(*sk.DeadLetter)
 		}
 	}
 	return out

@@ -35,8 +35,9 @@ ordered consumer: ephemeral, without acknowledgements, deleted when tail
 exits. It removes no message and moves no other consumer. Streams with
 interest or work-queue retention are refused: reading them would remove
 messages. Without a stream, tail subscribes on core NATS to the subjects
-the config's routes publish to (every subject with -url), and prints each
-message once even where those subjects overlap (task.* and task.paused).
+the config's routes and dead_letter targets publish to (every subject with
+-url), and prints each message once even where those subjects overlap
+(task.* and task.paused).
 
 Where to start, on a stream only, one at most:
 
