@@ -1,12 +1,14 @@
 // Package kafka is the sink for Apache Kafka (and Kafka-compatible brokers
 // such as Redpanda), built on github.com/segmentio/kafka-go.
 //
-// Each message becomes one record: the structured CloudEvent JSON as the
-// value, the task id as the key, and the CloudEvents context attributes as
-// "ce_"-prefixed headers next to "content-type: application/cloudevents+json"
-// (the CloudEvents Kafka protocol binding). Records are partitioned by key
-// hash, so one task's events land on one partition, in the order they were
-// published.
+// Each message becomes one record, keyed by the task id, laid out as the
+// CloudEvents Kafka protocol binding has it in the sink's content_mode:
+// structured, the CloudEvent JSON as the value and "content-type:
+// application/cloudevents+json; charset=utf-8"; binary, the event's data
+// as the value, its datacontenttype as content-type and every other
+// attribute as a "ce_" header (see record). Records are partitioned by
+// key hash, so one task's events land on one partition, in the order they
+// were published.
 //
 // Publish returns nil only once Kafka acknowledged every record (with the
 // default acks: all, by every in-sync replica). Concurrent Publish calls share
@@ -15,7 +17,8 @@
 //
 // kafka-go has no idempotent producer: a produce that timed out may still have
 // been stored, so a retried webhook can produce a duplicate record. Consumers
-// should deduplicate on the ce_id header, which is stable for an event.
+// should deduplicate on the event id (the ce_id header in binary mode, the
+// id member in structured mode), which is stable for an event.
 package kafka
 
 import (

@@ -2,17 +2,19 @@
 // (LocalStack, ElasticMQ, ...). Publish returns only once SQS answered
 // with a MessageId for every message it counts as sent.
 //
-// CloudEvents defines no SQS binding, so hookbridge uses this mapping:
+// CloudEvents defines no SQS binding, so hookbridge uses this mapping,
+// modelled on the Kafka binding, in the sink's content_mode (see
+// buildEntry):
 //
-//   - The message body is the structured CloudEvent (JSON), unchanged.
-//   - Message attributes, all of DataType "String": "content-type" =
-//     "application/cloudevents+json", and each CloudEvents context
-//     attribute as "ce_<name>": first ce_id, ce_type, ce_source,
-//     ce_subject, ce_time, ce_status and ce_specversion, then the event's
-//     other attributes in order (e.g. ce_datacontenttype) until SQS's
-//     limit of 10 attributes per message is reached; the rest are left
-//     out (they stay in the body). Attributes with empty values are left
-//     out: SQS rejects them.
+//   - structured: the body is the CloudEvent JSON, unchanged, and the
+//     String message attribute "content-type" is
+//     "application/cloudevents+json; charset=utf-8", beside "traceparent"
+//     and "tracestate" when the event has them.
+//   - binary: the body is the event's data, "content-type" its
+//     datacontenttype, and every other attribute a String attribute
+//     "ce_<name>". An event SQS cannot carry so (more than 10
+//     attributes, an empty one, or a character SQS rejects) goes
+//     structured instead, as its content-type says.
 //   - On a FIFO queue (URL ending in ".fifo"): MessageGroupId is the task
 //     id (Message.Key), or "no-task" when there is none, so the events of
 //     one task are delivered in order; MessageDeduplicationId is the
