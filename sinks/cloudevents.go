@@ -3,6 +3,7 @@ package sinks
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // StructuredContentType is the content type of a structured CloudEvent in
@@ -53,6 +54,20 @@ func (m ContentMode) Check(key string) error {
 // either mode, where tracers look for them.
 func IsTraceAttr(name string) bool {
 	return name == "traceparent" || name == "tracestate"
+}
+
+// Untrimmed reports whether no attribute value has spaces at either end.
+// The CloudEvents SDKs' binary readers trim them from id, type, subject
+// and datacontenttype, and nats.go from every header: a sink in binary
+// mode sends an event with such a value structured, so that it arrives
+// unchanged.
+func Untrimmed(attrs []Attr) bool {
+	for _, a := range attrs {
+		if strings.TrimSpace(a.Value) != a.Value {
+			return false
+		}
+	}
+	return true
 }
 
 // Attr returns the value of the attribute called name, "" if m has none.

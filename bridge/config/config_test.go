@@ -165,6 +165,7 @@ kafka-sqs-problems.yaml:7: sinks[0].compression: sink "events": "brotli": use "n
 kafka-sqs-problems.yaml:15: routes[0].to[0].topic: route "finished": "task finished": a topic name holds only letters, digits, '.', '_' and '-'
 kafka-sqs-problems.yaml:19: routes[1].to[0].queue_url: route "alerting": "sqs/alerts" is not an http(s) URL: write the queue's URL, e.g. https://sqs.us-east-1.amazonaws.com/123456789012/tasks
 kafka-sqs-problems.yaml:20: routes[1].to[1]: route "alerting": sqs sink "alerts" needs a queue_url here (or a default queue_url on the sink)`,
+		"dead-letter-template.yaml": `dead-letter-template.yaml:12: sinks[1].dead_letter.subject: dead letters of sink "audit": "dead.{status}" holds a template variable, which dead letters do not fill in: write a fixed subject such as dead.audit`,
 		"content-mode.yaml": `content-mode.yaml:8: sinks[0].content_mode: sink "bus": "Binary" is not a content mode: use "structured" (the whole CloudEvent as the body) or "binary" (data as the body, attributes as headers)
 content-mode.yaml:12: sinks[1].content_mode: sink "events": "hybrid" is not a content mode: use "structured" (the whole CloudEvent as the body) or "binary" (data as the body, attributes as headers)`,
 		"multiple-problems.yaml": `multiple-problems.yaml:5: sources[1].name: source name "browser-use" is used twice: names must be unique
@@ -297,7 +298,7 @@ sinks:
   - name: other
     type: file
     path: /tmp/other.jsonl
-    dead_letter: {sink: bus, subject: "task.{status}"}
+    dead_letter: {sink: bus, subject: "task.failed"}
 routes:
   - name: all
     status: ["*"]
@@ -313,7 +314,7 @@ routes:
 	for _, tmpl := range cfg.TargetTemplates("bus") {
 		got = append(got, tmpl.String())
 	}
-	if want := "task.{status} dead.audit"; strings.Join(got, " ") != want {
+	if want := "task.{status} dead.audit task.failed"; strings.Join(got, " ") != want {
 		t.Errorf("TargetTemplates(bus) = %q, want %q", got, want)
 	}
 	if got := cfg.TargetTemplates("audit"); len(got) != 0 {

@@ -77,6 +77,13 @@ func (c *Config) Validate() error {
 		if sk.DeadLetter.Sink == sk.Name {
 			add(sinks.Problemf(key+".sink", "sink %q cannot be its own dead-letter target: a message it refuses would loop; name another sink", sk.Name))
 		}
+		// Dead letters are published to the target as written: a
+		// variable would reach the broker as "{status}".
+		if dl := sk.DeadLetter; dl.Key != "" && strings.Contains(dl.Target, "{") {
+			if tmpl, err := route.ParseTemplate(dl.Target); err == nil && !tmpl.Static() {
+				add(sinks.Problemf(key+"."+dl.Key, "dead letters of sink %q: %q holds a template variable, which dead letters do not fill in: write a fixed %s such as dead.%s", sk.Name, dl.Target, dl.Key, sk.Name))
+			}
+		}
 	}
 
 	if len(c.Routes) == 0 {

@@ -50,17 +50,28 @@ func TestInterop(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			want := binding.EncodingStructured
-			if mode == sinks.Binary {
-				want = binding.EncodingBinary
-			}
+			fallbacks := 0
 			for i, cm := range consume(ctx, t, brokers, topic, len(cases)) {
 				c := cases[i]
 				if string(cm.Key) != c.Msg.Key {
 					t.Errorf("%s: key %q, want the task id %q", c.Name, cm.Key, c.Msg.Key)
 				}
-				checkHeaders(t, c, mode, cm.Headers)
+				// Binary mode sends an event structured when an attribute
+				// has spaces at its ends, which the SDK's binary reader
+				// would trim.
+				arrives, want := mode, binding.EncodingStructured
+				if mode == sinks.Binary && !sinks.Untrimmed(c.Msg.Attrs) {
+					arrives = sinks.Structured
+					fallbacks++
+				}
+				if arrives == sinks.Binary {
+					want = binding.EncodingBinary
+				}
+				checkHeaders(t, c, arrives, cm.Headers)
 				cetest.Check(t, c, cetest.Read(t, c.Name, cekafka.NewMessageFromConsumerMessage(cm), want), cetest.KafkaExtensions...)
+			}
+			if mode == sinks.Binary && fallbacks == 0 {
+				t.Error("no event fell back to structured: the set lacks one with an attribute with spaces at its ends")
 			}
 		})
 	}

@@ -286,6 +286,10 @@ type Sink struct {
 	maxBytes  int64
 	closeOnce sync.Once
 	closeErr  error
+	log       *slog.Logger
+	// structuredOnce logs, once, that binary mode sent a record
+	// structured because a reader would alter one of its attributes.
+	structuredOnce sync.Once
 }
 
 // New starts a Kafka sink. topics are the topics known before any event
@@ -337,6 +341,7 @@ func New(ctx context.Context, cfg Config, topics []string, log *slog.Logger) (*S
 	}
 	tr := newTransport()
 	s := &Sink{
+		log:       log,
 		cfg:       cfg,
 		transport: tr,
 		maxBytes:  cfg.BatchBytes,
@@ -571,7 +576,15 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 			fail(i, sinks.Permanent(errNoTopic))
 			continue
 		}
-		km, err := record(&batch[i], topic, s.cfg.ContentMode)
+		mode := s.cfg.ContentMode
+		if mode == sinks.Binary && !sinks.Untrimmed(batch[i].Attrs) {
+			mode = sinks.Structured
+			s.structuredOnce.Do(func() {
+				s.log.Warn("kafka: an event has an attribute with surrounding spaces, which the CloudEvents SDKs' binary readers trim; it and any like it go structured, as their content-type header says",
+					"topic", topic)
+			})
+		}
+		km, err := record(&batch[i], topic, mode)
 		if err != nil {
 			fail(i, sinks.Permanent(fmt.Errorf("kafka: %w", err)))
 			continue

@@ -578,11 +578,11 @@ func (s *Sink) msg(m *sinks.Message, subj string) (*natsgo.Msg, error) {
 func headersCarry(attrs []sinks.Attr) bool {
 	for _, a := range attrs {
 		v := a.Value
-		if v == "" || strings.ContainsAny(v, "\r\n") || strings.TrimSpace(v) != v {
+		if v == "" || strings.ContainsAny(v, "\r\n") {
 			return false
 		}
 	}
-	return true
+	return sinks.Untrimmed(attrs)
 }
 
 // contentTypeHeader is the header that names the body's media type.

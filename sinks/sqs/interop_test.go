@@ -68,9 +68,9 @@ func TestInterop(t *testing.T) {
 }
 
 // fitsBinary reports whether SQS carries m in binary mode: at most 10
-// message attributes, none empty.
+// message attributes, none empty, none with spaces at its ends.
 func fitsBinary(m sinks.Message) bool {
-	if len(m.Attrs) > 10 {
+	if len(m.Attrs) > 10 || !sinks.Untrimmed(m.Attrs) {
 		return false
 	}
 	for _, a := range m.Attrs {

@@ -636,9 +636,10 @@ func fifoID(s string) string {
 
 // binaryFits reports whether m's attributes fit SQS message attributes in
 // binary mode: at most ten, each with a name SQS takes and a value of
-// characters it accepts.
+// characters it accepts, without spaces at its ends (which readers that
+// set attributes through the CloudEvents SDK would trim).
 func binaryFits(m *sinks.Message) bool {
-	if len(m.Attrs) > maxAttrs {
+	if len(m.Attrs) > maxAttrs || !sinks.Untrimmed(m.Attrs) {
 		return false
 	}
 	for _, a := range m.Attrs {

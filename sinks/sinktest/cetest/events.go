@@ -115,12 +115,20 @@ var webhooks = []webhook{
 	{
 		// Attributes a NATS header cannot carry as they are: a line break
 		// and a tab inside one (the subject), spaces at the ends of
-		// another (status; not the subject, which the SDK's binary
-		// bindings trim, as they do id, type and datacontenttype).
+		// another (status).
 		name:   "flat, line breaks and edge spaces in attributes",
 		body:   `{"task_id": "line\r\nbreak\tand tab", "status": " started "}`,
 		ts:     "1764158402",
 		taskID: "line\r\nbreak\tand tab",
+	},
+	{
+		// A subject with spaces at its ends, which the SDK's binary
+		// readers trim (as they do id, type and datacontenttype): binary
+		// sinks send it structured.
+		name:   "flat, task id with edge spaces",
+		body:   `{"task_id": "  t-edge ", "status": "finished"}`,
+		ts:     "1764158404",
+		taskID: "  t-edge ",
 	},
 	{
 		// An empty attribute (status), which SQS cannot carry.
