@@ -63,19 +63,21 @@ func signalNotify(c chan<- os.Signal) { signal.Notify(c, os.Interrupt, syscall.S
 type options struct {
 	sink     string
 	delivery string
-	n        int
-	conns    int
-	rate     float64
-	warmup   int
-	flat     bool
-	trivial  bool
-	bin      string
-	drain    time.Duration
-	minRatio float64
-	keep     bool
-	profile  string
-	env      envList
-	rounds   int
+	// contentMode is the sink's content_mode, "" for its default.
+	contentMode string
+	n           int
+	conns       int
+	rate        float64
+	warmup      int
+	flat        bool
+	trivial     bool
+	bin         string
+	drain       time.Duration
+	minRatio    float64
+	keep        bool
+	profile     string
+	env         envList
+	rounds      int
 }
 
 // envList is a repeatable NAME=value flag.
@@ -100,6 +102,7 @@ func parseOptions(args []string, stdout io.Writer) (*options, error) {
 	fs.Usage = func() {}
 	fs.StringVar(&o.sink, "sink", "nats", "broker to deliver to: nats (a JetStream server in the load tool), embedded (hookbridge's own, as config.yaml; bare-js then embeds one too), kafka or sqs")
 	fs.StringVar(&o.delivery, "delivery", "sync", "hookbridge delivery mode: sync, spool, or jetstream (the scale-out setup: spool backend jetstream and replay_cache nats on the load tool's nats-server; needs -sink nats)")
+	fs.StringVar(&o.contentMode, "content-mode", "", "the sink's content_mode: structured or binary (default: the sink's default, structured)")
 	fs.IntVar(&o.n, "n", 30000, "deliveries to send to each receiver, over all rounds")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds in which the trivial server and hookbridge take turns")
 	fs.IntVar(&o.conns, "c", 64, "keep-alive connections")
@@ -126,6 +129,8 @@ func parseOptions(args []string, stdout io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	case o.sink != "nats" && o.sink != "embedded" && o.sink != "kafka" && o.sink != "sqs":
 		return nil, fmt.Errorf("-sink %q: want nats, embedded, kafka or sqs", o.sink)
+	case o.contentMode != "" && o.contentMode != "structured" && o.contentMode != "binary":
+		return nil, fmt.Errorf("-content-mode %q: want structured or binary", o.contentMode)
 	case o.delivery != "sync" && o.delivery != "spool" && o.delivery != "jetstream":
 		return nil, fmt.Errorf("-delivery %q: want sync, spool or jetstream", o.delivery)
 	case o.delivery == "jetstream" && o.sink != "nats":
@@ -426,6 +431,10 @@ func loadConfig(o *options, p peer, spoolDir string) string {
 		// bucket, on the load tool's nats-server.
 		delivery, spool, replay = "spool", fmt.Sprintf("backend: jetstream\n  url: %q", np.srv.ClientURL()), "nats"
 	}
+	sinkYAML := p.sinkYAML()
+	if o.contentMode != "" {
+		sinkYAML += "\n    content_mode: " + o.contentMode
+	}
 	return fmt.Sprintf(`# Written by hookbridge-load.
 server:
   listen: "127.0.0.1:0"
@@ -446,7 +455,7 @@ routes:
     status: ["*"]
     to:
       - {sink: bus, %s}
-`, o.profile != "", replay, delivery, spool, p.sinkYAML(), p.target())
+`, o.profile != "", replay, delivery, spool, sinkYAML, p.target())
 }
 
 func (r *report) print(w io.Writer, o *options) {

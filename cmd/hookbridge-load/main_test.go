@@ -74,6 +74,9 @@ func TestLoadChecksEveryAcknowledgedEvent(t *testing.T) {
 		{args: []string{"-sink", "nats", "-delivery", "jetstream"}},
 		{args: []string{"-sink", "kafka", "-delivery", "sync"}, batching: "produce requests"},
 		{args: []string{"-sink", "sqs", "-delivery", "sync", "-trivial=false"}, batching: "SendMessageBatch calls"},
+		// Binary mode: the ids come from ce-id / ce_id, not the body.
+		{args: []string{"-sink", "nats", "-delivery", "sync", "-content-mode", "binary"}},
+		{args: []string{"-sink", "kafka", "-delivery", "sync", "-content-mode", "binary", "-trivial=false"}, batching: "produce requests"},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -125,6 +128,7 @@ func TestMisuseIsOneLineAndExit2(t *testing.T) {
 	for _, args := range [][]string{
 		{"-sink", "redis"},
 		{"-delivery", "later"},
+		{"-content-mode", "hybrid"},
 		{"-delivery", "jetstream", "-sink", "kafka"},
 		{"-n", "0"},
 		{"-c", "-1"},
