@@ -80,6 +80,7 @@ type Handler struct {
 
 	metrics  *metrics.Metrics
 	noSource [numResults]prometheus.Counter // answers to a path no source has
+	rejects  *rejectLog                     // samples the rejection lines
 
 	canon   sync.Pool // *signature.Canonicalizer
 	bufs    sync.Pool // *bytes.Buffer
@@ -160,6 +161,10 @@ func New(cfg *config.Config, opts Options) (*Handler, error) {
 		retryAfter:   strconv.Itoa(int((cfg.Server.RetryAfter + time.Second - 1) / time.Second)),
 		metrics:      opts.Metrics,
 	}
+	h.rejects = newRejectLog(opts.Log, opts.Now)
+	if opts.Previous != nil {
+		h.rejects = opts.Previous.rejects
+	}
 	h.canon.New = func() any { return &signature.Canonicalizer{MaxDepth: h.maxDepth, MaxIntDigits: h.maxDigits} }
 	h.bufs.New = func() any { return new(bytes.Buffer) }
 	// Each source's counters are looked up once here rather than on every
@@ -216,12 +221,12 @@ func (h *Handler) Shed(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	src, ok := h.sources[r.URL.Path]
 	if !ok {
-		h.reject(w, r, nil, ResultNotFound, http.StatusNotFound, fmt.Sprintf("no webhook source at path %q", r.URL.Path))
+		h.reject(w, r, nil, ResultNotFound, http.StatusNotFound, fmt.Sprintf("no webhook source at path %q", clip(r.URL.Path)))
 		return
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		h.reject(w, r, src, ResultBadMethod, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed: webhooks are POSTed", r.Method))
+		h.reject(w, r, src, ResultBadMethod, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed: webhooks are POSTed", clip(r.Method)))
 		return
 	}
 	if r.ContentLength > h.maxBody {
@@ -417,7 +422,9 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, src *source, re
 	if src != nil {
 		name = src.name
 	}
-	h.log.Info("webhook rejected", "status", status, "reason", msg, "source", name, "remote", r.RemoteAddr)
+	if h.rejects.allow(res) {
+		h.log.Info("webhook rejected", "status", status, "reason", msg, "source", name, "remote", r.RemoteAddr)
+	}
 	WriteError(w, status, msg)
 }
 
