@@ -2,8 +2,10 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hookbridge/hookbridge/bridge/queue"
@@ -13,10 +15,28 @@ import (
 // sink's receiver, and a receiver hands out due records in task order.
 type Queue struct {
 	store *Store
+	// appendRecords and probe are the store's Append and Probe, apart so
+	// that tests can make the disk fail.
+	appendRecords func([]queue.Record) error
+	probe         func() error
+	// failed is the last append the store could not write (a full disk,
+	// an I/O error), nil once one succeeds: readiness reports it.
+	failed atomic.Pointer[appendFailure]
 
 	mu        sync.Mutex
 	receivers map[string]*receiver
 }
+
+// appendFailure is an append the store could not write.
+type appendFailure struct {
+	at  time.Time
+	err error
+}
+
+// failureHold is how long after a failed write the queue reports itself
+// not ready whatever a probe says, so that a disk with room for the small
+// probe but not for appends does not flip readiness at every check.
+const failureHold = 5 * time.Second
 
 var _ queue.Queue = (*Queue)(nil)
 
@@ -26,14 +46,20 @@ func OpenQueue(dir string, opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Queue{store: st, receivers: map[string]*receiver{}}, nil
+	return &Queue{store: st, appendRecords: st.Append, probe: st.Probe, receivers: map[string]*receiver{}}, nil
 }
 
 // Append implements queue.Queue: the records are fsynced (in a group
 // commit with concurrent appends) when it returns.
 func (q *Queue) Append(_ context.Context, recs []queue.Record) error {
-	if err := q.store.Append(recs); err != nil {
+	if err := q.appendRecords(recs); err != nil {
+		if !errors.Is(err, queue.ErrFull) && !errors.Is(err, ErrClosed) {
+			q.failed.Store(&appendFailure{at: q.store.now(), err: err})
+		}
 		return err
+	}
+	if q.failed.Load() != nil {
+		q.failed.Store(nil)
 	}
 	for i := range recs {
 		q.receiver(recs[i].Sink).wake()
@@ -58,7 +84,12 @@ func (q *Queue) receiver(sink string) *receiver {
 // Stats implements queue.Queue.
 func (q *Queue) Stats(context.Context) (queue.Stats, error) { return q.store.Stats() }
 
-// Ready implements queue.Queue: the file must be readable and not full.
+// Ready implements queue.Queue: the file must be readable, not full, and
+// writable. After an append failed to write (a full disk, an I/O error),
+// the queue is not ready for failureHold; then each check probes with a
+// small write, and the first that succeeds makes it ready again, so a
+// load balancer stops sending webhooks that would be answered 503 and
+// sends them again once the disk has room.
 func (q *Queue) Ready(context.Context) error {
 	st, err := q.store.Stats()
 	if err != nil {
@@ -67,6 +98,19 @@ func (q *Queue) Ready(context.Context) error {
 	if o := q.store.opts; (o.MaxEvents > 0 && st.Pending >= o.MaxEvents) || (o.MaxBytes > 0 && st.PendingBytes >= o.MaxBytes) {
 		return fmt.Errorf("spool is full: %d messages, %d bytes waiting", st.Pending, st.PendingBytes)
 	}
+	f := q.failed.Load()
+	if f == nil {
+		return nil
+	}
+	now := q.store.now()
+	if since := now.Sub(f.at); since < failureHold {
+		return fmt.Errorf("spool cannot write (%s ago): %w", since.Round(time.Millisecond), f.err)
+	}
+	if err := q.probe(); err != nil {
+		q.failed.Store(&appendFailure{at: now, err: err})
+		return fmt.Errorf("spool cannot write: %w", err)
+	}
+	q.failed.CompareAndSwap(f, nil)
 	return nil
 }
 

@@ -3,7 +3,10 @@ package local
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -121,5 +124,98 @@ func TestReceiverWakes(t *testing.T) {
 	st, _ := q.Stats(context.Background())
 	if st.Dead != 1 || st.BySink["dead"] != 1 || st.BySink["main"] != 0 {
 		t.Errorf("stats %+v, want one dead letter and the copy waiting for dead", st)
+	}
+}
+
+// TestReadyWhileTheDiskFails: after an append fails to write (a full disk,
+// injected), the queue is not ready; it stays so for failureHold, then
+// probes with a small write each check and is ready again on the first
+// that succeeds. A full spool (ErrFull) is a limit, not a disk failure.
+func TestReadyWhileTheDiskFails(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC).UnixNano())
+	q, err := OpenQueue(t.TempDir(), Options{Now: func() time.Time { return time.Unix(0, now.Load()) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	ctx := context.Background()
+	enospc := fmt.Errorf("write spool.db: %w", syscall.ENOSPC)
+	diskFull := atomic.Bool{}
+	realAppend, realProbe := q.appendRecords, q.probe
+	q.appendRecords = func(recs []queue.Record) error {
+		if diskFull.Load() {
+			return enospc
+		}
+		return realAppend(recs)
+	}
+	probes := 0
+	q.probe = func() error {
+		probes++
+		if diskFull.Load() {
+			return enospc
+		}
+		return realProbe()
+	}
+
+	if err := q.Ready(ctx); err != nil {
+		t.Fatalf("a new queue: %v", err)
+	}
+	diskFull.Store(true)
+	if err := q.Append(ctx, []queue.Record{record("bus", "t", "a")}); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Append on a full disk: %v", err)
+	}
+	steps := []struct {
+		advance  time.Duration
+		diskFull bool
+		ready    bool
+		probed   int // probes so far
+	}{
+		{0, true, false, 0},            // within the hold: no probe
+		{failureHold, true, false, 1},  // the probe fails: not ready, hold again
+		{time.Second, false, false, 1}, // room again, but within the new hold
+		{failureHold, false, true, 2},  // the probe succeeds: ready
+		{0, false, true, 2},            // and stays so without probing
+	}
+	for i, s := range steps {
+		now.Add(int64(s.advance))
+		diskFull.Store(s.diskFull)
+		err := q.Ready(ctx)
+		if (err == nil) != s.ready || probes != s.probed {
+			t.Fatalf("step %d: Ready = %v after %d probes; want ready %v after %d", i, err, probes, s.ready, s.probed)
+		}
+		if err != nil && !errors.Is(err, syscall.ENOSPC) {
+			t.Errorf("step %d: %v does not say why", i, err)
+		}
+	}
+
+	// A successful append clears a failure at once.
+	diskFull.Store(true)
+	_ = q.Append(ctx, []queue.Record{record("bus", "t", "b")})
+	diskFull.Store(false)
+	if err := q.Append(ctx, []queue.Record{record("bus", "t", "c")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Ready(ctx); err != nil {
+		t.Errorf("after a successful append: %v", err)
+	}
+
+	// A full spool is not a failing disk: no hold once it drains.
+	q.appendRecords = func([]queue.Record) error { return queue.ErrFull }
+	_ = q.Append(ctx, []queue.Record{record("bus", "t", "d")})
+	if q.failed.Load() != nil {
+		t.Error("ErrFull was taken for a disk failure")
+	}
+}
+
+// TestProbe writes to a real spool file, and fails once it is closed.
+func TestProbe(t *testing.T) {
+	q := openQueue(t)
+	if err := q.store.Probe(); err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+	if err := q.store.Probe(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Probe after Close: %v", err)
 	}
 }

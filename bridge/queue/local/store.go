@@ -62,6 +62,7 @@ var (
 	bucketMeta    = []byte("meta")
 
 	keyNext  = []byte("next")
+	keyProbe = []byte("probe")
 	keyCount = []byte("count")
 	keyBytes = []byte("bytes")
 )
@@ -999,4 +1000,21 @@ func writeMeta(tx *bolt.Tx, m meta) error {
 		}
 	}
 	return nil
+}
+
+// Probe writes and fsyncs a few bytes, to tell whether the file can be
+// written: readiness asks after an append failed.
+func (s *Store) Probe() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMeta)
+		if b == nil {
+			return errors.New("spool file has no meta bucket")
+		}
+		return b.Put(keyProbe, binary.BigEndian.AppendUint64(nil, uint64(s.now().UnixNano())))
+	})
 }
