@@ -51,6 +51,13 @@ type Canonicalizer struct {
 	// own limit: a longer one no CPython sender can sign. Float literals
 	// have no limit, as in CPython.
 	MaxIntDigits int
+	// MaxTinyFloats is the most float literals below 1e-307 in magnitude
+	// (the subnormal range, nonzero) a body may hold; one more is a
+	// SyntaxError. Each costs strconv a slow exact parse (about 15 µs),
+	// so a body of nothing else would cost 0.8 s of CPU per MiB before
+	// the HMAC could refuse it. CPython has no such limit, but no genuine
+	// delivery holds even one. Zero or less means DefaultMaxTinyFloats.
+	MaxTinyFloats int
 
 	out     []byte   // the canonical output; Canonical.JSON aliases it
 	keys    []byte   // decoded keys of the objects being parsed, a stack
@@ -63,6 +70,7 @@ type Canonicalizer struct {
 	srcOff    int    // added to offsets into src to make error offsets
 	maxDepth  int
 	nonFinite bool // a NaN or infinity was written
+	tiny      int  // tiny floats read so far
 	dropped   bool // a duplicate key's member was dropped
 }
 
@@ -102,6 +110,17 @@ func (e *SyntaxError) Error() string {
 	return "invalid JSON at byte " + strconv.Itoa(e.Offset) + ": " + e.Msg
 }
 
+// DefaultMaxTinyFloats is Canonicalizer.MaxTinyFloats's default: 100
+// tiny floats cost about 1.5 ms.
+const DefaultMaxTinyFloats = 100
+
+func (c *Canonicalizer) tinyFloats() int {
+	if c.MaxTinyFloats > 0 {
+		return c.MaxTinyFloats
+	}
+	return DefaultMaxTinyFloats
+}
+
 func (c *Canonicalizer) intDigits() int {
 	if c.MaxIntDigits > 0 {
 		return c.MaxIntDigits
@@ -125,7 +144,7 @@ func (c *Canonicalizer) Canonicalize(body []byte) (Canonical, error) {
 	c.out = c.out[:0]
 	c.keys = c.keys[:0]
 	c.members = c.members[:0]
-	c.nonFinite, c.dropped = false, false
+	c.nonFinite, c.dropped, c.tiny = false, false, 0
 	if c.out == nil {
 		c.out = make([]byte, 0, len(body)+len(body)/4+16)
 	}
@@ -755,6 +774,11 @@ func (c *Canonicalizer) number(p int) (int, error) {
 		c.out = append(c.out, tok...)
 		return p, nil
 	}
+	if tinyFloat(tok) {
+		if c.tiny++; c.tiny > c.tinyFloats() {
+			return start, c.errAt(start, "more than "+strconv.Itoa(c.tinyFloats())+" floats below 1e-307 (each costs a slow exact parse)")
+		}
+	}
 	var f float64
 	if slow {
 		f = c.parseSlow(tok)
@@ -766,6 +790,56 @@ func (c *Canonicalizer) number(p int) (int, error) {
 	}
 	c.out = appendPyFloat(c.out, f)
 	return p, nil
+}
+
+// tinyFloat reports whether the float literal tok (as number scanned it)
+// is nonzero and below 1e-307 in magnitude: where strconv.ParseFloat
+// leaves its fast path for a big-decimal computation, the subnormals
+// (below 2.2250738585072014e-308) and a little above.
+func tinyFloat(tok []byte) bool {
+	i := 0
+	if tok[0] == '-' {
+		i++
+	}
+	intDigits, n, first := 0, 0, -1
+	inFraction := false
+	for ; i < len(tok); i++ {
+		ch := tok[i]
+		if ch == '.' {
+			inFraction = true
+			continue
+		}
+		if ch == 'e' || ch == 'E' {
+			break
+		}
+		if !inFraction {
+			intDigits++
+		}
+		if ch != '0' && first < 0 {
+			first = n
+		}
+		n++
+	}
+	if first < 0 {
+		return false // zero
+	}
+	exp := 0
+	if i < len(tok) {
+		i++ // the e
+		neg := tok[i] == '-'
+		if tok[i] == '-' || tok[i] == '+' {
+			i++
+		}
+		const limit = 1 << 30 // far outside float64's range: saturate
+		for ; i < len(tok) && exp < limit; i++ {
+			exp = exp*10 + int(tok[i]-'0')
+		}
+		if neg {
+			exp = -exp
+		}
+	}
+	// The decimal exponent of the first significant digit.
+	return intDigits-1-first+exp < -307
 }
 
 // parseFloat returns the float64 nearest to the JSON number tok, as

@@ -603,3 +603,101 @@ func TestMaxIntDigitsConfigurable(t *testing.T) {
 		t.Errorf("a long float is not limited: %v", err)
 	}
 }
+
+// BenchmarkCanonicalHostile1MiB canonicalizes 1 MiB bodies built to be
+// costly: what one unsigned request can make hookbridge spend before the
+// HMAC refuses it. The figure per MiB is in SECURITY.md.
+func BenchmarkCanonicalHostile1MiB(b *testing.B) {
+	fill := func(item string) []byte {
+		body := []byte(`{"a":[`)
+		for len(body) < 1<<20-len(item)-2 {
+			body = append(body, item...)
+			body = append(body, ',')
+		}
+		body = append(body, `0]}`...)
+		return body
+	}
+	// Tiny floats are refused past DefaultMaxTinyFloats: for those the
+	// figure is the cost of refusing the body.
+	for _, tc := range []struct{ name, item string }{
+		// The baseline: short strings.
+		{"strings", `"abcdefgh"`},
+		// Short floats: Eisel-Lemire's fast path.
+		{"floats", `1.25`},
+		// Just above the halfway point between two doubles, with more
+		// digits than Eisel-Lemire takes: strconv's big-decimal path.
+		{"halfway-floats", `9007199254740993.0000000000000000000000000000001`},
+		{"halfway-small-floats", `2.4703282292062327208828439643411068618252990130716238221279284125033775364e-324`},
+		// Subnormals as CPython's repr writes them (17 digits): strconv
+		// takes its slow path for each.
+		{"subnormals", `4.9406564584124654e-324`},
+		{"near-subnormals", `2.2250738585072011e-308`},
+		// Long mantissas, just above a halfway point, and long exponents
+		// (the rewritten slow path).
+		{"long-floats", "9007199254740993." + strings.Repeat("0", 700) + "1"},
+		{"long-exponents", "1e-000000000000000000000000000000000000000000000000000000000000001"},
+		{"huge-mantissas", strings.Repeat("9", 500) + ".5e-400"},
+		// The longest integers max_number_digits allows.
+		{"long-ints", strings.Repeat("7", 4300)},
+		// Every character escaped on output.
+		{"escapes", `"\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"`},
+	} {
+		body := fill(tc.item)
+		b.Run(tc.name, func(b *testing.B) {
+			var cz Canonicalizer
+			_, err := cz.Canonicalize(body)
+			refused := err != nil
+			if refused && !strings.Contains(err.Error(), "floats below 1e-307") {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if _, err := cz.Canonicalize(body); (err != nil) != refused {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func TestTinyFloat(t *testing.T) {
+	for tok, want := range map[string]bool{
+		"1e-307": false, "9.9e-308": true, "1e-308": true, "2.2250738585072014e-308": true,
+		"4.9406564584124654e-324": true, "-5e-324": true, "0.000001e-302": true, "0.00001e-302": false,
+		"100e-310": true, "1000e-310": false, "10e-310": true, "0.0": false, "0e-400": false, "-0.0e-999": false,
+		"1.25": false, "1e308": false, "123.456e-309": false, "0.5e-307": true,
+		"1e-00000000000000000000000000308": true, "1e-99999999999999999999999": true,
+	} {
+		if got := tinyFloat([]byte(tok)); got != want {
+			t.Errorf("tinyFloat(%s) = %v, want %v", tok, got, want)
+		}
+	}
+}
+
+// TestMaxTinyFloats: a body may hold DefaultMaxTinyFloats tiny floats,
+// canonicalized as CPython does; one more is refused before it costs more.
+func TestMaxTinyFloats(t *testing.T) {
+	body := func(n int) []byte {
+		b := []byte(`{"a":[1.5e-310`)
+		for range n - 1 {
+			b = append(b, `,5e-324`...)
+		}
+		return append(b, `]}`...)
+	}
+	var cz Canonicalizer
+	c, err := cz.Canonicalize(body(DefaultMaxTinyFloats))
+	if err != nil {
+		t.Fatalf("%d tiny floats: %v", DefaultMaxTinyFloats, err)
+	}
+	if !bytes.HasPrefix(c.JSON, []byte(`{"a":[1.5e-310,5e-324,`)) {
+		t.Errorf("canonical form %.40s", c.JSON)
+	}
+	_, err = cz.Canonicalize(body(DefaultMaxTinyFloats + 1))
+	if err == nil || !strings.Contains(err.Error(), "more than 100 floats below 1e-307") {
+		t.Errorf("%d tiny floats: %v", DefaultMaxTinyFloats+1, err)
+	}
+	cz.MaxTinyFloats = 1000
+	if _, err := cz.Canonicalize(body(1000)); err != nil {
+		t.Errorf("MaxTinyFloats 1000: %v", err)
+	}
+}
