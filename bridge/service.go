@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/net/netutil"
 
 	"github.com/hookbridge/hookbridge/bridge/config"
 	"github.com/hookbridge/hookbridge/bridge/delivery"
@@ -49,7 +50,7 @@ type Service struct {
 	served   chan error
 	spool    *spool // nil unless the config's spool is used
 	gen      atomic.Pointer[generation]
-	slots    chan struct{} // one per webhook being handled: server.max_concurrent_requests
+	budget   *ingress.Budget // what requests in flight may hold, across reloads
 	reloadMu sync.Mutex
 	draining atomic.Bool
 }
@@ -88,7 +89,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Service, err
 	}
 	log := opts.Log
 	s := &Service{opts: opts, log: log, registry: prometheus.NewRegistry(), served: make(chan error, 2),
-		slots: make(chan struct{}, cfg.Server.MaxConcurrentRequests)}
+		budget: ingress.NewBudget(cfg.Server)}
 	var err error
 	if s.metrics, err = metrics.New(s.registry); err != nil {
 		return nil, err
@@ -101,6 +102,10 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Service, err
 		s.ln.Close()
 		return nil, fmt.Errorf("admin listener (server.admin_listen): %w", err)
 	}
+	// Past max_connections, connections wait in the kernel's accept
+	// backlog: each open one costs its header buffer and goroutine
+	// whatever it sends (config.Server.WorstCaseMemory).
+	s.ln = netutil.LimitListener(s.ln, cfg.Server.MaxConnections)
 	if cfg.Server.TLS.Enabled() {
 		certs, err := newCertReloader(cfg.Server.TLS, log)
 		if err != nil {
@@ -149,6 +154,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Service, err
 	go func() { s.served <- s.server.Serve(s.ln) }()
 	go func() { s.served <- s.admin.Serve(s.adminLn) }()
 	s.logRoutes(g)
+	for _, w := range cfg.Server.MemoryWarnings(config.MemoryLimits()) {
+		log.Warn(w)
+	}
 	log.Info("hookbridge listening", "addr", s.ln.Addr().String(), "admin", s.adminLn.Addr().String(),
 		"delivery", cfg.Delivery, "sources", len(cfg.Sources), "sinks", len(cfg.Sinks))
 	return s, nil
@@ -198,7 +206,7 @@ func (s *Service) build(ctx context.Context, cfg *config.Config, prev *generatio
 	}
 	var err error
 	g.ingress, err = ingress.New(cfg, ingress.Options{Router: g.router, Deliverer: d, Metrics: s.metrics,
-		Shared: s.spool.sharedReplay(), Previous: prevIngress, Log: s.log})
+		Shared: s.spool.sharedReplay(), Previous: prevIngress, Budget: s.budget, Log: s.log})
 	if err != nil {
 		return nil, errors.Join(err, closeOpened())
 	}
@@ -220,16 +228,9 @@ func (g *generation) sameSink(sc config.Sink) (sinks.Sink, bool) {
 	return nil, false
 }
 
-// ServeHTTP serves a webhook on the current generation.
+// ServeHTTP serves a webhook on the current generation. The handler
+// takes its read and delivery slots from the service's budget.
 func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	select {
-	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
-	default:
-		// Full: answer at once rather than pile up goroutines and memory.
-		s.gen.Load().ingress.Shed(w, r)
-		return
-	}
 	for {
 		g := s.gen.Load()
 		g.mu.RLock()
@@ -262,6 +263,11 @@ func (s *Service) Reload(ctx context.Context, cfg *config.Config) error {
 	keep("server.pprof", cfg.Server.Pprof != old.cfg.Server.Pprof)
 	keep("server.tls", cfg.Server.TLS != old.cfg.Server.TLS)
 	keep("server.max_concurrent_requests", cfg.Server.MaxConcurrentRequests != old.cfg.Server.MaxConcurrentRequests)
+	keep("server.max_connections", cfg.Server.MaxConnections != old.cfg.Server.MaxConnections)
+	keep("server.max_concurrent_reads", cfg.Server.MaxConcurrentReads != old.cfg.Server.MaxConcurrentReads)
+	keep("server.max_buffered_bytes", cfg.Server.MaxBufferedBytes != old.cfg.Server.MaxBufferedBytes)
+	keep("server.body_read_timeout", cfg.Server.BodyReadTimeout != old.cfg.Server.BodyReadTimeout)
+	keep("server.min_body_rate", cfg.Server.MinBodyRate != old.cfg.Server.MinBodyRate)
 	keep("spool", cfg.Spool != old.cfg.Spool)
 	keep("server.replay_cache", cfg.Server.ReplayCache != old.cfg.Server.ReplayCache)
 	cfg.Server.Listen, cfg.Server.AdminListen, cfg.Server.Pprof, cfg.Server.TLS, cfg.Spool, cfg.Server.ReplayCache =

@@ -142,6 +142,30 @@ type Server struct {
 	// request is answered 503 with Retry-After at once instead of queueing
 	// without bound. Default DefaultMaxConcurrentRequests.
 	MaxConcurrentRequests int `yaml:"max_concurrent_requests"`
+	// MaxConnections caps the webhook listener's open connections; past
+	// it new connections wait in the kernel's accept backlog, unanswered,
+	// until one closes. With MaxBufferedBytes it bounds the memory
+	// requests can take (see WorstCaseMemory). Default
+	// DefaultMaxConnections.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConcurrentReads caps the bodies being read at once, before a
+	// request takes one of MaxConcurrentRequests: a request beyond it is
+	// answered 503 with Retry-After at once. Default
+	// DefaultMaxConcurrentReads.
+	MaxConcurrentReads int `yaml:"max_concurrent_reads"`
+	// BodyReadTimeout is the time a body may take from the end of the
+	// headers, extended by one second for every MinBodyRate bytes that
+	// arrive (mod_reqtimeout's scheme); a sender past it is answered 408
+	// and disconnected. Default DefaultBodyReadTimeout.
+	BodyReadTimeout time.Duration `yaml:"body_read_timeout"`
+	// MinBodyRate is the transfer rate, in bytes per second, that keeps
+	// extending BodyReadTimeout. Default DefaultMinBodyRate.
+	MinBodyRate int64 `yaml:"min_body_rate"`
+	// MaxBufferedBytes caps the body bytes held by all requests in
+	// flight together: a body's buffer is reserved before it grows, and
+	// a request that does not fit is answered 503 with Retry-After. It
+	// must be at least MaxBodyBytes. Default DefaultMaxBufferedBytes.
+	MaxBufferedBytes int64 `yaml:"max_buffered_bytes"`
 	// ReplayWindow is how long an accepted event's id is remembered for a
 	// source whose tolerance is 0: a delivery with a remembered id is
 	// answered 200 and not published again. A source with a tolerance

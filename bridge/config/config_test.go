@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -157,6 +158,7 @@ jetstream-problems.yaml:7: spool.partitions: 5000: use 1 to 1024 lanes per sink 
 jetstream-problems.yaml:8: spool.ack_wait: 5s must be longer than server.publish_timeout (10s): NATS would hand a message to another replica while this one still publishes it
 jetstream-problems.yaml:14: sinks[0].retry.max_age: 72h0m0s is not shorter than spool.max_age 48h0m0s: the stream would drop messages before they are dead-lettered; shorten it or lengthen spool.max_age
 jetstream-problems.yaml:14: sinks[0].name: "bus.main": with spool.backend jetstream a sink name is part of NATS subjects and consumer names: use letters, digits, - and _`,
+		"budgets.yaml":          `budgets.yaml:3: server.max_buffered_bytes: 1000 is less than max_body_bytes (1048576): a body of the largest size allowed could never be read`,
 		"write-timeout.yaml":    `write-timeout.yaml:1: server.write_timeout: 30s must be longer than publish_timeout (1m0s): the answer is written after publishing`,
 		"wrong-target-key.yaml": `wrong-target-key.yaml:13: routes[0].to[0].topic: route "all": nats sink "bus" takes its target as subject, not topic`,
 		"yaml-syntax.yaml":      `yaml-syntax.yaml:12: did not find expected ',' or '}'`,
@@ -319,5 +321,47 @@ routes:
 	}
 	if got := cfg.TargetTemplates("audit"); len(got) != 0 {
 		t.Errorf("TargetTemplates(audit) = %v, want none: a file sink takes no target", got)
+	}
+}
+
+func TestWorstCaseMemoryAndLimits(t *testing.T) {
+	var c Config
+	c.SetDefaults()
+	s := c.Server
+	if got, want := s.DescribeWorstCase(), "worst-case request memory: 58 MiB (512 connections × 52 KiB + 32 MiB of bodies)"; got != want {
+		t.Errorf("default worst case: %q, want %q", got, want)
+	}
+	files := map[string]string{}
+	read := func(name string) ([]byte, error) {
+		if v, ok := files[name]; ok {
+			return []byte(v), nil
+		}
+		return nil, os.ErrNotExist
+	}
+	if l := memoryLimits(math.MaxInt64, read); len(l) != 0 {
+		t.Errorf("no limits set: %v", l)
+	}
+	files["/sys/fs/cgroup/memory.max"] = "max\n"
+	files["/sys/fs/cgroup/memory/memory.limit_in_bytes"] = "1000\n" // v2 present: not read
+	if l := memoryLimits(math.MaxInt64, read); len(l) != 0 {
+		t.Errorf("cgroup v2 without a limit: %v", l)
+	}
+	delete(files, "/sys/fs/cgroup/memory.max")
+	files["/sys/fs/cgroup/memory/memory.limit_in_bytes"] = "9223372036854771712\n" // v1's "unlimited"
+	if l := memoryLimits(math.MaxInt64, read); len(l) != 0 {
+		t.Errorf("cgroup v1 without a limit: %v", l)
+	}
+	files["/sys/fs/cgroup/memory.max"] = "134217728\n"
+	limits := memoryLimits(40<<20, read)
+	if len(limits) != 2 || limits[0] != (MemoryLimit{"GOMEMLIMIT", 40 << 20}) || limits[1] != (MemoryLimit{"/sys/fs/cgroup/memory.max", 128 << 20}) {
+		t.Fatalf("limits = %v", limits)
+	}
+	warn := s.MemoryWarnings(limits)
+	if len(warn) != 1 || warn[0] != "worst-case request memory 58 MiB exceeds GOMEMLIMIT (40 MiB): lower server.max_connections or server.max_buffered_bytes" {
+		t.Errorf("warnings = %q, want one for GOMEMLIMIT only", warn)
+	}
+	s.MaxConnections = 4096
+	if warn := s.MemoryWarnings(limits); len(warn) != 2 {
+		t.Errorf("4096 connections (%s): warnings %q, want both limits", s.DescribeWorstCase(), warn)
 	}
 }

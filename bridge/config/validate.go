@@ -139,6 +139,11 @@ func (s *Server) validate() error {
 		{"server.max_header_bytes", int64(s.MaxHeaderBytes)},
 		{"server.max_json_depth", int64(s.MaxJSONDepth)},
 		{"server.max_number_digits", int64(s.MaxNumberDigits)},
+		{"server.max_connections", int64(s.MaxConnections)},
+		{"server.max_concurrent_reads", int64(s.MaxConcurrentReads)},
+		{"server.body_read_timeout", int64(s.BodyReadTimeout)},
+		{"server.min_body_rate", s.MinBodyRate},
+		{"server.max_buffered_bytes", s.MaxBufferedBytes},
 	}
 	for _, p := range positive {
 		if p.v < 0 {
@@ -149,6 +154,9 @@ func (s *Server) validate() error {
 	// slots; long before it, memory runs out (34 bytes per id).
 	if s.ReplayCacheSize < 1 || s.ReplayCacheSize > MaxReplayCacheSize {
 		errs = append(errs, sinks.Problemf("server.replay_cache_size", "%d is out of range: give 1 to %d ids (34 bytes each), or leave it out for %d", s.ReplayCacheSize, MaxReplayCacheSize, DefaultReplayCacheSize))
+	}
+	if s.MaxBufferedBytes < s.MaxBodyBytes {
+		errs = append(errs, sinks.Problemf("server.max_buffered_bytes", "%d is less than max_body_bytes (%d): a body of the largest size allowed could never be read", s.MaxBufferedBytes, s.MaxBodyBytes))
 	}
 	if s.WriteTimeout <= s.PublishTimeout {
 		errs = append(errs, sinks.Problemf("server.write_timeout", "%v must be longer than publish_timeout (%v): the answer is written after publishing", s.WriteTimeout, s.PublishTimeout))

@@ -46,13 +46,14 @@ const (
 	ResultSpoolFull                  // 503, the spool is full
 	ResultDuplicate                  // 200, an event accepted moments ago, not published again
 	ResultOverloaded                 // 503, too many requests at once
+	ResultSlowBody                   // 408, body slower than server.body_read_timeout and min_body_rate allow
 	numResults
 )
 
 var resultNames = [numResults]string{
 	"accepted", "unrouted", "test", "not_found", "bad_method", "too_large",
 	"bad_request", "bad_signature", "stale", "no_status", "unavailable", "spool_full",
-	"duplicate", "overloaded",
+	"duplicate", "overloaded", "slow_body",
 }
 
 func (r Result) String() string { return resultNames[r] }
@@ -77,6 +78,7 @@ type Handler struct {
 	maxDigits    int
 	publishLimit time.Duration
 	retryAfter   string
+	budget       *Budget // nil: no budget (a handler tested alone)
 
 	metrics  *metrics.Metrics
 	noSource [numResults]prometheus.Counter // answers to a path no source has
@@ -124,6 +126,9 @@ type Options struct {
 	// remembers carry over, or a retry after the reload would be
 	// published again.
 	Previous *Handler
+	// Budget bounds the requests in flight; the service shares one
+	// across reloads. nil bounds nothing.
+	Budget *Budget
 	// Log receives a line per refused and per unrouted webhook.
 	Log *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -160,6 +165,7 @@ func New(cfg *config.Config, opts Options) (*Handler, error) {
 		publishLimit: cfg.Server.PublishTimeout,
 		retryAfter:   strconv.Itoa(int((cfg.Server.RetryAfter + time.Second - 1) / time.Second)),
 		metrics:      opts.Metrics,
+		budget:       opts.Budget,
 	}
 	h.rejects = newRejectLog(opts.Log, opts.Now)
 	if opts.Previous != nil {
@@ -212,9 +218,14 @@ func (h *Handler) Count(r Result) uint64 { return h.results[r].Load() }
 // Retry-After, at once and without reading it, so an overload costs
 // nothing.
 func (h *Handler) Shed(w http.ResponseWriter, r *http.Request) {
-	h.count(h.sources[r.URL.Path], ResultOverloaded)
+	h.shed(w, r, h.sources[r.URL.Path], "too many webhooks at once; retry later")
+}
+
+// shed answers 503 with Retry-After and msg, counted as overloaded.
+func (h *Handler) shed(w http.ResponseWriter, r *http.Request, src *source, msg string) {
+	h.count(src, ResultOverloaded)
 	w.Header().Set("Retry-After", h.retryAfter)
-	WriteError(w, http.StatusServiceUnavailable, "too many webhooks at once; retry later")
+	WriteError(w, http.StatusServiceUnavailable, msg)
 }
 
 // ServeHTTP implements http.Handler.
@@ -234,18 +245,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	buf := h.bufs.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer h.bufs.Put(buf)
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.maxBody)); err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			h.rejectTooLarge(w, r, src)
-			return
-		}
-		h.reject(w, r, src, ResultBadRequest, http.StatusBadRequest, "could not read the body: "+err.Error())
+	// The body is read (within the budget) before a delivery slot is
+	// taken, so a slow sender cannot hold one.
+	body, done, ok := h.readBody(w, r, src)
+	if !ok {
 		return
 	}
-	body := buf.Bytes()
+	defer done()
 
 	ts, msg := singleHeader(r, signature.HeaderTimestamp)
 	if msg == "" {

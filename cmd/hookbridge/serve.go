@@ -176,11 +176,17 @@ func printCheck(e env, path string, cfg *config.Config, router *route.Router) {
 		{"max_json_depth", s.MaxJSONDepth}, {"read_header_timeout", s.ReadHeaderTimeout},
 		{"read_timeout", s.ReadTimeout}, {"write_timeout", s.WriteTimeout}, {"idle_timeout", s.IdleTimeout},
 		{"publish_timeout", s.PublishTimeout}, {"retry_after", s.RetryAfter}, {"shutdown_timeout", s.ShutdownTimeout},
-		{"replay_cache", s.ReplayCache},
+		{"replay_cache", s.ReplayCache}, {"max_connections", s.MaxConnections},
+		{"max_concurrent_reads", s.MaxConcurrentReads}, {"max_concurrent_requests", s.MaxConcurrentRequests},
+		{"max_buffered_bytes", s.MaxBufferedBytes}, {"body_read_timeout", s.BodyReadTimeout}, {"min_body_rate", s.MinBodyRate},
 	} {
 		fmt.Fprintf(tw, "  %s:\t%v\n", kv[0], kv[1])
 	}
 	tw.Flush()
+	fmt.Fprintf(e.stdout, "  %s\n", s.DescribeWorstCase())
+	for _, w := range s.MemoryWarnings(config.MemoryLimits()) {
+		fmt.Fprintf(e.stdout, "  warning: %s\n", w)
+	}
 
 	fmt.Fprintln(e.stdout, "\nsources:")
 	tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
