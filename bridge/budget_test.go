@@ -276,3 +276,35 @@ func TestMaxConnections(t *testing.T) {
 		t.Fatalf("third connection after one closed: %d %v", code, err)
 	}
 }
+
+// A request with both Transfer-Encoding and Content-Length is answered
+// 400 with a JSON error and its connection closed (RFC 9112 §6.1); one
+// with Transfer-Encoding alone is served, on a connection kept open.
+func TestTransferEncodingWithContentLength(t *testing.T) {
+	svc := startYAML(t, "budget.yaml", budgetConfig(t.TempDir(), ""), nil)
+	addr := svc.Addr().String()
+	body, ts, sig := signedBody("t-chunked", 0)
+	chunked := fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body)
+	head := "POST /webhook HTTP/1.1\r\nHost: x\r\n" + signature.HeaderTimestamp + ": " + ts + "\r\n" + signature.HeaderSignature + ": " + sig + "\r\n"
+
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, head+"Transfer-Encoding: chunked\r\n\r\n"+chunked)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Close {
+		t.Fatalf("chunked alone: %d (close %v), want 200 on an open connection", resp.StatusCode, resp.Close)
+	}
+	// The same connection, now with both framings: a smuggler's request.
+	io.WriteString(conn, head+"content-length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"+chunked)
+	expectCutOff(t, conn, http.StatusBadRequest, 10*time.Second)
+}

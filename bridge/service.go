@@ -113,6 +113,8 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Service, err
 			return nil, err
 		}
 		s.ln = tls.NewListener(s.ln, certs.tlsConfig())
+	} else {
+		s.ln = ingress.ScanFraming(s.ln)
 	}
 	if s.spool, err = openSpool(ctx, cfg, log); err != nil {
 		s.closeListeners()
@@ -144,6 +146,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Service, err
 		WriteTimeout:      cfg.Server.WriteTimeout,
 		IdleTimeout:       cfg.Server.IdleTimeout,
 		MaxHeaderBytes:    cfg.Server.MaxHeaderBytes,
+		ConnContext:       ingress.ConnContext,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	s.admin = &http.Server{

@@ -65,6 +65,12 @@ var errBodyBudget = errors.New("body budget exhausted")
 // server.max_body_bytes, 400 for a broken body. done releases what the
 // request holds; call it once the body is no longer used.
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, src *source) (body []byte, done func(), ok bool) {
+	if len(r.TransferEncoding) > 0 && framingConflict(r.Context()) {
+		// Closing ends whatever the two framings disagree on.
+		w.Header().Set("Connection", "close")
+		h.reject(w, r, src, ResultBadRequest, http.StatusBadRequest, "both Transfer-Encoding and Content-Length: give one (RFC 9112 section 6.1)")
+		return nil, nil, false
+	}
 	b := h.budget
 	if b != nil {
 		select {
