@@ -40,7 +40,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		reg: reg,
 		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookbridge_webhooks_total",
-			Help: "Webhooks answered, by source and result (accepted, unrouted, test, not_found, bad_method, too_large, bad_request, bad_signature, stale, no_status, unavailable, spool_full, duplicate, overloaded).",
+			Help: "Webhooks answered, by source and result (accepted, unrouted, test, not_found, bad_method, too_large, bad_request, bad_signature, stale, no_status, unavailable, spool_full, duplicate, overloaded, slow_body).",
 		}, []string{"source", "result"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookbridge_events_total",

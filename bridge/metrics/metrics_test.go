@@ -52,7 +52,7 @@ func TestMetrics(t *testing.T) {
 hookbridge_publishes_total{result="error",sink="bus"} 1
 hookbridge_publishes_total{result="ok",sink="bus"} 2
 hookbridge_publishes_total{result="permanent_error",sink="bus"} 1
-# HELP hookbridge_webhooks_total Webhooks answered, by source and result (accepted, unrouted, test, not_found, bad_method, too_large, bad_request, bad_signature, stale, no_status, unavailable, spool_full, duplicate, overloaded).
+# HELP hookbridge_webhooks_total Webhooks answered, by source and result (accepted, unrouted, test, not_found, bad_method, too_large, bad_request, bad_signature, stale, no_status, unavailable, spool_full, duplicate, overloaded, slow_body).
 # TYPE hookbridge_webhooks_total counter
 hookbridge_webhooks_total{result="accepted",source="browser-use"} 1
 # HELP hookbridge_config_last_reload_successful 1 if the last configuration reload succeeded (or none was tried), 0 if the running config is older than the file.
