@@ -43,7 +43,7 @@ func openSpool(ctx context.Context, cfg *config.Config, log *slog.Logger) (*spoo
 			s.queue = q
 		}
 		if cfg.Server.ReplayCache == config.ReplayNATS {
-			if s.replay, err = conn.OpenReplay(ctx, cfg.LongestReplayWindow()); err != nil {
+			if s.replay, err = conn.OpenReplay(ctx, cfg.LongestReplayRetention()); err != nil {
 				return nil, errors.Join(err, conn.Close())
 			}
 		}

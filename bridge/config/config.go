@@ -169,7 +169,8 @@ type Server struct {
 	// ReplayWindow is how long an accepted event's id is remembered for a
 	// source whose tolerance is 0: a delivery with a remembered id is
 	// answered 200 and not published again. A source with a tolerance
-	// remembers ids for its tolerance (older timestamps are refused
+	// remembers ids until their signed timestamp plus the tolerance, and
+	// at least the tolerance from receipt (older timestamps are refused
 	// anyway). Default DefaultReplayWindow; 0 turns it off where the
 	// tolerance is 0.
 	ReplayWindow *time.Duration `yaml:"replay_window"`

@@ -169,6 +169,14 @@ func (c *Config) ReplayWindow(src Source) time.Duration {
 	return window
 }
 
+// LongestReplayRetention bounds how long any source remembers an id: an
+// id is kept until its signed timestamp plus the tolerance, and that
+// timestamp may be up to the tolerance ahead of receipt, so twice the
+// longest window.
+func (c *Config) LongestReplayRetention() time.Duration {
+	return 2 * c.LongestReplayWindow()
+}
+
 // LongestReplayWindow is the longest ReplayWindow of the sources.
 func (c *Config) LongestReplayWindow() time.Duration {
 	var longest time.Duration

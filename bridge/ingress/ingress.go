@@ -105,13 +105,19 @@ type Router interface {
 	Names(status string) bool
 }
 
-// SharedReplay remembers accepted ids for every replica (server.replay_cache:
-// nats); the JetStream spool's replay bucket is one.
+// SharedReplay lets the replicas accept each event id once
+// (server.replay_cache: nats); the JetStream spool's replay bucket is one.
 type SharedReplay interface {
-	// Lookup returns when id was accepted, by any replica.
-	Lookup(ctx context.Context, id string) (at time.Time, found bool, err error)
-	// Remember records id as accepted at at, without waiting.
-	Remember(id string, at time.Time) error
+	// Claim takes id for this replica at now, unless some replica
+	// accepted it (and it is not expired) or claimed it less than
+	// abandonAfter ago.
+	Claim(ctx context.Context, id string, now time.Time, abandonAfter time.Duration) (queue.ReplayClaim, error)
+	// Wait returns once the claim at revision rev on id is settled.
+	Wait(ctx context.Context, id string, rev uint64) error
+	// Accept records id as kept until until, without waiting.
+	Accept(id string, until time.Time) error
+	// Release drops this replica's claim at revision rev on id.
+	Release(ctx context.Context, id string, rev uint64) error
 }
 
 // Options are a Handler's parts beside the config.
@@ -120,7 +126,8 @@ type Options struct {
 	Deliverer Deliverer
 	// Metrics counts the answers and accepted events; nil counts nothing.
 	Metrics *metrics.Metrics
-	// Shared, when not nil, is asked about ids this replica has not seen.
+	// Shared, when not nil, is where a copy claims an id this replica
+	// has not accepted, so that one replica delivers it.
 	Shared SharedReplay
 	// Previous is the handler this one replaces on a reload: the ids it
 	// remembers carry over, or a retry after the reload would be
@@ -301,22 +308,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// registering with the request's context on every delivery.)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.publishLimit)
 	defer cancel()
-	if h.seen(ctx, src, ev.ID, received) {
+	cl := h.claim(ctx, src, ev.ID, ts, received)
+	switch cl.outcome {
+	case claimDuplicate:
 		// Browser Use retrying, or someone replaying: it is kept already.
 		h.count(src, ResultDuplicate)
 		h.log.Debug("repeat of an accepted event; not published again", "source", src.name, "id", ev.ID)
 		writeAnswer(w, ev.ID, 0, `,"duplicate":true`)
 		return
+	case claimWait:
+		// An earlier copy is still being delivered and this one's time
+		// ran out: not kept yet, so not a duplicate either.
+		h.count(src, ResultUnavailable)
+		h.log.Info("an earlier copy of the event outlasted this one's publish_timeout; answered 503 so the sender retries", "source", src.name, "id", ev.ID)
+		w.Header().Set("Retry-After", h.retryAfter)
+		WriteError(w, http.StatusServiceUnavailable, "an earlier copy of this event is still being delivered; retry later")
+		return
 	}
 	deliveries, routes := h.router.Route(ev)
 	if len(deliveries) == 0 {
-		h.remember(src, ev.ID, received)
+		h.settle(src, cl, ev.ID, true)
 		h.count(src, ResultUnrouted)
 		h.log.Info("event matched no route", "source", src.name, "id", ev.ID, "status", ev.Status)
 		writeAccepted(w, ev.ID, 0, false)
 		return
 	}
 	if err := h.deliverer.Deliver(ctx, ev, deliveries); err != nil {
+		// Never remembered: the sender's retry (or a copy waiting now)
+		// must be delivered.
+		h.settle(src, cl, ev.ID, false)
 		w.Header().Set("Retry-After", h.retryAfter)
 		if errors.Is(err, queue.ErrFull) {
 			h.count(src, ResultSpoolFull)
@@ -328,7 +348,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusServiceUnavailable, "event not delivered, retry later: "+err.Error())
 		return
 	}
-	h.remember(src, ev.ID, received)
+	h.settle(src, cl, ev.ID, true)
 	h.count(src, ResultAccepted)
 	if h.metrics != nil {
 		status := ev.Status
@@ -342,45 +362,134 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeAccepted(w, ev.ID, len(routes), false)
 }
 
-// seen reports whether id was accepted within src's replay window: by
-// this replica, or with server.replay_cache: nats by any. A lookup that
-// fails counts as not seen: the event is then delivered again, and the
-// stream's and sinks' Nats-Msg-Id still drop the repeat within their
-// windows.
-func (h *Handler) seen(ctx context.Context, src *source, id string, now time.Time) bool {
-	if src.replay == nil {
-		return false
-	}
-	if src.replay.contains(id, now) {
-		return true
-	}
-	if src.shared == nil {
-		return false
-	}
-	at, found, err := src.shared.Lookup(ctx, id)
-	if err != nil {
-		h.log.Warn("replay bucket lookup failed; treating the event as new", "source", src.name, "id", id, "err", err)
-		return false
-	}
-	if found && now.Sub(at) < src.replay.window {
-		src.replay.add(id, now)
-		return true
-	}
-	return false
+// A claim is one copy's hold on its event id: at most one copy of an
+// event is delivered at a time, per replica (the replay cache's in-flight
+// table) and, with server.replay_cache: nats, across replicas (a claim in
+// the replay bucket). Copies arriving meanwhile wait for its outcome:
+// duplicate if it was kept, their own turn if not.
+type claim struct {
+	outcome claimResult
+	key     replayKey
+	until   int64  // remember the id until then (Unix ns), if kept
+	held    bool   // this copy holds the local claim: settle it
+	rev     uint64 // revision of its claim in the replay bucket; 0: none
 }
 
-// remember records id as accepted at now, here and, with a shared replay
-// cache, for every replica (without waiting: a record that fails costs at
-// most a repeat that the stream's Nats-Msg-Id drops).
-func (h *Handler) remember(src *source, id string, now time.Time) {
+// retention is until when src remembers an id first received at received
+// under signed timestamp ts: the first moment a copy of that delivery
+// fails the freshness check (ts + tolerance, which may be later than
+// received + tolerance when the sender's clock runs ahead), and never
+// sooner than the window from receipt. With tolerance 0, or an
+// unparseable timestamp let through by allow_unparsed_timestamp, no
+// moment fails the check, and the window from receipt is all there is.
+func (src *source) retention(ts string, received time.Time) int64 {
+	until := received.UnixNano() + int64(src.replay.window)
+	if src.tolerance > 0 {
+		if t, err := signature.ParseTimestamp(ts); err == nil {
+			// +1: the check lets through a skew of exactly the tolerance.
+			until = max(until, t.UnixNano()+int64(src.tolerance)+1)
+		}
+	}
+	return until
+}
+
+// abandonAfter is how old another replica's claim must be to be taken
+// over: its holder gives up after publishLimit, so a claim still pending
+// twice that long (the second for clock skew between replicas and a
+// confirmation in flight) belongs to a replica that died or lost NATS.
+func (h *Handler) abandonAfter() time.Duration { return 2 * h.publishLimit }
+
+// claim takes id for this copy, or waits (within ctx) for the copy that
+// holds it. A replay bucket that fails does not stop delivery: the copy
+// proceeds on its local claim, and the stream's and sinks' Nats-Msg-Id
+// drop a repeat from another replica within their windows.
+func (h *Handler) claim(ctx context.Context, src *source, id, ts string, received time.Time) claim {
 	if src.replay == nil {
+		return claim{outcome: claimed}
+	}
+	c := claim{key: keyOf(id), until: src.retention(ts, received)}
+	for {
+		res, wait, extended := src.replay.claim(c.key, received.UnixNano(), c.until)
+		switch res {
+		case claimDuplicate:
+			if extended && src.shared != nil {
+				// This copy passes the freshness check for longer than the
+				// first: other replicas must remember it as long.
+				h.accept(src, id, c.until)
+			}
+			c.outcome = claimDuplicate
+			return c
+		case claimWait:
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				c.outcome = claimWait
+				return c
+			}
+		}
+		break
+	}
+	c.held = true
+	if src.shared == nil {
+		return c
+	}
+	for {
+		sc, err := src.shared.Claim(ctx, id, received, h.abandonAfter())
+		if err == nil && sc.Pending != 0 {
+			if err = src.shared.Wait(ctx, id, sc.Pending); err == nil {
+				continue
+			}
+		}
+		switch {
+		case err == nil && sc.Rev != 0:
+			c.rev = sc.Rev
+		case err == nil: // kept by another replica
+			src.replay.settle(c.key, true, received.UnixNano(), max(c.until, sc.Until.UnixNano()))
+			if c.until > sc.Until.UnixNano() {
+				h.accept(src, id, c.until)
+			}
+			c.held, c.outcome = false, claimDuplicate
+		case ctx.Err() != nil:
+			// Another replica is still delivering it (or NATS is slow);
+			// this copy's time is up.
+			src.replay.settle(c.key, false, 0, 0)
+			c.held, c.outcome = false, claimWait
+		default:
+			h.log.Warn("replay bucket failed; delivering on this replica's claim only", "source", src.name, "id", id, "err", err)
+		}
+		return c
+	}
+}
+
+// settle ends c: kept remembers its id, here and in the replay bucket;
+// otherwise the claim is dropped, so that a waiting copy or the sender's
+// retry delivers the event.
+func (h *Handler) settle(src *source, c claim, id string, kept bool) {
+	if !c.held {
 		return
 	}
-	src.replay.add(id, now)
-	if src.shared != nil {
-		if err := src.shared.Remember(id, now); err != nil {
-			h.log.Warn("could not share an accepted id", "source", src.name, "id", id, "err", err)
+	if c.rev != 0 {
+		if kept {
+			h.accept(src, id, c.until)
+		} else {
+			// The request's own context may be what ran out.
+			ctx, cancel := context.WithTimeout(context.Background(), h.publishLimit)
+			if err := src.shared.Release(ctx, id, c.rev); err != nil {
+				h.log.Warn("replay bucket: could not release a failed event's claim; a retry waits for it to be abandoned",
+					"source", src.name, "id", id, "err", err)
+			}
+			cancel()
 		}
+	}
+	src.replay.settle(c.key, kept, h.now().UnixNano(), c.until)
+}
+
+// accept records id as kept in the replay bucket until until, without
+// waiting: a record that fails leaves the claim to be abandoned.
+func (h *Handler) accept(src *source, id string, until int64) {
+	if err := src.shared.Accept(id, time.Unix(0, until)); err != nil {
+		h.log.Warn("could not share an accepted id", "source", src.name, "id", id, "err", err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"math/bits"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,7 +15,8 @@ import (
 // answered 200 without being published again: Kafka and standard SQS
 // queues, which cannot de-duplicate, do not see the sender's retries.
 //
-// It is bounded twice: entries expire after the window, and past max
+// It is bounded twice: entries expire after their retention (at least
+// the window), and past max
 // entries the oldest go first. Only accepted events enter it; a 503 never
 // does, so the sender's retry of a failed delivery is not mistaken for a
 // repeat.
@@ -38,6 +40,13 @@ type replayCache struct {
 	// an entry's ring position + 1, or 0 when empty. It is kept at most
 	// half full, so a probe rarely goes past a slot or two.
 	slots []int32
+	// inflight holds the keys of events being delivered, each with the
+	// channel its waiting copies wait on (nil until one waits): at most
+	// one copy of an event is delivered at a time.
+	inflight map[replayKey]chan struct{}
+	// waits counts the times a copy began waiting for another: a test
+	// releases the first copy's delivery once every other copy waits.
+	waits atomic.Int64
 }
 
 // replayKey is an event id in binary: a third of the memory of the hex
@@ -45,8 +54,8 @@ type replayCache struct {
 type replayKey [16]byte
 
 type replayEntry struct {
-	key replayKey
-	at  int64 // when accepted, Unix ns
+	key   replayKey
+	until int64 // remembered until, Unix ns (see Handler's retention)
 }
 
 func newReplayCache(window time.Duration, max int) *replayCache {
@@ -67,23 +76,73 @@ func keyOf(id string) replayKey {
 	return k
 }
 
-// contains reports whether id was accepted within the window before now.
-func (c *replayCache) contains(id string, now time.Time) bool {
-	k := keyOf(id)
+// claimResult is what a copy of an event may do, from claim.
+type claimResult int
+
+const (
+	claimed        claimResult = iota // deliver it, then settle
+	claimDuplicate                    // kept already: answer duplicate
+	claimWait                         // another copy is being delivered: wait for its outcome
+)
+
+// claim decides what the copy of an event with key k, received at now
+// and to be remembered until until (Unix ns), may do. A copy that must
+// wait is given a channel closed once the delivering copy settles; it
+// then claims again. A duplicate extends the entry to until, since that
+// copy passes the freshness check till then; extended reports so.
+//
+// The in-flight table shares the cache's lock, so that "not kept and
+// not in flight" is decided in one step: two copies can never both
+// claim.
+func (c *replayCache) claim(k replayKey, now, until int64) (res claimResult, wait chan struct{}, extended bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, pos := c.find(k)
-	return pos >= 0 && now.UnixNano()-c.ring[pos].at < int64(c.window)
+	if _, pos := c.find(k); pos >= 0 && now < c.ring[pos].until {
+		if until > c.ring[pos].until {
+			c.ring[pos].until, extended = until, true
+		}
+		return claimDuplicate, nil, extended
+	}
+	if ch, busy := c.inflight[k]; busy {
+		// The channel is made only once a second copy arrives, so that
+		// the usual lone copy costs no allocation.
+		if ch == nil {
+			ch = make(chan struct{})
+			c.inflight[k] = ch
+		}
+		c.waits.Add(1)
+		return claimWait, ch, false
+	}
+	if c.inflight == nil {
+		c.inflight = make(map[replayKey]chan struct{})
+	}
+	c.inflight[k] = nil
+	return claimed, nil, false
 }
 
-// add records id as accepted at now.
-func (c *replayCache) add(id string, now time.Time) {
-	k := keyOf(id)
-	at := now.UnixNano()
+// settle ends the claim on k: kept records it until until (Unix ns) at
+// now; otherwise it is forgotten, and a waiting copy claims it next.
+func (c *replayCache) settle(k replayKey, kept bool, now, until int64) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.expire(at)
+	if kept {
+		c.put(k, now, until)
+	}
+	ch := c.inflight[k]
+	delete(c.inflight, k)
+	c.mu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+}
+
+// put records k as kept until until, at now. An entry that is still live
+// keeps its expiry (claim extends it); an expired one is renewed.
+func (c *replayCache) put(k replayKey, now, until int64) {
+	c.expire(now)
 	if _, pos := c.find(k); pos >= 0 {
+		if now >= c.ring[pos].until {
+			c.ring[pos].until = until
+		}
 		return
 	}
 	for c.n >= c.max && c.n > 0 {
@@ -93,7 +152,7 @@ func (c *replayCache) add(id string, now time.Time) {
 		c.grow()
 	}
 	pos := (c.head + c.n) % len(c.ring)
-	c.ring[pos] = replayEntry{k, at}
+	c.ring[pos] = replayEntry{k, until}
 	c.n++
 	i := c.home(k)
 	for c.slots[i] != 0 {
@@ -140,8 +199,12 @@ func (c *replayCache) grow() {
 	}
 }
 
+// expire drops expired entries from the oldest on. Expiries are not in
+// insertion order (each follows its copy's signed timestamp), so an entry
+// may outlive its expiry behind a longer-lived one: contains-style checks
+// compare each entry's own expiry, and max still bounds the memory.
 func (c *replayCache) expire(now int64) {
-	for c.n > 0 && now-c.ring[c.head].at >= int64(c.window) {
+	for c.n > 0 && now >= c.ring[c.head].until {
 		c.evictOldest()
 	}
 }

@@ -149,3 +149,19 @@ func BenchmarkReplayCache(b *testing.B) {
 	}
 	b.ReportMetric(perID, "bytes/id")
 }
+
+// add records id as accepted at now, for the window: the cache as the
+// tests above model it.
+func (c *replayCache) add(id string, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.put(keyOf(id), now.UnixNano(), now.Add(c.window).UnixNano())
+}
+
+// contains reports whether id is remembered at now.
+func (c *replayCache) contains(id string, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, pos := c.find(keyOf(id))
+	return pos >= 0 && now.UnixNano() < c.ring[pos].until
+}
