@@ -382,3 +382,40 @@ func TestReplayBucketDownStillDelivers(t *testing.T) {
 		t.Errorf("repeat: %d %s, %d deliveries, %d bucket claims; want duplicate from this replica's cache", w.Code, w.Body, len(rec.got), f.calls)
 	}
 }
+
+// panicOnce is a Deliverer whose first call panics.
+type panicOnce struct{ recorder }
+
+func (p *panicOnce) Deliver(ctx context.Context, ev *event.Event, d []route.Delivery) error {
+	p.mu.Lock()
+	first := p.fail == nil
+	p.fail = errors.New("panicked already")
+	p.mu.Unlock()
+	if first {
+		panic("deliverer bug")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.got = append(p.got, recorded{ev, d})
+	return nil
+}
+
+// TestPanickingDeliveryReleasesClaim: a Deliverer that panics (net/http
+// recovers it) does not leave its claim behind, which would hold every
+// later copy of the event off.
+func TestPanickingDeliveryReleasesClaim(t *testing.T) {
+	d := &panicOnce{}
+	h := replica(t, d, nil, nil, func(cfg *config.Config) { cfg.Server.PublishTimeout = 50 * time.Millisecond })
+	ts := strconv.FormatInt(testNow.Unix(), 10)
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("the Deliverer's panic did not reach net/http")
+			}
+		}()
+		post(t, h, "/webhook", ts)
+	}()
+	if w := post(t, h, "/webhook", ts); w.Code != 200 || strings.Contains(w.Body.String(), "duplicate") || len(d.got) != 1 {
+		t.Errorf("retry after the panic: %d %s, %d deliveries; want 200 delivered", w.Code, w.Body, len(d.got))
+	}
+}

@@ -333,7 +333,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeAccepted(w, ev.ID, 0, false)
 		return
 	}
-	if err := h.deliverer.Deliver(ctx, ev, deliveries); err != nil {
+	if err := h.deliver(ctx, src, cl, ev, deliveries); err != nil {
 		// Never remembered: the sender's retry (or a copy waiting now)
 		// must be delivered.
 		h.settle(src, cl, ev.ID, false)
@@ -483,6 +483,19 @@ func (h *Handler) settle(src *source, c claim, id string, kept bool) {
 		}
 	}
 	src.replay.settle(c.key, kept, h.now().UnixNano(), c.until)
+}
+
+// deliver hands ev to the Deliverer. Should it panic (net/http recovers
+// the handler), the claim is dropped on the way out: left in place, it
+// would hold every later copy of the event off for good.
+func (h *Handler) deliver(ctx context.Context, src *source, cl claim, ev *event.Event, deliveries []route.Delivery) error {
+	defer func() {
+		if p := recover(); p != nil {
+			h.settle(src, cl, ev.ID, false)
+			panic(p)
+		}
+	}()
+	return h.deliverer.Deliver(ctx, ev, deliveries)
 }
 
 // accept records id as kept in the replay bucket until until, without
