@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,11 +38,13 @@ func TestMisuseIsOneLineAndExit2(t *testing.T) {
 		{[]string{"frobnicate"}, `hookbridge: unknown command "frobnicate": run 'hookbridge help' for the list`},
 		{[]string{"verify", "-nope"}, `hookbridge verify: flag provided but not defined: -nope (run 'hookbridge help verify')`},
 		{[]string{"verify", "-secret", "s", "-timestamp", "1"}, `hookbridge verify: -signature is required (run 'hookbridge help verify')`},
-		{[]string{"sign"}, `hookbridge sign: -secret is required (run 'hookbridge help sign')`},
+		{[]string{"sign"}, `hookbridge sign: no secret: set BROWSER_USE_WEBHOOK_SECRET or pass -secret-file FILE (run 'hookbridge help sign')`},
+		{[]string{"verify", "-timestamp", "1", "-signature", "s"}, `hookbridge verify: no secret: set BROWSER_USE_WEBHOOK_SECRET or pass -secret-file FILE (run 'hookbridge help verify')`},
+		{[]string{"sign", "-secret", "s", "-secret-file", "f"}, `hookbridge sign: give -secret or -secret-file, not both (run 'hookbridge help sign')`},
 		{[]string{"check", "extra"}, `hookbridge check: unexpected argument "extra" (run 'hookbridge help check')`},
 		{[]string{"verify", "-tolerance", "soon"}, `hookbridge verify: invalid value "soon" for flag -tolerance: parse error (run 'hookbridge help verify')`},
 		{[]string{"help", "nope"}, `hookbridge help: unknown help topic "nope": run 'hookbridge help' for the list`},
-		{[]string{"send"}, `hookbridge send: no secret: pass -secret or set BROWSER_USE_WEBHOOK_SECRET (run 'hookbridge help send')`},
+		{[]string{"send"}, `hookbridge send: no secret: set BROWSER_USE_WEBHOOK_SECRET or pass -secret-file FILE (run 'hookbridge help send')`},
 		{[]string{"serve", "-log-level", "loud"}, `hookbridge serve: -log-level "loud": use debug, info, warn or error (run 'hookbridge help serve')`},
 	}
 	for _, tt := range tests {
@@ -84,6 +87,54 @@ func TestSignMatchesCPython(t *testing.T) {
 	want := "X-Browser-Use-Timestamp: " + vecTS + "\nX-Browser-Use-Signature: " + vecSig + "\n"
 	if code != 0 || stdout != want {
 		t.Errorf("code %d stdout %q stderr %q, want %q", code, stdout, stderr, want)
+	}
+}
+
+// TestSecretSources checks where sign and verify take the secret from
+// besides -secret, which shows in ps: $BROWSER_USE_WEBHOOK_SECRET and
+// -secret-file, and that the flags win over the environment.
+func TestSecretSources(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "secret")
+	if err := os.WriteFile(file, []byte("  "+vecSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	right := map[string]string{"BROWSER_USE_WEBHOOK_SECRET": vecSecret}
+	wrong := map[string]string{"BROWSER_USE_WEBHOOK_SECRET": "whsec_wrong"}
+	wantSign := "X-Browser-Use-Timestamp: " + vecTS + "\nX-Browser-Use-Signature: " + vecSig + "\n"
+	tests := []struct {
+		name   string
+		env    map[string]string
+		secret []string
+		code   int
+		stderr string // a prefix
+	}{
+		{"environment", right, nil, 0, ""},
+		{"-secret-file (white space trimmed)", nil, []string{"-secret-file", file}, 0, ""},
+		{"-secret-file wins over the environment", wrong, []string{"-secret-file", file}, 0, ""},
+		{"-secret wins over the environment", wrong, []string{"-secret", vecSecret}, 0, ""},
+		{"missing -secret-file", right, []string{"-secret-file", filepath.Join(dir, "nope")}, 1, "hookbridge %s: -secret-file: open "},
+		{"empty -secret-file", right, []string{"-secret-file", empty}, 1, "hookbridge %s: -secret-file " + empty + " is empty: put the webhook secret in it\n"},
+	}
+	prefix := func(format, cmd string) string {
+		if format == "" {
+			return ""
+		}
+		return fmt.Sprintf(format, cmd)
+	}
+	for _, tt := range tests {
+		code, stdout, stderr := runCmd(t, vecBody, tt.env, append([]string{"sign", "-timestamp", vecTS}, tt.secret...)...)
+		if code != tt.code || !strings.HasPrefix(stderr, prefix(tt.stderr, "sign")) || (code == 0 && stdout != wantSign) {
+			t.Errorf("sign, %s: code %d stdout %q stderr %q; want %d", tt.name, code, stdout, stderr, tt.code)
+		}
+		code, stdout, stderr = runCmd(t, vecBody, tt.env, append([]string{"verify", "-timestamp", vecTS, "-signature", vecSig}, tt.secret...)...)
+		if code != tt.code || !strings.HasPrefix(stderr, prefix(tt.stderr, "verify")) || (code == 0 && stdout != "valid\n") {
+			t.Errorf("verify, %s: code %d stdout %q stderr %q; want %d", tt.name, code, stdout, stderr, tt.code)
+		}
 	}
 }
 
