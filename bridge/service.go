@@ -26,6 +26,7 @@ import (
 	"github.com/hookbridge/hookbridge/bridge/delivery"
 	"github.com/hookbridge/hookbridge/bridge/ingress"
 	"github.com/hookbridge/hookbridge/bridge/metrics"
+	"github.com/hookbridge/hookbridge/bridge/redact"
 	"github.com/hookbridge/hookbridge/bridge/route"
 	"github.com/hookbridge/hookbridge/sinks"
 )
@@ -62,6 +63,12 @@ type Options struct {
 	// SkipProbe opens every sink, at start and at each reload, without
 	// contacting its broker (serve -skip-probe).
 	SkipProbe bool
+	// Scrubber, when set, is told the secrets of every config the
+	// service loads (cfg's at Start, each reload's), so that the
+	// scrubbing Log is wrapped in (Scrubber.Handler) knows them before
+	// anything built from them can be logged. Secrets are never
+	// forgotten: a rotated-out one stays scrubbed.
+	Scrubber *redact.Scrubber
 }
 
 // generation is everything one config builds.
@@ -88,6 +95,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Service, err
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	log := opts.Log
+	if opts.Scrubber != nil {
+		opts.Scrubber.Add(cfg.Secrets()...)
+	}
 	s := &Service{opts: opts, log: log, registry: prometheus.NewRegistry(), served: make(chan error, 2),
 		budget: ingress.NewBudget(cfg.Server)}
 	var err error
@@ -252,6 +262,9 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // effect at start (listeners, the spool) keep their running values, with a
 // warning. On error the running generation stays.
 func (s *Service) Reload(ctx context.Context, cfg *config.Config) error {
+	if s.opts.Scrubber != nil {
+		s.opts.Scrubber.Add(cfg.Secrets()...) // before anything built from them can log
+	}
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	old := s.gen.Load()

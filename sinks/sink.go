@@ -170,6 +170,15 @@ type Kind struct {
 	NewConfig func() Config
 }
 
+// SecretHolder is implemented by a kind's Config that holds credentials
+// (passwords, tokens, secret keys, a password in a URL). Secrets returns
+// their values, so that hookbridge can scrub them from everything it
+// writes (package bridge/redact) even when the kind's own errors or a
+// broker client's quote them.
+type SecretHolder interface {
+	Secrets() []string
+}
+
 // Config is a sink kind's own configuration: the keys of a sink besides
 // name, type, retry and dead_letter. It knows its defaults and its
 // problems, describes where it publishes and opens its sink, so nothing

@@ -14,6 +14,7 @@
 package config
 
 import (
+	"slices"
 	"time"
 
 	"github.com/hookbridge/hookbridge/bridge/queue/jetstream"
@@ -37,6 +38,30 @@ type Config struct {
 	// raw is the file's content as loaded, so a watcher can tell whether
 	// the file changed since, even before it started watching.
 	raw []byte
+	// envValues are the values ${VAR} references brought in (see Secrets).
+	envValues []string
+}
+
+// Secrets returns every value of c that must never be written out, for a
+// redact.Scrubber: the sources' secrets (secret_files contents included,
+// once loaded), the credentials of the sinks and of the JetStream spool
+// (see sinks.SecretHolder), and every value a ${VAR} reference brought in
+// from the environment, whatever its key: the environment is where
+// secrets come from, and one put in the wrong key (a listen address, a
+// file path) is still a secret. It may hold duplicates and empty strings.
+func (c *Config) Secrets() []string {
+	out := slices.Clone(c.envValues)
+	for _, src := range c.Sources {
+		for _, sec := range src.Secrets {
+			out = append(out, string(sec))
+		}
+	}
+	for _, sk := range c.Sinks {
+		if h, ok := sk.Options.(sinks.SecretHolder); ok {
+			out = append(out, h.Secrets()...)
+		}
+	}
+	return append(out, c.Spool.JetStream.Secrets()...)
 }
 
 // Raw is the file's content as it was loaded; nil for a config built in

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -363,5 +364,73 @@ func TestWorstCaseMemoryAndLimits(t *testing.T) {
 	s.MaxConnections = 4096
 	if warn := s.MemoryWarnings(limits); len(warn) != 2 {
 		t.Errorf("4096 connections (%s): warnings %q, want both limits", s.DescribeWorstCase(), warn)
+	}
+}
+
+// TestErrorsScrubEveryFormOfASecret: a validator quotes a bad value with
+// %q, so a secret holding a quote, a backslash, a tab or a non-printable
+// rune comes out escaped; the loader's scrubbing must remove that form
+// too (it removed only the raw value before).
+func TestErrorsScrubEveryFormOfASecret(t *testing.T) {
+	for _, secret := range []string{`whsec"quo\te` + "\tCANARY", "CANARY\u2028x", `plain_CANARY`} {
+		env := func(name string) (string, bool) {
+			if name == "S" {
+				return secret, true
+			}
+			return testEnv(name)
+		}
+		_, err := Parse("c.yaml", []byte(`server:
+  listen: "${S}"
+sources:
+  - {name: s, secrets: ["${S}"]}
+sinks:
+  - {name: f, type: file, path: x.jsonl}
+routes:
+  - {name: r, status: ["*"], to: [{sink: f}]}
+`), env)
+		if err == nil || !strings.Contains(err.Error(), "server.listen") {
+			t.Fatalf("%q: err = %v, want a server.listen error", secret, err)
+		}
+		if strings.Contains(err.Error(), "CANARY") || !strings.Contains(err.Error(), "[redacted]") {
+			t.Errorf("%q: the error is not scrubbed: %v", secret, err)
+		}
+	}
+}
+
+// TestSecretsListsEveryCredential: Secrets, which the scrubbers are built
+// from, holds the sources' secrets, the sinks' and the spool's
+// credentials (the password in a NATS URL too) and every value from the
+// environment.
+func TestSecretsListsEveryCredential(t *testing.T) {
+	cfg, err := Parse("c.yaml", []byte(`spool:
+  backend: jetstream
+  url: "nats://js:spool_pass@127.0.0.1:4222"
+sources:
+  - {name: s, secrets: [literal_webhook_secret]}
+sinks:
+  - {name: n, type: nats, url: "nats://u:url%2Fpass@127.0.0.1:4222, nats://tokenvalue@h:4222", token: nats_token, subject: x}
+  - {name: k, type: kafka, brokers: ["h:9092"], topic: t, sasl: {mechanism: plain, username: u, password: kafka_pass}}
+  - {name: q, type: sqs, region: us-east-1, queue_url: "https://sqs.us-east-1.amazonaws.com/1/q", access_key_id: AKID, secret_access_key: sqs_secret, session_token: sqs_session}
+  - {name: f, type: file, path: "${FILE_PATH}"}
+routes:
+  - {name: r, status: ["*"], to: [{sink: n}, {sink: k}, {sink: q}, {sink: f}]}
+`), func(name string) (string, bool) {
+		if name == "FILE_PATH" {
+			return "/from/the/env.jsonl", true
+		}
+		return testEnv(name)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.Secrets()
+	for _, want := range []string{"spool_pass", "literal_webhook_secret", "url%2Fpass", "url/pass", "tokenvalue", "nats_token",
+		"kafka_pass", "sqs_secret", "sqs_session", "/from/the/env.jsonl"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("Secrets() lacks %q: %q", want, got)
+		}
+	}
+	if slices.Contains(got, "AKID") || slices.Contains(got, "u") {
+		t.Errorf("Secrets() holds an identifier that is not secret: %q", got)
 	}
 }

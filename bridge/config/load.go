@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/hookbridge/hookbridge/bridge/redact"
 	"github.com/hookbridge/hookbridge/sinks"
 )
 
@@ -62,15 +63,16 @@ func parseConfig(name string, data []byte, d *decoder) (*Config, error) {
 	doc := root.Content[0]
 	cfg := new(Config)
 	d.decode(doc, "", reflect.ValueOf(cfg).Elem())
+	cfg.envValues = d.envValues
 	if len(d.errs) > 0 {
-		return nil, locate(name, doc, d.errs, d.envValues)
+		return nil, locate(name, doc, d.errs, redact.New(cfg.Secrets()...))
 	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, locate(name, doc, errorList(err), d.envValues)
+		return nil, locate(name, doc, errorList(err), redact.New(cfg.Secrets()...))
 	}
 	if err := cfg.readSecretFiles(); err != nil {
-		return nil, locate(name, doc, errorList(err), d.envValues)
+		return nil, locate(name, doc, errorList(err), redact.New(cfg.Secrets()...))
 	}
 	cfg.raw = data
 	return cfg, nil
@@ -78,17 +80,10 @@ func parseConfig(name string, data []byte, d *decoder) (*Config, error) {
 
 // locate prefixes each error with name:line, finding the line of problems
 // from their key path, sorts them by line (stably), and scrubs from them
-// every value that came from the environment: a validator quoting a bad
-// value must not print a secret that was put in the wrong key.
-func locate(name string, doc *yaml.Node, errs []error, envValues []string) error {
-	scrub := func(msg string) string {
-		for _, v := range envValues {
-			if len(v) >= 3 {
-				msg = strings.ReplaceAll(msg, v, "(value from the environment)")
-			}
-		}
-		return msg
-	}
+// every form of every secret the config holds, and of every value that
+// came from the environment (see Config.Secrets): a validator quoting a
+// bad value must not print a secret that was put in the wrong key.
+func locate(name string, doc *yaml.Node, errs []error, scrub *redact.Scrubber) error {
 	type located struct {
 		line int
 		err  error
@@ -97,14 +92,14 @@ func locate(name string, doc *yaml.Node, errs []error, envValues []string) error
 	for _, err := range errs {
 		ce, ok := errors.AsType[*sinks.ConfigError](err)
 		if !ok {
-			out = append(out, located{0, fmt.Errorf("%s: %s", name, scrub(err.Error()))})
+			out = append(out, located{0, fmt.Errorf("%s: %s", name, scrub.String(err.Error()))})
 			continue
 		}
 		line := ce.Line
 		if line == 0 {
 			line = lineAt(doc, ce.Key)
 		}
-		out = append(out, located{line, fmt.Errorf("%s:%d: %s", name, line, scrub(ce.Error()))})
+		out = append(out, located{line, fmt.Errorf("%s:%d: %s", name, line, scrub.String(ce.Error()))})
 	}
 	slices.SortStableFunc(out, func(a, b located) int { return a.line - b.line })
 	joined := make([]error, len(out))

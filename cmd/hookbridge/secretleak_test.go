@@ -149,6 +149,7 @@ routes:
 // command's output on valid and invalid configs — with known secrets, and
 // fails naming each output that held one.
 func TestSecretLeak(t *testing.T) {
+	t.Run("escaped forms", testSecretLeakForms)
 	dir := t.TempDir()
 	webhookAddr, natsAddr, closedAddr := sinktest.FreeAddr(t), sinktest.FreeAddr(t), sinktest.FreeAddr(t)
 	expand := func(s string) string {
@@ -537,4 +538,135 @@ func TestSecretLeak(t *testing.T) {
 	}
 	runAll(bg, "sign not JSON", "{", "sign", "-secret", canaryWebhook)
 	runAll(bg, "help sign", "", "help", "sign")
+}
+
+// formsConfig is the config of the escaped-forms cases: a file sink and a
+// NATS sink that each case bends to hold $LEAK_SECRET somewhere.
+const formsConfig = `
+server:
+  listen: "{{LISTEN}}"
+  admin_listen: "127.0.0.1:0"
+spool:
+  dir: {{DIR}}/spool
+sources:
+  - name: browser-use
+    secrets: ["${BROWSER_USE_WEBHOOK_SECRET}"]
+sinks:
+  - name: audit
+    type: file
+    path: {{DIR}}/events.jsonl
+routes:
+  - name: everything
+    status: ["*"]
+    to: [{sink: audit}]
+`
+
+// testSecretLeakForms runs check and serve with secrets that Go, JSON and
+// URL escaping change (quotes, backslashes, tabs, %, non-ASCII), each
+// put where it ends up in an error or a log line: at config load (quoted
+// with %q by a validator), at start-up (a file sink path that cannot be
+// created), in check's output, and in serve's logs, text and JSON (a
+// reload whose file sink cannot be opened). Every form must be scrubbed:
+// each canary holds leakMarker, which escaping leaves intact. Every one of
+// these cases failed before the redact package existed...
+//
+// Except the NATS cases (a password in the URL or in the password key,
+// the broker unreachable), which passed before too, since
+// natssink.Redact drops user info and the client does not quote a
+// password: they guard that path, which now has the scrubber behind it.
+func testSecretLeakForms(t *testing.T) {
+	secrets := []struct{ name, value string }{
+		{"quotes", `q"LEAKCANARY"q`},
+		{"backslashes", `b\LEAKCANARY\x`},
+		{"tabs", "t\tLEAKCANARY\tt"},
+		{"percent", "p%LEAKCANARY%2Fx"},
+		{"non-ASCII", "üLEAKCANARYé€\u2028"},
+	}
+	type scenario struct {
+		name     string
+		old, new string
+		cmd      string // check or serve
+		code     int    // the exit code serve or check must give
+		// reload: serve starts on formsConfig, and the change is a
+		// reload that fails; its log line must be scrubbed.
+		reload bool
+		args   []string // more arguments
+		// skip names secrets the case does not apply to: a validator's
+		// %q leaves a % as it is, so the raw-value scrub always caught
+		// it there.
+		skip string
+	}
+	const (
+		listen   = `listen: "{{LISTEN}}"`
+		path     = "path: {{DIR}}/events.jsonl"
+		badPath  = "path: \"{{DIR}}/not-a-dir/${LEAK_SECRET}/events.jsonl\""
+		secPath  = "path: \"{{DIR}}/${LEAK_SECRET}.jsonl\""
+		natsURL  = "  - name: remote\n    type: nats\n    url: \"nats://hb:${LEAK_SECRET}@{{CLOSED}}\"\n    connect_timeout: 1s\nroutes:"
+		natsPass = "  - name: remote\n    type: nats\n    url: \"nats://{{CLOSED}}\"\n    user: hb\n    password: \"${LEAK_SECRET}\"\n    connect_timeout: 1s\nroutes:"
+	)
+	scenarios := []scenario{
+		{name: "config load: check, the secret as the listen address", old: listen, new: `listen: "${LEAK_SECRET}"`, cmd: "check", code: 1, skip: "percent"},
+		{name: "config load: serve, the secret as the listen address", old: listen, new: `listen: "${LEAK_SECRET}"`, cmd: "serve", code: 1, skip: "percent"},
+		{name: "start-up: a file sink path from the secret that cannot be created", old: path, new: badPath, cmd: "serve", code: 1},
+		{name: "check output: a file sink path from the secret", old: path, new: secPath, cmd: "check", code: 0},
+		{name: "logs: a reload whose file sink path from the secret cannot be created", old: path, new: badPath, cmd: "serve", reload: true},
+		{name: "logs (json): a reload whose file sink path from the secret cannot be created", old: path, new: badPath, cmd: "serve", reload: true, args: []string{"-log-format", "json"}},
+		{name: "a NATS URL holding the password (refused at load, or failing to connect)", old: "routes:", new: natsURL, cmd: "serve", code: 1},
+		{name: "start-up: a NATS password key that fails to connect", old: "routes:", new: natsPass, cmd: "serve", code: 1},
+	}
+	for _, sc := range scenarios {
+		for _, sec := range secrets {
+			if sec.name == sc.skip {
+				continue
+			}
+			t.Run(sc.name+"/"+sec.name, func(t *testing.T) {
+				dir := t.TempDir()
+				if err := os.WriteFile(filepath.Join(dir, "not-a-dir"), nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(formsConfig, sc.old) {
+					t.Fatalf("the config has no %q: update the case", sc.old)
+				}
+				expand := strings.NewReplacer("{{LISTEN}}", sinktest.FreeAddr(t), "{{CLOSED}}", sinktest.FreeAddr(t), "{{DIR}}", dir).Replace
+				changed := expand(strings.Replace(formsConfig, sc.old, sc.new, 1))
+				first := changed
+				if sc.reload {
+					first = expand(formsConfig)
+				}
+				p := filepath.Join(dir, "config.yaml")
+				if err := os.WriteFile(p, []byte(first), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				vars := map[string]string{"BROWSER_USE_WEBHOOK_SECRET": "whsec_forms_test", "LEAK_SECRET": sec.value}
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a bound, not an assertion
+				defer cancel()
+				var out, errb syncBuffer
+				args := append([]string{sc.cmd, "-config", p}, sc.args...)
+				if sc.cmd == "serve" {
+					args = append(args, "-log-level", "debug", "-watch", "20ms")
+				}
+				done := make(chan int, 1)
+				go func() {
+					done <- run(ctx, args, env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb,
+						lookupEnv: func(k string) (string, bool) { v, ok := vars[k]; return v, ok }})
+				}()
+				if sc.reload {
+					sinktest.WaitFor(t, "serve to listen", func() bool { return strings.Contains(errb.String(), "hookbridge listening") })
+					if err := os.WriteFile(p, []byte(changed), 0o600); err != nil {
+						t.Fatal(err)
+					}
+					sinktest.WaitFor(t, "the reload to fail", func() bool { return strings.Contains(errb.String(), "config reload failed") })
+					cancel()
+				}
+				if code := <-done; code != sc.code {
+					t.Errorf("%s: exit %d, want %d: %s", sc.cmd, code, sc.code, errb.String())
+				}
+				for name, s := range map[string]string{"stdout": out.String(), "stderr": errb.String()} {
+					if i := strings.Index(s, leakMarker); i >= 0 {
+						t.Errorf("the secret is in %s's %s:\n\t…%s…", sc.cmd, name, s[max(0, i-120):min(len(s), i+60)])
+					}
+				}
+			})
+		}
+	}
 }

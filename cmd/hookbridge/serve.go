@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -17,6 +18,7 @@ import (
 	"github.com/hookbridge/hookbridge/bridge"
 	"github.com/hookbridge/hookbridge/bridge/config"
 	"github.com/hookbridge/hookbridge/bridge/event"
+	"github.com/hookbridge/hookbridge/bridge/redact"
 	"github.com/hookbridge/hookbridge/bridge/route"
 	"github.com/hookbridge/hookbridge/bridge/signature"
 )
@@ -58,23 +60,28 @@ Browser Use retries.`,
 		skipProbe := fs.Bool("skip-probe", false, "start without checking that the brokers are reachable")
 		watch := fs.Duration("watch", 2*time.Second, "check the config file for changes this `often` and reload it")
 		return func(ctx context.Context, e env) int {
-			log, err := newLogger(e, *level, *format)
+			// Every log line and every error serve prints goes through
+			// scrub, which knows the config's secrets (and, after each
+			// reload, the new ones too).
+			scrub := redact.New()
+			log, err := newLogger(e, *level, *format, scrub)
 			if err != nil {
 				return fail(e, "serve", err)
 			}
 			cfg, err := config.Load(*configFile, e.lookupEnv)
 			if err != nil {
-				return fail(e, "serve", err)
+				return fail(e, "serve", err) // already scrubbed by the loader
 			}
+			scrub.Add(cfg.Secrets()...)
 			// SIGHUP, or a change of the file, reloads routes, sinks and
 			// secrets without a restart. Listen before starting, so a
 			// SIGHUP that comes early does not end the process.
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
-			svc, err := bridge.Start(ctx, cfg, bridge.Options{Log: log, SkipProbe: *skipProbe})
+			svc, err := bridge.Start(ctx, cfg, bridge.Options{Log: log, SkipProbe: *skipProbe, Scrubber: scrub})
 			if err != nil {
-				return fail(e, "serve", err)
+				return fail(e, "serve", scrub.Error(err))
 			}
 			watchCtx, stopWatch := context.WithCancel(ctx)
 			defer stopWatch()
@@ -97,7 +104,7 @@ Browser Use retries.`,
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownTimeout)
 			defer cancel()
 			if err := svc.Shutdown(sctx); err != nil {
-				return fail(e, "serve", err)
+				return fail(e, "serve", scrub.Error(err))
 			}
 			log.Info("stopped")
 			return exitOK
@@ -105,7 +112,9 @@ Browser Use retries.`,
 	},
 }
 
-func newLogger(e env, level, format string) (*slog.Logger, error) {
+// newLogger returns the logger serve writes to stderr, every line scrubbed
+// by scrub.
+func newLogger(e env, level, format string, scrub *redact.Scrubber) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, usagef("-log-level %q: use debug, info, warn or error", level)
@@ -113,9 +122,9 @@ func newLogger(e env, level, format string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lv}
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(e.stderr, opts)), nil
+		return slog.New(scrub.Handler(slog.NewTextHandler(e.stderr, opts))), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(e.stderr, opts)), nil
+		return slog.New(scrub.Handler(slog.NewJSONHandler(e.stderr, opts))), nil
 	}
 	return nil, usagef("-log-format %q: use text or json", format)
 }
@@ -144,20 +153,24 @@ each problem, when it is not.`,
 			if err != nil {
 				return fail(e, "check", err)
 			}
+			// What check prints is scrubbed of the config's secrets: a
+			// file path or a spool directory may have been built from one.
+			scrub := redact.New(cfg.Secrets()...)
+			e.stdout = scrubbedWriter{e.stdout, scrub}
 			router := route.New(cfg.Rules())
 			if *explain != "" {
-				if err := printExplain(e, cfg, router, *explain); err != nil {
-					return fail(e, "check", err)
+				if err := printExplain(e, cfg, router, *explain, scrub); err != nil {
+					return fail(e, "check", scrub.Error(err))
 				}
 				return exitOK
 			}
-			printCheck(e, *configFile, cfg, router)
+			printCheck(e, *configFile, cfg, router, scrub)
 			return exitOK
 		}
 	},
 }
 
-func printCheck(e env, path string, cfg *config.Config, router *route.Router) {
+func printCheck(e env, path string, cfg *config.Config, router *route.Router, scrub *redact.Scrubber) {
 	s := cfg.Server
 	fmt.Fprintf(e.stdout, "%s is valid.\n\ndelivery: %s", path, cfg.Delivery)
 	switch sp := cfg.Spool; {
@@ -180,7 +193,7 @@ func printCheck(e env, path string, cfg *config.Config, router *route.Router) {
 		{"max_concurrent_reads", s.MaxConcurrentReads}, {"max_concurrent_requests", s.MaxConcurrentRequests},
 		{"max_buffered_bytes", s.MaxBufferedBytes}, {"body_read_timeout", s.BodyReadTimeout}, {"min_body_rate", s.MinBodyRate},
 	} {
-		fmt.Fprintf(tw, "  %s:\t%v\n", kv[0], kv[1])
+		fmt.Fprintf(scrubbedWriter{tw, scrub}, "  %s:\t%v\n", kv[0], kv[1])
 	}
 	tw.Flush()
 	fmt.Fprintf(e.stdout, "  %s\n", s.DescribeWorstCase())
@@ -190,7 +203,7 @@ func printCheck(e env, path string, cfg *config.Config, router *route.Router) {
 
 	fmt.Fprintln(e.stdout, "\nsources:")
 	tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NAME\tPATH\tSECRETS\tTOLERANCE\tUNPARSED TIMESTAMPS")
+	fmt.Fprintln(scrubbedWriter{tw, scrub}, "  NAME\tPATH\tSECRETS\tTOLERANCE\tUNPARSED TIMESTAMPS")
 	for _, src := range cfg.Sources {
 		tol := src.Tolerance.String()
 		if *src.Tolerance == 0 {
@@ -200,24 +213,24 @@ func printCheck(e env, path string, cfg *config.Config, router *route.Router) {
 		if src.AllowUnparsedTimestamp {
 			unparsed = "allowed"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%d (redacted)\t%s\t%s\n", src.Name, src.Path, len(src.Secrets), tol, unparsed)
+		fmt.Fprintf(scrubbedWriter{tw, scrub}, "  %s\t%s\t%d (redacted)\t%s\t%s\n", src.Name, src.Path, len(src.Secrets), tol, unparsed)
 	}
 	tw.Flush()
 
 	fmt.Fprintln(e.stdout, "\nsinks:")
 	tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NAME\tTYPE\tWHERE")
+	fmt.Fprintln(scrubbedWriter{tw, scrub}, "  NAME\tTYPE\tWHERE")
 	for _, sk := range cfg.Sinks {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\n", sk.Name, sk.Type, sk.Options.Describe())
+		fmt.Fprintf(scrubbedWriter{tw, scrub}, "  %s\t%s\t%s\n", sk.Name, sk.Type, sk.Options.Describe())
 	}
 	tw.Flush()
 
 	fmt.Fprintln(e.stdout, "\nrouting table (\"*\" = any other status):")
 	tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  STATUS\tROUTE\tSINK\tTARGET\tDELIVERY")
+	fmt.Fprintln(scrubbedWriter{tw, scrub}, "  STATUS\tROUTE\tSINK\tTARGET\tDELIVERY")
 	for _, row := range router.Table() {
 		if row.Route == "" {
-			fmt.Fprintf(tw, "  %s\t-\t-\t(unrouted: answered 200 and counted)\t\n", row.Status)
+			fmt.Fprintf(scrubbedWriter{tw, scrub}, "  %s\t-\t-\t(unrouted: answered 200 and counted)\t\n", row.Status)
 			continue
 		}
 		target := row.Target
@@ -228,14 +241,30 @@ func printCheck(e env, path string, cfg *config.Config, router *route.Router) {
 		if row.Sync {
 			delivery = "sync"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", row.Status, row.Route, row.Sink, target, delivery)
+		fmt.Fprintf(scrubbedWriter{tw, scrub}, "  %s\t%s\t%s\t%s\t%s\n", row.Status, row.Route, row.Sink, target, delivery)
 	}
 	tw.Flush()
 }
 
+// scrubbedWriter scrubs each Write before passing it on. A table's cells
+// go through one before the tabwriter, which would turn a tab inside a
+// secret into padding no scrubber could recognize; each fmt.Fprint call
+// is one Write, so a value printed in one call is scrubbed whole.
+type scrubbedWriter struct {
+	w     io.Writer
+	scrub *redact.Scrubber
+}
+
+func (w scrubbedWriter) Write(p []byte) (int, error) {
+	if _, err := io.WriteString(w.w, w.scrub.String(string(p))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
 // printExplain shows the routes, sinks and targets one sample delivery
 // reaches, normalized exactly as serve would.
-func printExplain(e env, cfg *config.Config, router *route.Router, sample string) error {
+func printExplain(e env, cfg *config.Config, router *route.Router, sample string, scrub *redact.Scrubber) error {
 	var cz signature.Canonicalizer
 	c, err := cz.Canonicalize([]byte(sample))
 	if err != nil {
@@ -257,13 +286,13 @@ func printExplain(e env, cfg *config.Config, router *route.Router, sample string
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  SINK\tTARGET\tDELIVERY")
+	fmt.Fprintln(scrubbedWriter{tw, scrub}, "  SINK\tTARGET\tDELIVERY")
 	for _, d := range deliveries {
 		mode := "spool"
 		if d.Sync {
 			mode = "sync"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\n", d.Sink, orDash(d.Target), mode)
+		fmt.Fprintf(scrubbedWriter{tw, scrub}, "  %s\t%s\t%s\n", d.Sink, orDash(d.Target), mode)
 	}
 	return tw.Flush()
 }

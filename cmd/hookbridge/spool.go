@@ -13,6 +13,7 @@ import (
 	"github.com/hookbridge/hookbridge/bridge"
 	"github.com/hookbridge/hookbridge/bridge/config"
 	"github.com/hookbridge/hookbridge/bridge/queue"
+	"github.com/hookbridge/hookbridge/bridge/redact"
 )
 
 var spoolCmd = &command{
@@ -54,9 +55,10 @@ SEQ is the number ls prints in its first column.`,
 			if err != nil {
 				return fail(e, "spool", err)
 			}
+			scrub := redact.New(cfg.Secrets()...) // a spool dir or NATS URL may hold one
 			st, err := bridge.OpenSpoolAdmin(ctx, cfg)
 			if err != nil {
-				return fail(e, "spool", err)
+				return fail(e, "spool", scrub.Error(err))
 			}
 			defer st.Close()
 			switch e.action {
@@ -68,7 +70,7 @@ SEQ is the number ls prints in its first column.`,
 				err = spoolDrop(ctx, e, st, seqs, *all, *pending, *sinkName)
 			}
 			if err != nil {
-				return fail(e, "spool", err)
+				return fail(e, "spool", scrub.Error(err))
 			}
 			return exitOK
 		}

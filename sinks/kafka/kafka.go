@@ -144,6 +144,9 @@ type SASLConfig struct {
 	Password string `yaml:"password"`
 }
 
+// Secrets returns the SASL password. It implements sinks.SecretHolder.
+func (c *Config) Secrets() []string { return []string{c.SASL.Password} }
+
 // SetDefaults fills zero fields with their defaults. It is idempotent.
 func (c *Config) SetDefaults() {
 	c.ContentMode.SetDefault()

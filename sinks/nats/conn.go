@@ -107,6 +107,31 @@ func (c *Connection) Connect(name string, opts ...natsgo.Option) (*natsgo.Conn, 
 	return nc, nil
 }
 
+// Secrets returns the connection's credentials: token, password, and the
+// password (or token) in each URL's user info, as written and
+// percent-decoded. It implements sinks.SecretHolder.
+func (c *Connection) Secrets() []string {
+	out := []string{c.Token, c.Password}
+	for _, p := range strings.Split(c.URL, ",") {
+		at := strings.LastIndexByte(p, '@')
+		if at < 0 {
+			continue
+		}
+		info := p[:at]
+		if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
+			info = p[scheme+3 : at]
+		}
+		if _, pass, ok := strings.Cut(info, ":"); ok {
+			info = pass
+		}
+		out = append(out, info)
+		if un, err := url.PathUnescape(info); err == nil {
+			out = append(out, un)
+		}
+	}
+	return out
+}
+
 // Redact drops user info from a URL or URL list, so it can be shown.
 func Redact(s string) string {
 	parts := strings.Split(s, ",")

@@ -104,6 +104,10 @@ type Config struct {
 	ContentMode sinks.ContentMode `yaml:"content_mode"`
 }
 
+// Secrets returns the static secret key and session token. It implements
+// sinks.SecretHolder.
+func (c *Config) Secrets() []string { return []string{c.SecretAccessKey, c.SessionToken} }
+
 // SetDefaults fills zero fields with their defaults. It is idempotent.
 // Region's default depends on the AWS environment, which only New reads,
 // so New applies it (see Region); SetDefaults only trims stray spaces
