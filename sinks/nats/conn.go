@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,8 +50,18 @@ func (c *Connection) SetDefaults() {
 func (c *Connection) Validate() error {
 	var errs []error
 	if c.URL != "" && c.URL != Embedded {
-		for _, u := range strings.Split(c.URL, ",") {
-			if err := checkURL(strings.TrimSpace(u)); err != nil {
+		parts := strings.Split(c.URL, ",")
+		for i, u := range parts {
+			u = strings.TrimSpace(u)
+			// A comma inside a password splits it across two parts,
+			// neither of which holds the '@' Redact strips user info up
+			// to: when a list holds user info anywhere, a bad part is
+			// named by its place, never shown.
+			shown := strconv.Quote(Redact(u))
+			if len(parts) > 1 && strings.Contains(c.URL, "@") {
+				shown = fmt.Sprintf("URL %d of %d (not shown: the list holds user info)", i+1, len(parts))
+			}
+			if err := checkURL(u, shown); err != nil {
 				errs = append(errs, sinks.Problemf("url", "%v", err))
 			}
 		}
@@ -64,17 +75,17 @@ func (c *Connection) Validate() error {
 	return errors.Join(errs...)
 }
 
-// checkURL checks one server URL.
-func checkURL(raw string) error {
+// checkURL checks one server URL; shown is how errors name it.
+func checkURL(raw, shown string) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
-		return fmt.Errorf("%q is not a server URL: write nats://host:4222 (or embedded)", Redact(raw))
+		return fmt.Errorf("%s is not a server URL: write nats://host:4222 (or embedded)", shown)
 	}
 	switch u.Scheme {
 	case "nats", "tls", "ws", "wss":
 		return nil
 	}
-	return fmt.Errorf("%q: the scheme must be nats://, tls://, ws:// or wss://", Redact(raw))
+	return fmt.Errorf("%s: the scheme must be nats://, tls://, ws:// or wss://", shown)
 }
 
 // AuthOptions are the connect options for the credentials: a .creds

@@ -264,6 +264,9 @@ func TestConfigValidate(t *testing.T) {
 		{"missing url", Config{}, []string{`url: missing: write "embedded" or your server's nats://host:4222`}},
 		{"bad scheme", Config{Connection: Connection{URL: "http://user:pw@host:4222"}}, []string{`url: "http://host:4222": the scheme must be nats://, tls://, ws:// or wss://`}},
 		{"not a url", Config{Connection: Connection{URL: "localhost"}}, []string{`url: "localhost" is not a server URL: write nats://host:4222 (or embedded)`}},
+		{"a comma in a password", Config{Connection: Connection{URL: "nats://u:pa,ss@host:4222"}}, []string{
+			`url: URL 1 of 2 (not shown: the list holds user info) is not a server URL: write nats://host:4222 (or embedded)`,
+			`url: URL 2 of 2 (not shown: the list holds user info) is not a server URL: write nats://host:4222 (or embedded)`}},
 		{"bad listen", Config{Connection: Connection{URL: Embedded}, Embedded: EmbeddedConfig{Listen: "4222"}}, []string{`embedded.listen: "4222" is not host:port: write e.g. 127.0.0.1:4222`}},
 		{"embedded without embedded url", Config{Connection: Connection{URL: "nats://h:1"}, Embedded: EmbeddedConfig{Listen: ":1"}}, []string{`embedded: only applies with url: embedded: remove it`}},
 		{"stream", Config{Connection: Connection{URL: Embedded}, Stream: StreamConfig{Storage: "disk", Replicas: 7, Name: "a.b", MaxBytes: -5}}, []string{
