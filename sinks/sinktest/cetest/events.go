@@ -261,11 +261,13 @@ func deadLetters(t testing.TB, evs ...*event.Event) []sinks.Message {
 	s.Start(context.Background())
 	defer s.Stop()
 	for _, ev := range evs {
-		// One at a time, so the copies come back in order.
+		// One at a time, so the copies come back in order. The count to
+		// wait for is taken before Deliver: the copy may be kept before
+		// Deliver returns.
+		n := len(k.kept()) + 1
 		if err := s.Deliver(context.Background(), ev, []route.Delivery{{Sink: DeadLetterSink}}); err != nil {
 			t.Fatal(err)
 		}
-		n := len(k.kept()) + 1
 		sinktest.WaitFor(t, "the dead-letter copy", func() bool { return len(k.kept()) == n })
 	}
 	return k.kept()
