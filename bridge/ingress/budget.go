@@ -1,7 +1,6 @@
 package ingress
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"net/http"
@@ -58,18 +57,77 @@ const (
 // errBodyBudget says a body's next bytes do not fit server.max_buffered_bytes.
 var errBodyBudget = errors.New("body budget exhausted")
 
+// bodyRead is one request's body and what it holds of the budget. It is
+// pooled with its buffer, so reading a body allocates nothing.
+type bodyRead struct {
+	h        *Handler
+	b        *Budget // nil: no budget
+	p        []byte  // the body; its capacity is the buffer
+	reserved int64   // bytes of p's capacity counted against b.bytes
+	slot     bool    // holds a delivery slot
+	start    time.Time
+	one      [1]byte // reads the byte past a full body
+}
+
+// reserve makes p's capacity at least n (at most the body limit),
+// counting it against the budget first.
+func (br *bodyRead) reserve(n int64) error {
+	n = min(n, br.h.maxBody)
+	if int64(cap(br.p)) >= n {
+		return nil
+	}
+	if br.b != nil {
+		// A pooled buffer's capacity was counted when it was taken; the
+		// new one replaces it, so only the difference is added.
+		if !br.b.bytes.TryAcquire(n - br.reserved) {
+			return errBodyBudget
+		}
+		br.reserved = n
+	}
+	np := make([]byte, len(br.p), n)
+	copy(np, br.p)
+	br.p = np
+	return nil
+}
+
+// deadline is when the body must have arrived, got bytes in:
+// mod_reqtimeout's MinRate, one more second per min_body_rate bytes, up to
+// read_timeout.
+func (br *bodyRead) deadline(got int) time.Time {
+	ext := time.Duration(int64(got) * int64(time.Second) / br.b.rate)
+	return br.start.Add(min(br.b.timeout+ext, br.b.limit))
+}
+
+// done gives back the delivery slot, the budget's bytes and the buffer:
+// call it once the body is no longer used.
+func (br *bodyRead) done() {
+	if br.slot {
+		<-br.b.slots
+		br.slot = false
+	}
+	if br.b != nil && br.reserved > 0 {
+		br.b.bytes.Release(br.reserved)
+	}
+	br.reserved = 0
+	if cap(br.p) > poolMax {
+		return // a rare large body's buffer is left to the collector
+	}
+	br.p = br.p[:0]
+	br.h.bufs.Put(br)
+}
+
 // readBody reads r's body within h's budget and takes a delivery slot.
-// It answers the request itself and returns ok false when it cannot:
-// 503 with Retry-After when a budget is full, 408 for a body slower than
+// It answers the request itself and returns nil when it cannot: 503 with
+// Retry-After when a budget is full, 408 for a body slower than
 // server.body_read_timeout and server.min_body_rate allow, 413 over
-// server.max_body_bytes, 400 for a broken body. done releases what the
-// request holds; call it once the body is no longer used.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, src *source) (body []byte, done func(), ok bool) {
+// server.max_body_bytes, 400 for a broken body. The caller reads the body
+// from p and calls done once it is no longer used.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, src *source) *bodyRead {
 	if len(r.TransferEncoding) > 0 && framingConflict(r.Context()) {
 		// Closing ends whatever the two framings disagree on.
 		w.Header().Set("Connection", "close")
 		h.reject(w, r, src, ResultBadRequest, http.StatusBadRequest, "both Transfer-Encoding and Content-Length: give one (RFC 9112 section 6.1)")
-		return nil, nil, false
+		return nil
 	}
 	b := h.budget
 	if b != nil {
@@ -77,77 +135,37 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, src *source) 
 		case b.reads <- struct{}{}:
 		default:
 			h.shed(w, r, src, "too many webhook bodies being read at once; retry later")
-			return nil, nil, false
-		}
-	}
-	buf := h.bufs.Get().(*bytes.Buffer)
-	buf.Reset()
-	p := buf.Bytes() // empty, with the pooled buffer's capacity
-	var reserved int64
-	release := func() {
-		if b != nil && reserved > 0 {
-			b.bytes.Release(reserved)
-		}
-		if cap(p) <= poolMax {
-			*buf = *bytes.NewBuffer(p[:0])
-			h.bufs.Put(buf)
-		}
-	}
-	// reserve makes p's capacity at least n (at most the body limit),
-	// counting it against the budget first.
-	reserve := func(n int64) error {
-		n = min(n, h.maxBody)
-		if int64(cap(p)) >= n {
 			return nil
 		}
-		if b != nil {
-			// A pooled buffer's capacity was counted when it was taken;
-			// the new one replaces it, so only the difference is added.
-			if !b.bytes.TryAcquire(n - reserved) {
-				return errBodyBudget
-			}
-			reserved = n
-		}
-		np := make([]byte, len(p), n)
-		copy(np, p)
-		p = np
-		return nil
 	}
-	if b != nil && cap(p) > 0 {
+	br := h.bufs.Get().(*bodyRead)
+	br.h, br.b = h, b
+	if b != nil && cap(br.p) > 0 {
 		// The pooled buffer is held while this request is: count it.
-		if !b.bytes.TryAcquire(int64(cap(p))) {
-			p = nil
+		if !b.bytes.TryAcquire(int64(cap(br.p))) {
+			br.p = nil
 		} else {
-			reserved = int64(cap(p))
+			br.reserved = int64(cap(br.p))
 		}
 	}
 	first := int64(chunkedReserve)
 	if r.ContentLength >= 0 {
 		first = min(r.ContentLength, firstReserve)
 	}
-	fail := func() {
+	if err := br.reserve(first); err != nil {
 		if b != nil {
 			<-b.reads
 		}
-		release()
-	}
-	if err := reserve(first); err != nil {
-		fail()
+		br.done()
 		h.shed(w, r, src, "too many webhook bytes buffered at once; retry later")
-		return nil, nil, false
+		return nil
 	}
 
 	rc := http.NewResponseController(w)
-	start := time.Now()
-	deadline := func(got int) time.Time {
-		// mod_reqtimeout's MinRate: one more second per rate bytes, up
-		// to read_timeout.
-		ext := time.Duration(int64(got) * int64(time.Second) / b.rate)
-		return start.Add(min(b.timeout+ext, b.limit))
-	}
+	br.start = time.Now()
 	// A server without deadlines (HTTP/2 on some connections, a test's
 	// recorder) keeps read_timeout alone.
-	timed := b != nil && rc.SetReadDeadline(deadline(0)) == nil
+	timed := b != nil && rc.SetReadDeadline(br.deadline(0)) == nil
 	rd := http.MaxBytesReader(w, r.Body, h.maxBody)
 	var err error
 	full := h.maxBody
@@ -155,13 +173,12 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, src *source) 
 		full = r.ContentLength // no more than max_body_bytes: checked before
 	}
 	for {
-		if len(p) == cap(p) {
-			if int64(len(p)) >= full {
+		if len(br.p) == cap(br.p) {
+			if int64(len(br.p)) >= full {
 				// All that may come has: expect the end, or the byte
 				// that makes the body too large.
-				var one [1]byte
 				var n int
-				n, err = io.ReadFull(rd, one[:])
+				n, err = io.ReadFull(rd, br.one[:])
 				if n > 0 {
 					err = &http.MaxBytesError{Limit: h.maxBody}
 				}
@@ -170,15 +187,15 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, src *source) 
 				}
 				break
 			}
-			if err = reserve(min(max(int64(2*cap(p)), chunkedReserve), full)); err != nil {
+			if err = br.reserve(min(max(int64(2*cap(br.p)), chunkedReserve), full)); err != nil {
 				break
 			}
 		}
 		var n int
-		n, err = rd.Read(p[len(p):cap(p)])
-		p = p[:len(p)+n]
+		n, err = rd.Read(br.p[len(br.p):cap(br.p)])
+		br.p = br.p[:len(br.p)+n]
 		if n > 0 && timed {
-			_ = rc.SetReadDeadline(deadline(len(p)))
+			_ = rc.SetReadDeadline(br.deadline(len(br.p)))
 		}
 		if err == io.EOF {
 			err = nil
@@ -192,7 +209,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, src *source) 
 		<-b.reads
 	}
 	if err != nil {
-		release()
+		br.done()
 		switch {
 		case errors.Is(err, errBodyBudget):
 			// The rest of the body is not read: close rather than drain it.
@@ -208,7 +225,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, src *source) 
 				h.reject(w, r, src, ResultBadRequest, http.StatusBadRequest, "could not read the body: "+err.Error())
 			}
 		}
-		return nil, nil, false
+		return nil
 	}
 	if timed {
 		// Read whole: the server's own deadlines apply again.
@@ -219,18 +236,14 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, src *source) 
 		// delivered from it.
 		select {
 		case b.slots <- struct{}{}:
+			br.slot = true
 		default:
-			release()
+			br.done()
 			h.shed(w, r, src, "too many webhooks at once; retry later")
-			return nil, nil, false
+			return nil
 		}
 	}
-	return p, func() {
-		if b != nil {
-			<-b.slots
-		}
-		release()
-	}, true
+	return br
 }
 
 // Reading is how many bodies are being read now.

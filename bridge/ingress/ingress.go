@@ -6,7 +6,6 @@
 package ingress
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -85,7 +84,7 @@ type Handler struct {
 	rejects  *rejectLog                     // samples the rejection lines
 
 	canon   sync.Pool // *signature.Canonicalizer
-	bufs    sync.Pool // *bytes.Buffer
+	bufs    sync.Pool // *bodyRead
 	results [numResults]atomic.Uint64
 }
 
@@ -179,7 +178,7 @@ func New(cfg *config.Config, opts Options) (*Handler, error) {
 		h.rejects = opts.Previous.rejects
 	}
 	h.canon.New = func() any { return &signature.Canonicalizer{MaxDepth: h.maxDepth, MaxIntDigits: h.maxDigits} }
-	h.bufs.New = func() any { return new(bytes.Buffer) }
+	h.bufs.New = func() any { return new(bodyRead) }
 	// Each source's counters are looked up once here rather than on every
 	// request.
 	for r := range numResults {
@@ -254,11 +253,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// The body is read (within the budget) before a delivery slot is
 	// taken, so a slow sender cannot hold one.
-	body, done, ok := h.readBody(w, r, src)
-	if !ok {
+	br := h.readBody(w, r, src)
+	if br == nil {
 		return
 	}
-	defer done()
+	defer br.done()
+	body := br.p
 
 	ts, msg := singleHeader(r, signature.HeaderTimestamp)
 	if msg == "" {
