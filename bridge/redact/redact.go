@@ -20,6 +20,7 @@ package redact
 import (
 	"cmp"
 	"encoding/json"
+	"io"
 	"net/url"
 	"slices"
 	"strconv"
@@ -116,6 +117,28 @@ func (s *Scrubber) Error(err error) error {
 		return &scrubbed{msg: clean, err: err}
 	}
 	return err
+}
+
+// Writer returns a writer that scrubs each write before passing it to w:
+// for a command's stderr, whose lines are written whole. A secret split
+// across two writes is not caught.
+func (s *Scrubber) Writer(w io.Writer) io.Writer {
+	if s == nil {
+		return w
+	}
+	return &writer{s: s, w: w}
+}
+
+type writer struct {
+	s *Scrubber
+	w io.Writer
+}
+
+func (w *writer) Write(p []byte) (int, error) {
+	if _, err := io.WriteString(w.w, w.s.String(string(p))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 type scrubbed struct {

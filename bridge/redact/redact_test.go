@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/url"
@@ -147,5 +148,21 @@ func TestHandler(t *testing.T) {
 	}
 	if (*Scrubber)(nil).Handler(slog.DiscardHandler) != slog.DiscardHandler {
 		t.Error("a nil scrubber wrapped the handler")
+	}
+}
+
+func TestWriter(t *testing.T) {
+	var out strings.Builder
+	w := New("hunter2-secret").Writer(&out)
+	line := "connect to nats://u:hunter2-secret@host: refused\n"
+	if n, err := io.WriteString(w, line); err != nil || n != len(line) {
+		t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(line))
+	}
+	if got := out.String(); got != "connect to nats://u:[redacted]@host: refused\n" {
+		t.Errorf("wrote %q", got)
+	}
+	var nilScrubber *Scrubber
+	if nilScrubber.Writer(&out) != io.Writer(&out) {
+		t.Error("a nil scrubber wraps the writer")
 	}
 }

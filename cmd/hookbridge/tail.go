@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookbridge/hookbridge/bridge/config"
+	"github.com/hookbridge/hookbridge/bridge/redact"
 	"github.com/hookbridge/hookbridge/sinks"
 	natssink "github.com/hookbridge/hookbridge/sinks/nats"
 )
@@ -161,6 +162,9 @@ func (o *tailOptions) run(ctx context.Context, e env) int {
 		if err != nil {
 			return fail(e, "tail", err)
 		}
+		// What tail reports may quote a URL, stream or subject built from
+		// a secret: scrub its stderr (never the events it prints).
+		e.stderr = redact.New(cfg.Secrets()...).Writer(e.stderr)
 		nc, name, err := findNATSSink(cfg, o.sinkName)
 		if err != nil {
 			return fail(e, "tail", err)

@@ -557,3 +557,23 @@ func TestTailNoStream(t *testing.T) {
 		t.Errorf("code %d stderr %q, want 1 and %q", code, stderr, want)
 	}
 }
+
+// TestTailScrubsSecrets: what tail reports is scrubbed of the config's
+// secrets, here a stream name that came from ${VAR} and that tail quotes
+// when the stream does not exist.
+func TestTailScrubsSecrets(t *testing.T) {
+	srv := sinktest.NATS(t)
+	const secret = "SECRETSTREAM42"
+	cfg := writeConfig(t, `
+sources: [{name: browser-use, secrets: ["${BROWSER_USE_WEBHOOK_SECRET}"]}]
+sinks: [{name: bus, type: nats, url: "`+srv.ClientURL()+`", jetstream: true, stream: {name: "${STREAM}"}}]
+routes: [{name: all, status: ["*"], to: [{sink: bus, subject: "task.{status}"}]}]
+`)
+	code, _, stderr := runCmd(t, "", map[string]string{"STREAM": secret}, "tail", "-config", cfg)
+	if code != 1 || !strings.Contains(stderr, "no stream") {
+		t.Fatalf("code %d, stderr %q: want 1 and the missing stream", code, stderr)
+	}
+	if strings.Contains(stderr, secret) || !strings.Contains(stderr, "[redacted]") {
+		t.Errorf("stderr shows the secret: %q", stderr)
+	}
+}
