@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -23,6 +24,14 @@ type Queue struct {
 	maxBytes  int64
 	now       func() time.Time
 	log       *slog.Logger
+	// publish is the conn's publish, apart so that tests can make the
+	// stream refuse writes.
+	publish func(context.Context, []outgoing) error
+	// failedAt is when an append last failed for a reason other than a
+	// full stream (UnixNano, 0: none since one succeeded): readiness
+	// reports it for failureHold.
+	failedAt atomic.Int64
+	failure  atomic.Pointer[error]
 
 	statsMu sync.Mutex
 	stats   queue.Stats // cached for a second: every gauge of a scrape asks
@@ -49,7 +58,7 @@ func (c *Conn) OpenQueue(ctx context.Context, limits Limits, now func() time.Tim
 	}
 	q := &Queue{c: c, layout: layout{prefix: c.cfg.SubjectPrefix, partitions: c.cfg.Partitions},
 		maxEvents: limits.MaxEvents, maxBytes: limits.MaxBytes, now: now, log: c.log,
-		receivers: map[string]*receiver{}}
+		publish: c.publish, receivers: map[string]*receiver{}}
 	if err := setUp(ctx, c.log, q.ensureStream); err != nil {
 		return nil, err
 	}
@@ -150,8 +159,28 @@ func (q *Queue) Append(ctx context.Context, recs []queue.Record) error {
 	for i := range recs {
 		msgs[i] = outgoing{subject: q.layout.subjectOf(&recs[i]), id: msgID(&recs[i]), data: queue.Marshal(&recs[i])}
 	}
-	return q.c.publish(ctx, msgs)
+	err := q.publish(ctx, msgs)
+	switch {
+	case err == nil:
+		if q.failedAt.Load() != 0 {
+			q.failedAt.Store(0)
+		}
+	case !errors.Is(err, queue.ErrFull) && !errors.Is(err, context.Canceled):
+		// A full stream is a limit Ready reports by itself; a cancelled
+		// append says nothing of the stream. A publish that timed out
+		// does: no PubAck within publish_timeout.
+		q.failure.Store(&err)
+		q.failedAt.Store(q.now().UnixNano())
+	}
+	return err
 }
+
+// failureHold is how long after an append the stream refused (its
+// server's disk full, no quorum, an I/O error) the queue reports itself
+// not ready. A shared stream is not probed with writes of its own: after
+// the hold, the next webhook's append is the probe, and a failing one
+// starts the hold again.
+const failureHold = 5 * time.Second
 
 // Stats implements queue.Queue, reading the stream at most once a second.
 func (q *Queue) Stats(ctx context.Context) (queue.Stats, error) {
@@ -214,6 +243,15 @@ func (q *Queue) Ready(ctx context.Context) error {
 	}
 	if st.Pending+st.Dead >= q.maxEvents || st.PendingBytes >= q.maxBytes {
 		return fmt.Errorf("spool stream %s is full: %d messages, %d bytes", q.c.cfg.Stream, st.Pending+st.Dead, st.PendingBytes)
+	}
+	if at := q.failedAt.Load(); at != 0 {
+		if since := q.now().Sub(time.Unix(0, at)); since < failureHold {
+			err := errors.New("unknown")
+			if p := q.failure.Load(); p != nil {
+				err = *p
+			}
+			return fmt.Errorf("spool stream %s refused a write %s ago: %w", q.c.cfg.Stream, since.Round(time.Millisecond), err)
+		}
 	}
 	return nil
 }

@@ -2,9 +2,12 @@ package jetstream
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,5 +115,71 @@ func TestUnreadableMessageIsMovedAside(t *testing.T) {
 	m, err := q.stream.GetLastMsgForSubject(context.Background(), q.layout.dead("bus"))
 	if err != nil || string(m.Data) != "not a record" {
 		t.Errorf("dead subject holds %q, %v", m.Data, err)
+	}
+}
+
+// TestReadyWhileTheStreamRefusesWrites: after an append the stream
+// refused (injected: a NATS server whose disk is full cannot be made on
+// demand here), the queue is not ready for failureHold; then it is, and
+// the next append decides. A full stream, or an append cancelled by its
+// caller, does not count.
+func TestReadyWhileTheStreamRefusesWrites(t *testing.T) {
+	srv := sinktest.NATS(t)
+	var now atomic.Int64
+	now.Store(time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC).UnixNano())
+	cfg := Config{Connection: natssink.Connection{URL: srv.ClientURL()}, Partitions: 1, Duplicates: time.Minute}
+	cfg.SetDefaults()
+	conn, err := Dial(cfg, 5*time.Second, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	q, err := conn.OpenQueue(context.Background(), Limits{MaxEvents: 1000, MaxBytes: 1 << 20}, func() time.Time { return time.Unix(0, now.Load()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	refuse := errors.New("nats: insufficient resources")
+	var failing atomic.Pointer[error]
+	real := q.publish
+	q.publish = func(ctx context.Context, msgs []outgoing) error {
+		if p := failing.Load(); p != nil {
+			return *p
+		}
+		return real(ctx, msgs)
+	}
+	rec := func(id string) []queue.Record {
+		return []queue.Record{{Sink: "bus", Message: sinks.Message{ID: id, Key: "t", Body: []byte(`{}`)}, Received: time.Unix(0, now.Load())}}
+	}
+	if err := q.Ready(ctx); err != nil {
+		t.Fatalf("a new queue: %v", err)
+	}
+	failing.Store(&refuse)
+	if err := q.Append(ctx, rec("a")); !errors.Is(err, refuse) {
+		t.Fatalf("Append: %v", err)
+	}
+	if err := q.Ready(ctx); !errors.Is(err, refuse) {
+		t.Errorf("right after a refused write: Ready = %v", err)
+	}
+	now.Add(int64(failureHold))
+	if err := q.Ready(ctx); err != nil {
+		t.Errorf("after the hold: Ready = %v", err)
+	}
+	// A refused write starts the hold again; a successful one ends it.
+	_ = q.Append(ctx, rec("b"))
+	failing.Store(nil)
+	if err := q.Append(ctx, rec("c")); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Ready(ctx); err != nil {
+		t.Errorf("after a successful append: Ready = %v", err)
+	}
+	// Neither a full stream nor a cancelled append is a refused write.
+	for _, e := range []error{fmt.Errorf("%w: stream X", queue.ErrFull), context.Canceled} {
+		failing.Store(&e)
+		_ = q.Append(ctx, rec("d"))
+		if q.failedAt.Load() != 0 {
+			t.Errorf("%v was taken for a refused write", e)
+		}
 	}
 }
