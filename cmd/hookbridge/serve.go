@@ -61,8 +61,8 @@ Browser Use retries.`,
 		watch := fs.Duration("watch", 2*time.Second, "check the config file for changes this `often` and reload it")
 		return func(ctx context.Context, e env) int {
 			// Every log line and every error serve prints goes through
-			// scrub, which knows the config's secrets (and, after each
-			// reload, the new ones too).
+			// scrub, which bridge.Start teaches the config's secrets (and
+			// each reload the new ones too).
 			scrub := redact.New()
 			log, err := newLogger(e, *level, *format, scrub)
 			if err != nil {
@@ -72,7 +72,6 @@ Browser Use retries.`,
 			if err != nil {
 				return fail(e, "serve", err) // already scrubbed by the loader
 			}
-			scrub.Add(cfg.Secrets()...)
 			// SIGHUP, or a change of the file, reloads routes, sinks and
 			// secrets without a restart. Listen before starting, so a
 			// SIGHUP that comes early does not end the process.

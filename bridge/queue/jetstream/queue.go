@@ -27,11 +27,10 @@ type Queue struct {
 	// publish is the conn's publish, apart so that tests can make the
 	// stream refuse writes.
 	publish func(context.Context, []outgoing) error
-	// failedAt is when an append last failed for a reason other than a
-	// full stream (UnixNano, 0: none since one succeeded): readiness
-	// reports it for failureHold.
-	failedAt atomic.Int64
-	failure  atomic.Pointer[error]
+	// failed is the last append that failed for a reason other than a
+	// full stream (nil: none since one succeeded): readiness reports it
+	// for failureHold.
+	failed atomic.Pointer[appendFailure]
 
 	statsMu sync.Mutex
 	stats   queue.Stats // cached for a second: every gauge of a scrape asks
@@ -162,17 +161,22 @@ func (q *Queue) Append(ctx context.Context, recs []queue.Record) error {
 	err := q.publish(ctx, msgs)
 	switch {
 	case err == nil:
-		if q.failedAt.Load() != 0 {
-			q.failedAt.Store(0)
+		if q.failed.Load() != nil {
+			q.failed.Store(nil)
 		}
 	case !errors.Is(err, queue.ErrFull) && !errors.Is(err, context.Canceled):
 		// A full stream is a limit Ready reports by itself; a cancelled
 		// append says nothing of the stream. A publish that timed out
 		// does: no PubAck within publish_timeout.
-		q.failure.Store(&err)
-		q.failedAt.Store(q.now().UnixNano())
+		q.failed.Store(&appendFailure{at: q.now(), err: err})
 	}
 	return err
+}
+
+// appendFailure is an append the stream refused.
+type appendFailure struct {
+	at  time.Time
+	err error
 }
 
 // failureHold is how long after an append the stream refused (its
@@ -244,13 +248,9 @@ func (q *Queue) Ready(ctx context.Context) error {
 	if st.Pending+st.Dead >= q.maxEvents || st.PendingBytes >= q.maxBytes {
 		return fmt.Errorf("spool stream %s is full: %d messages, %d bytes", q.c.cfg.Stream, st.Pending+st.Dead, st.PendingBytes)
 	}
-	if at := q.failedAt.Load(); at != 0 {
-		if since := q.now().Sub(time.Unix(0, at)); since < failureHold {
-			err := errors.New("unknown")
-			if p := q.failure.Load(); p != nil {
-				err = *p
-			}
-			return fmt.Errorf("spool stream %s refused a write %s ago: %w", q.c.cfg.Stream, since.Round(time.Millisecond), err)
+	if f := q.failed.Load(); f != nil {
+		if since := q.now().Sub(f.at); since < failureHold {
+			return fmt.Errorf("spool stream %s refused a write %s ago: %w", q.c.cfg.Stream, since.Round(time.Millisecond), f.err)
 		}
 	}
 	return nil

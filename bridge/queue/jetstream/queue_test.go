@@ -178,7 +178,7 @@ func TestReadyWhileTheStreamRefusesWrites(t *testing.T) {
 	for _, e := range []error{fmt.Errorf("%w: stream X", queue.ErrFull), context.Canceled} {
 		failing.Store(&e)
 		_ = q.Append(ctx, rec("d"))
-		if q.failedAt.Load() != 0 {
+		if q.failed.Load() != nil {
 			t.Errorf("%v was taken for a refused write", e)
 		}
 	}
