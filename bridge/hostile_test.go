@@ -29,28 +29,10 @@ const (
 )
 
 func hostileConfig(dir string) string {
-	return fmt.Sprintf(`
-delivery: sync
-server:
-  listen: "127.0.0.1:0"
-  admin_listen: "127.0.0.1:0"
-  max_body_bytes: %d
+	return budgetConfig(dir, fmt.Sprintf(`  max_body_bytes: %d
   max_header_bytes: %d
   read_header_timeout: 1s
-  read_timeout: 2s
-sources:
-  - name: browser-use
-    secrets: [%q]
-sinks:
-  - name: audit
-    type: file
-    path: %q
-routes:
-  - name: everything
-    status: ["*"]
-    to:
-      - {sink: audit}
-`, hostileMaxBody, hostileMaxHeads, hostileSecret, filepath.Join(dir, "audit.jsonl"))
+  read_timeout: 2s`, hostileMaxBody, hostileMaxHeads))
 }
 
 // hostileCase is one request and the answer it must get.

@@ -19,25 +19,23 @@ import (
 // before a delivery slot is taken, so a sender that is slow to send its
 // body holds a read slot and the bytes it has sent, never a delivery slot.
 type Budget struct {
-	reads    chan struct{}
-	slots    chan struct{}
-	bytes    *semaphore.Weighted
-	maxBytes int64
-	timeout  time.Duration // server.body_read_timeout
-	rate     int64         // server.min_body_rate, bytes/s
-	limit    time.Duration // server.read_timeout: no extension goes past it
+	reads   chan struct{}
+	slots   chan struct{}
+	bytes   *semaphore.Weighted
+	timeout time.Duration // server.body_read_timeout
+	rate    int64         // server.min_body_rate, bytes/s
+	limit   time.Duration // server.read_timeout: no extension goes past it
 }
 
 // NewBudget makes the budget of s, which SetDefaults has filled.
 func NewBudget(s config.Server) *Budget {
 	return &Budget{
-		reads:    make(chan struct{}, s.MaxConcurrentReads),
-		slots:    make(chan struct{}, s.MaxConcurrentRequests),
-		bytes:    semaphore.NewWeighted(s.MaxBufferedBytes),
-		maxBytes: s.MaxBufferedBytes,
-		timeout:  s.BodyReadTimeout,
-		rate:     s.MinBodyRate,
-		limit:    max(s.ReadTimeout, s.BodyReadTimeout),
+		reads:   make(chan struct{}, s.MaxConcurrentReads),
+		slots:   make(chan struct{}, s.MaxConcurrentRequests),
+		bytes:   semaphore.NewWeighted(s.MaxBufferedBytes),
+		timeout: s.BodyReadTimeout,
+		rate:    s.MinBodyRate,
+		limit:   max(s.ReadTimeout, s.BodyReadTimeout),
 	}
 }
 

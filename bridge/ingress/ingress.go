@@ -261,14 +261,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body := br.p
 
 	ts, msg := singleHeader(r, signature.HeaderTimestamp)
+	var sig string
 	if msg == "" {
-		_, msg = singleHeader(r, signature.HeaderSignature)
+		sig, msg = singleHeader(r, signature.HeaderSignature)
 	}
 	if msg != "" {
 		h.reject(w, r, src, ResultBadRequest, http.StatusBadRequest, msg)
 		return
 	}
-	sig := r.Header.Get(signature.HeaderSignature)
 
 	cz := h.canon.Get().(*signature.Canonicalizer)
 	defer h.canon.Put(cz)
