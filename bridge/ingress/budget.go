@@ -58,11 +58,10 @@ var errBodyBudget = errors.New("body budget exhausted")
 // bodyRead is one request's body and what it holds of the budget. It is
 // pooled with its buffer, so reading a body allocates nothing.
 type bodyRead struct {
-	h        *Handler
-	b        *Budget // nil: no budget
-	p        []byte  // the body; its capacity is the buffer
-	reserved int64   // bytes of p's capacity counted against b.bytes
-	slot     bool    // holds a delivery slot
+	h        *Handler // whose pool it is: set once, by the pool
+	p        []byte   // the body; its capacity is the buffer
+	reserved int64    // bytes of p's capacity counted against b.bytes
+	slot     bool     // holds a delivery slot
 	start    time.Time
 	one      [1]byte // reads the byte past a full body
 }
@@ -74,10 +73,10 @@ func (br *bodyRead) reserve(n int64) error {
 	if int64(cap(br.p)) >= n {
 		return nil
 	}
-	if br.b != nil {
+	if br.h.budget != nil {
 		// A pooled buffer's capacity was counted when it was taken; the
 		// new one replaces it, so only the difference is added.
-		if !br.b.bytes.TryAcquire(n - br.reserved) {
+		if !br.h.budget.bytes.TryAcquire(n - br.reserved) {
 			return errBodyBudget
 		}
 		br.reserved = n
@@ -92,19 +91,19 @@ func (br *bodyRead) reserve(n int64) error {
 // mod_reqtimeout's MinRate, one more second per min_body_rate bytes, up to
 // read_timeout.
 func (br *bodyRead) deadline(got int) time.Time {
-	ext := time.Duration(int64(got) * int64(time.Second) / br.b.rate)
-	return br.start.Add(min(br.b.timeout+ext, br.b.limit))
+	ext := time.Duration(int64(got) * int64(time.Second) / br.h.budget.rate)
+	return br.start.Add(min(br.h.budget.timeout+ext, br.h.budget.limit))
 }
 
 // done gives back the delivery slot, the budget's bytes and the buffer:
 // call it once the body is no longer used.
 func (br *bodyRead) done() {
 	if br.slot {
-		<-br.b.slots
+		<-br.h.budget.slots
 		br.slot = false
 	}
-	if br.b != nil && br.reserved > 0 {
-		br.b.bytes.Release(br.reserved)
+	if br.h.budget != nil && br.reserved > 0 {
+		br.h.budget.bytes.Release(br.reserved)
 	}
 	br.reserved = 0
 	if cap(br.p) > poolMax {
@@ -137,7 +136,6 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, src *source) 
 		}
 	}
 	br := h.bufs.Get().(*bodyRead)
-	br.h, br.b = h, b
 	if b != nil && cap(br.p) > 0 {
 		// The pooled buffer is held while this request is: count it.
 		if !b.bytes.TryAcquire(int64(cap(br.p))) {

@@ -178,7 +178,7 @@ func New(cfg *config.Config, opts Options) (*Handler, error) {
 		h.rejects = opts.Previous.rejects
 	}
 	h.canon.New = func() any { return &signature.Canonicalizer{MaxDepth: h.maxDepth, MaxIntDigits: h.maxDigits} }
-	h.bufs.New = func() any { return new(bodyRead) }
+	h.bufs.New = func() any { return &bodyRead{h: h} }
 	// Each source's counters are looked up once here rather than on every
 	// request.
 	for r := range numResults {
