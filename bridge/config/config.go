@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hookbridge/hookbridge/bridge/queue/jetstream"
+	"github.com/hookbridge/hookbridge/bridge/route"
 	"github.com/hookbridge/hookbridge/sinks"
 )
 
@@ -40,6 +41,9 @@ type Config struct {
 	raw []byte
 	// envValues are the values ${VAR} references brought in (see Secrets).
 	envValues []string
+	// rules are the routes as the router takes them, conditions compiled
+	// and templates parsed once, by Validate.
+	rules []route.Rule
 }
 
 // Secrets returns every value of c that must never be written out, for a
@@ -295,8 +299,8 @@ type Retry struct {
 	MaxAge time.Duration `yaml:"max_age"`
 }
 
-// Route sends the events whose status is in Status to every target in To.
-// Every matching route fires.
+// Route sends the events whose status is in Status, and for which When
+// holds, to every target in To. Every matching route fires.
 type Route struct {
 	// Name identifies the route in logs and in `hookbridge check`.
 	Name string `yaml:"name"`
@@ -304,7 +308,12 @@ type Route struct {
 	// targets: "spool" or "sync". Default: the top-level mode.
 	Delivery string `yaml:"delivery"`
 	// Status lists the statuses the route takes; "*" takes every status.
+	// It may be left out when When is given: every status.
 	Status []string `yaml:"status"`
+	// When is a CEL expression over the event (id, source, type, subject,
+	// time, status, data) that must also be true for the route to match,
+	// e.g. data.?metadata.?tier.orValue("") == "vip". Default: none.
+	When string `yaml:"when"`
 	// To lists where the events go.
 	To []Target `yaml:"to"`
 }

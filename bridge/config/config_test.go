@@ -119,7 +119,7 @@ func TestLoadWorkedExample(t *testing.T) {
 		"paused":   {{Sink: "alerts", Target: queue}, {Sink: "bus", Target: "task.paused"}},
 		"started":  {{Sink: "bus", Target: "task.started"}},
 	} {
-		got, _ := r.Route(&event.Event{Status: status})
+		got := r.Route(&event.Event{Status: status}).Deliveries
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("%s: %v, want %v", status, got, want)
 		}
@@ -146,7 +146,14 @@ func TestLoadConfigErrors(t *testing.T) {
 		"status-not-list.yaml":       `status-not-list.yaml:11: routes[0].status: must be a list (e.g. [a, b])`,
 		"unknown-sink-in-route.yaml": `unknown-sink-in-route.yaml:13: routes[0].to[0].sink: route "all": unknown sink "buss" (declared sinks: bus)`,
 		"unknown-sink-type.yaml":     `unknown-sink-type.yaml:6: sinks[0].type: unknown sink type "natz" (known types: file, kafka, nats, sqs)`,
-		"unknown-template-var.yaml":  `unknown-template-var.yaml:13: routes[0].to[0].subject: route "all": target "task.{stauts}" uses unknown variable {stauts}: use {status}, {source} or {task_id}`,
+		"unknown-template-var.yaml":  `unknown-template-var.yaml:13: routes[0].to[0].subject: route "all": target "task.{stauts}": unknown variable {stauts}: use {status}, {source}, {task_id} or {data.<key>[.<key>...]}`,
+		"when-problems.yaml": `when-problems.yaml:11: routes[0].when: route "typo": column 1: undeclared reference to 'dat' (did you mean 'data'?)
+when-problems.yaml:15: routes[1].when: route "unfinished": column 22: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}
+when-problems.yaml:18: routes[2].when: route "not-boolean": the expression gives int, not bool: compare it to something (== "vip", > 5, in [...])
+when-problems.yaml:21: routes[3].when: route "too-costly": may cost up to 14413223054278659 on a body of max_body_bytes (1048576), more than the limit of 10000000: avoid a pass over a list inside another pass, or lower server.max_body_bytes
+when-problems.yaml:24: routes[4].when: route "bad-zone": getHours("Europe/Pariss"): unknown time zone Europe/Pariss: use an IANA name such as "Europe/Paris", or an offset such as "+02:00"
+when-problems.yaml:26: routes[5].status: route "neither": no status: list the statuses it takes, "*" for all, or give a when condition
+when-problems.yaml:27: routes[5].to[0].subject: route "neither": target "task.{data.metadata..team}": {data.metadata..team} has an empty key: write {data.<key>[.<key>...]} with no leading, trailing or double dots`,
 		"unknown-top-key.yaml":       `unknown-top-key.yaml:1: servre: unknown key (known keys: server, delivery, spool, sources, sinks, routes)`,
 		"unset-env.yaml":             `unset-env.yaml:3: sources[0].secrets[0]: environment variable HOOKBRIDGE_UNSET_SECRET is not set: export it (or write ${HOOKBRIDGE_UNSET_SECRET:-default} for a fallback)`,
 		"replay-cache-size.yaml":     `replay-cache-size.yaml:2: server.replay_cache_size: -5 is out of range: give 1 to 50000000 ids (34 bytes each), or leave it out for 100000`,

@@ -109,17 +109,21 @@ func (s *Sink) decodeNode(d *decoder, n *yaml.Node, key string) {
 	d.decodeStruct(rest, key, reflect.ValueOf(s.Options).Elem())
 }
 
-// Rules returns the routes as the router takes them. The config must be
-// valid (Load's is): target templates then always parse.
+// Rules returns the routes as the router takes them, conditions compiled
+// and templates parsed. A valid config (Load's) keeps the ones Validate
+// built, once, and shares them: a caller must not modify them. On a
+// config built in code and not validated they are built on each call,
+// and a route whose target or condition does not parse is left out or
+// sent to the sink's default.
 func (c *Config) Rules() []route.Rule {
-	rules := make([]route.Rule, len(c.Routes))
-	for i, r := range c.Routes {
-		rules[i] = route.Rule{Name: r.Name, Statuses: r.Status, Sync: r.Delivery == DeliverySync}
-		for _, t := range r.To {
-			tmpl, _ := route.ParseTemplate(t.Target) // "" parses to the sink's default
-			rules[i].Targets = append(rules[i].Targets, route.Target{Sink: t.Sink, Template: tmpl})
-		}
+	if c.rules != nil {
+		return c.rules
 	}
+	sinkByName := map[string]Sink{}
+	for _, sk := range c.Sinks {
+		sinkByName[sk.Name] = sk
+	}
+	rules, _ := c.validateRoutes(sinkByName)
 	return rules
 }
 

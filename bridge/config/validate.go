@@ -73,22 +73,41 @@ func (c *Config) Validate() error {
 			continue
 		}
 		key := fmt.Sprintf("sinks[%d].dead_letter", i)
-		add(sk.DeadLetter.validate(key, "dead letters of sink "+strconv.Quote(sk.Name), sinkByName))
+		tmpl, perr := route.ParseTemplate(sk.DeadLetter.Target)
+		err := sk.DeadLetter.validate(key, "dead letters of sink "+strconv.Quote(sk.Name), sinkByName, tmpl, perr)
+		add(err)
 		if sk.DeadLetter.Sink == sk.Name {
 			add(sinks.Problemf(key+".sink", "sink %q cannot be its own dead-letter target: a message it refuses would loop; name another sink", sk.Name))
 		}
 		// Dead letters are published to the target as written: a
 		// variable would reach the broker as "{status}".
-		if dl := sk.DeadLetter; dl.Key != "" && strings.Contains(dl.Target, "{") {
-			if tmpl, err := route.ParseTemplate(dl.Target); err == nil && !tmpl.Static() {
-				add(sinks.Problemf(key+"."+dl.Key, "dead letters of sink %q: %q holds a template variable, which dead letters do not fill in: write a fixed %s such as dead.%s", sk.Name, dl.Target, dl.Key, sk.Name))
-			}
+		if dl := sk.DeadLetter; err == nil && !tmpl.Static() {
+			add(sinks.Problemf(key+"."+dl.Key, "dead letters of sink %q: %q holds a template variable, which dead letters do not fill in: write a fixed %s such as dead.%s", sk.Name, dl.Target, dl.Key, sk.Name))
 		}
 	}
 
 	if len(c.Routes) == 0 {
 		add(sinks.Problemf("routes", "no route: add one that sends some statuses to a sink"))
 	}
+	rules, err := c.validateRoutes(sinkByName)
+	add(err)
+	if len(errs) == 0 {
+		c.rules = rules
+	}
+	return errors.Join(errs...)
+}
+
+// validateRoutes checks the routes and returns them as the router takes
+// them: each condition compiled and each template parsed here, once.
+func (c *Config) validateRoutes(sinkByName map[string]Sink) ([]route.Rule, error) {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var compiler *route.Compiler
+	rules := make([]route.Rule, 0, len(c.Routes))
 	routeNames := map[string]bool{}
 	for i, r := range c.Routes {
 		key := fmt.Sprintf("routes[%d]", i)
@@ -102,22 +121,45 @@ func (c *Config) Validate() error {
 		if r.Delivery != DeliverySpool && r.Delivery != DeliverySync {
 			add(sinks.Problemf(key+".delivery", "route %q: %q: use spool or sync", r.Name, r.Delivery))
 		}
+		rule := route.Rule{Name: r.Name, Statuses: r.Status, Sync: r.Delivery == DeliverySync}
 		if len(r.Status) == 0 {
-			add(sinks.Problemf(key+".status", "route %q: no status: list the statuses it takes, or \"*\" for all", r.Name))
+			if r.When == "" {
+				add(sinks.Problemf(key+".status", "route %q: no status: list the statuses it takes, \"*\" for all, or give a when condition", r.Name))
+			}
+			rule.Statuses = []string{"*"}
 		}
 		for j, st := range r.Status {
 			if strings.TrimSpace(st) == "" {
 				add(sinks.Problemf(fmt.Sprintf("%s.status[%d]", key, j), "route %q: empty status", r.Name))
 			}
 		}
+		if r.When != "" {
+			if compiler == nil {
+				var err error
+				if compiler, err = route.NewCompiler(c.Server.MaxBodyBytes); err != nil {
+					return nil, err
+				}
+			}
+			cond, err := compiler.Compile(r.When)
+			for _, e := range errorList(err) {
+				add(sinks.Problemf(key+".when", "route %q: %v", r.Name, e))
+			}
+			rule.When = cond
+		}
 		if len(r.To) == 0 {
 			add(sinks.Problemf(key+".to", "route %q: no target: add at least one {sink: NAME}", r.Name))
 		}
 		for j, t := range r.To {
-			add(t.validate(fmt.Sprintf("%s.to[%d]", key, j), "route "+strconv.Quote(r.Name), sinkByName))
+			tmpl, perr := route.ParseTemplate(t.Target) // "" is the sink's default
+			add(t.validate(fmt.Sprintf("%s.to[%d]", key, j), "route "+strconv.Quote(r.Name), sinkByName, tmpl, perr))
+			rule.Targets = append(rule.Targets, route.Target{Sink: t.Sink, Template: tmpl})
 		}
+		if r.When != "" && rule.When == nil {
+			continue // a route whose condition does not compile never fires
+		}
+		rules = append(rules, rule)
 	}
-	return errors.Join(errs...)
+	return rules, errors.Join(errs...)
 }
 
 func (s *Server) validate() error {
@@ -270,9 +312,9 @@ func (s *Source) validate(key string) error {
 	return errors.Join(errs...)
 }
 
-// validate checks a target; owner names what holds it in messages, e.g.
-// `route "alerting"`.
-func (t *Target) validate(key, owner string, sinkByName map[string]Sink) error {
+// validate checks a target, whose template parsed to tmpl or failed with
+// perr; owner names what holds it in messages, e.g. `route "alerting"`.
+func (t *Target) validate(key, owner string, sinkByName map[string]Sink, tmpl route.Template, perr error) error {
 	if t.Sink == "" {
 		return sinks.Problemf(key+".sink", "%s: missing: name the sink to send to", owner)
 	}
@@ -288,9 +330,8 @@ func (t *Target) validate(key, owner string, sinkByName map[string]Sink) error {
 		return sinks.Problemf(key+"."+t.Key, "%s: %s sink %q takes its target as %s, not %s", owner, sk.Type, t.Sink, targetKey, t.Key)
 	}
 	if t.Key != "" {
-		tmpl, err := route.ParseTemplate(t.Target)
-		if err != nil {
-			return sinks.Problemf(key+"."+t.Key, "%s: %v", owner, err)
+		if perr != nil {
+			return sinks.Problemf(key+"."+t.Key, "%s: %v", owner, perr)
 		}
 		if sk.Options != nil && tmpl.Static() {
 			if err := sk.Options.CheckTarget(t.Target); err != nil {

@@ -82,6 +82,7 @@ type Handler struct {
 	metrics  *metrics.Metrics
 	noSource [numResults]prometheus.Counter // answers to a path no source has
 	rejects  *rejectLog                     // samples the rejection lines
+	conds    *conditionLog                  // counts and samples failing conditions
 
 	canon   sync.Pool // *signature.Canonicalizer
 	bufs    sync.Pool // *bodyRead
@@ -97,9 +98,9 @@ type Deliverer interface {
 
 // A Router matches events to deliveries; *route.Router is one.
 type Router interface {
-	// Route returns ev's deliveries and the names of the routes that
-	// matched.
-	Route(ev *event.Event) (deliveries []route.Delivery, routes []string)
+	// Route returns ev's deliveries, the names of the routes that matched
+	// and the routes whose condition failed on it.
+	Route(ev *event.Event) route.Routing
 	// Names reports whether some route names status (not counting "*").
 	Names(status string) bool
 }
@@ -174,9 +175,11 @@ func New(cfg *config.Config, opts Options) (*Handler, error) {
 		budget:       opts.Budget,
 	}
 	h.rejects = newRejectLog(opts.Log, opts.Now)
+	var prevConds *conditionLog
 	if opts.Previous != nil {
-		h.rejects = opts.Previous.rejects
+		h.rejects, prevConds = opts.Previous.rejects, opts.Previous.conds
 	}
+	h.conds = newConditionLog(cfg, opts.Metrics, opts.Log, opts.Now, prevConds)
 	h.canon.New = func() any { return &signature.Canonicalizer{MaxDepth: h.maxDepth, MaxIntDigits: h.maxDigits} }
 	h.bufs.New = func() any { return &bodyRead{h: h} }
 	// Each source's counters are looked up once here rather than on every
@@ -325,7 +328,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusServiceUnavailable, "an earlier copy of this event is still being delivered; retry later")
 		return
 	}
-	deliveries, routes := h.router.Route(ev)
+	routing := h.router.Route(ev)
+	if len(routing.Failed) > 0 {
+		h.conds.failed(src.name, ev, routing.Failed)
+	}
+	deliveries, routes := routing.Deliveries, routing.Routes
 	if len(deliveries) == 0 {
 		h.settle(src, cl, ev.ID, true)
 		h.count(src, ResultUnrouted)

@@ -82,12 +82,16 @@ func (l *rejectLog) flush() {
 const maxEchoed = 64
 
 // clip returns s cut to maxEchoed bytes at a rune boundary, saying how
-// long it was: what a sender wrote is echoed, never at its full length.
-func clip(s string) string {
-	if len(s) <= maxEchoed {
+// long it was.
+func clip(s string) string { return clipTo(s, maxEchoed) }
+
+// clipTo returns s cut to n bytes at a rune boundary, saying how long it
+// was.
+func clipTo(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	cut := maxEchoed
+	cut := n
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}

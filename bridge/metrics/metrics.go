@@ -25,6 +25,7 @@ type Metrics struct {
 	reg            prometheus.Registerer
 	webhooks       *prometheus.CounterVec
 	events         *prometheus.CounterVec
+	routeErrors    *prometheus.CounterVec
 	publishes      *prometheus.CounterVec
 	publishSeconds *prometheus.HistogramVec
 	retries        *prometheus.CounterVec
@@ -46,6 +47,10 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "hookbridge_events_total",
 			Help: `Accepted events by route and status ("other" for statuses no route names).`,
 		}, []string{"route", "status"}),
+		routeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookbridge_route_errors_total",
+			Help: "Events on which a route's when condition failed to evaluate (so the route did not match them), by route.",
+		}, []string{"route"}),
 		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookbridge_publishes_total",
 			Help: "Messages handed to a sink, by sink and result (ok, error, permanent_error).",
@@ -82,7 +87,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		ConstLabels: prometheus.Labels{"version": version},
 	})
 	info.Set(1)
-	for _, c := range []prometheus.Collector{m.webhooks, m.events, m.publishes, m.publishSeconds, m.retries,
+	for _, c := range []prometheus.Collector{m.webhooks, m.events, m.routeErrors, m.publishes, m.publishSeconds, m.retries,
 		m.deadLetters, m.reloads, m.reloadOK, info} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -106,6 +111,16 @@ func (m *Metrics) Accepted(route, status string) {
 	if m != nil {
 		m.events.WithLabelValues(route, status).Inc()
 	}
+}
+
+// RouteErrors returns the counter of events on which route's condition
+// failed: look it up once, count on it per event. With nil Metrics it is
+// a counter of its own that no registry exports.
+func (m *Metrics) RouteErrors(route string) prometheus.Counter {
+	if m == nil {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: "hookbridge_route_errors_total"})
+	}
+	return m.routeErrors.WithLabelValues(route)
 }
 
 // Retried counts a failed publish from the spool that will be retried.

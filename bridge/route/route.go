@@ -1,19 +1,24 @@
 package route
 
 import (
+	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/hookbridge/hookbridge/bridge/event"
 )
 
 // Rule is one route as the router sees it: the events whose status is in
-// Statuses go to every target in Targets.
+// Statuses, and for which When holds, go to every target in Targets.
 type Rule struct {
 	// Name identifies the rule in results, metrics and the table.
 	Name string
 	// Statuses lists the statuses the rule takes; "*" takes every status.
 	Statuses []string
+	// When, if not nil, must also hold for the rule to match; a condition
+	// that fails on an event (see Routing.Failed) does not match.
+	When *Condition
 	// Sync asks for each target's confirmation before the webhook is
 	// answered (the route's delivery: sync).
 	Sync bool
@@ -38,11 +43,30 @@ type Delivery struct {
 	Sync bool
 }
 
+// Routing is where one event goes.
+type Routing struct {
+	// Deliveries are the (sink, target)s, de-duplicated.
+	Deliveries []Delivery
+	// Routes are the names of the rules that matched, in file order. They
+	// may be shared with other results: callers must not modify them.
+	Routes []string
+	// Failed are the rules whose condition could not be evaluated on the
+	// event (they did not match), with why.
+	Failed []ConditionFailure
+}
+
+// ConditionFailure is a rule whose condition failed on an event.
+type ConditionFailure struct {
+	Route string
+	Err   error
+}
+
 // Router matches events to deliveries. It is built once from the config,
 // never modified, and safe for concurrent use.
 //
 // Matching: every rule whose status list holds the event's status fires,
-// and so does every rule listing "*"; rules fire in file order. An event
+// and so does every rule listing "*", if its condition holds; rules fire
+// in file order. An event
 // goes at most once to each (sink, target): the first rule naming it wins
 // and later ones add nothing, except that a sync rule makes the delivery
 // sync whichever rule named it first.
@@ -57,12 +81,16 @@ type match struct {
 	idx     []int    // rule indexes, in file order
 	names   []string // their names, shared by every Route result
 	targets int      // targets over all of them: deliveries at most
+	// conditional: some of the rules have a condition, so which match
+	// is known only per event.
+	conditional bool
 }
 
 func (m *match) add(i int, r *Rule) {
 	m.idx = append(m.idx, i)
 	m.names = append(m.names, r.Name)
 	m.targets += len(r.Targets)
+	m.conditional = m.conditional || r.When != nil
 }
 
 // New builds a router over rules, which it keeps: the caller must not
@@ -104,22 +132,87 @@ func (r *Router) match(status string) *match {
 	return r.anyOnly
 }
 
-// Route returns the deliveries for ev, de-duplicated, and the names of the
-// rules that matched. Both are empty for an unrouted event. The names are
-// shared: callers must not modify them.
-func (r *Router) Route(ev *event.Event) (deliveries []Delivery, rules []string) {
+// Route returns where ev goes: the deliveries, de-duplicated, and the
+// rules that matched, both empty for an unrouted event, and the rules
+// whose condition failed on it.
+func (r *Router) Route(ev *event.Event) Routing {
 	m := r.match(ev.Status)
-	if m.targets == 0 {
-		return nil, m.names
+	if !m.conditional {
+		if m.targets == 0 {
+			return Routing{Routes: m.names}
+		}
+		deliveries := make([]Delivery, 0, m.targets)
+		for _, i := range m.idx {
+			deliveries = r.rules[i].add(deliveries, ev)
+		}
+		return Routing{Deliveries: deliveries, Routes: m.names}
 	}
-	deliveries = make([]Delivery, 0, m.targets)
+	out := Routing{Deliveries: make([]Delivery, 0, m.targets), Routes: make([]string, 0, len(m.idx))}
+	vars := vars{ev: ev} // shared, so that data is read once
 	for _, i := range m.idx {
 		rule := &r.rules[i]
-		for _, t := range rule.Targets {
-			deliveries = addDelivery(deliveries, Delivery{Sink: t.Sink, Target: t.Template.Expand(ev), Sync: rule.Sync})
+		if rule.When != nil {
+			ok, err := rule.When.eval(&vars)
+			if err != nil {
+				out.Failed = append(out.Failed, ConditionFailure{Route: rule.Name, Err: err})
+			}
+			if !ok {
+				continue
+			}
 		}
+		out.Routes = append(out.Routes, rule.Name)
+		out.Deliveries = rule.add(out.Deliveries, ev)
 	}
-	return deliveries, m.names
+	return out
+}
+
+// add adds the rule's targets, expanded for ev, to list.
+func (rule *Rule) add(list []Delivery, ev *event.Event) []Delivery {
+	for _, t := range rule.Targets {
+		list = addDelivery(list, Delivery{Sink: t.Sink, Target: t.Template.Expand(ev), Sync: rule.Sync})
+	}
+	return list
+}
+
+// Verdict is one rule's outcome for one event, for `hookbridge check
+// -explain`.
+type Verdict struct {
+	Route   string
+	Matched bool
+	// Why says why the rule did not match; "" when it did.
+	Why string
+	// Targets are the rule's targets expanded for the event, before
+	// de-duplication across rules; nil when it did not match.
+	Targets []Delivery
+}
+
+// Explain returns every rule's verdict on ev, in file order.
+func (r *Router) Explain(ev *event.Event) []Verdict {
+	vars := vars{ev: ev}
+	out := make([]Verdict, 0, len(r.rules))
+	for i := range r.rules {
+		rule := &r.rules[i]
+		v := Verdict{Route: rule.Name}
+		switch {
+		case !slices.Contains(rule.Statuses, "*") && !slices.Contains(rule.Statuses, ev.Status):
+			v.Why = fmt.Sprintf("status %q is not one of %s", ev.Status, strings.Join(rule.Statuses, ", "))
+		case rule.When != nil:
+			ok, err := rule.When.eval(&vars)
+			switch {
+			case err != nil:
+				v.Why = "when failed: " + err.Error()
+			case !ok:
+				v.Why = "when is false"
+			}
+		}
+		if v.Matched = v.Why == ""; v.Matched {
+			for _, t := range rule.Targets {
+				v.Targets = append(v.Targets, Delivery{Sink: t.Sink, Target: t.Template.Expand(ev), Sync: rule.Sync})
+			}
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 // addDelivery appends d unless its (sink, target) is there already; a
@@ -138,6 +231,9 @@ func addDelivery(list []Delivery, d Delivery) []Delivery {
 type TableRow struct {
 	Status string // a status named by some rule, or "*" for all others
 	Route  string // the first rule naming the (sink, target); "" when the status is unrouted
+	// When is the rule's condition as written, "" for none: the row
+	// applies only to the events it holds for.
+	When string
 	Sink   string
 	// Target is the target with {status} filled in for a named status
 	// ("task.finished"), as written for "*" ("task.{status}"); "" for the
@@ -148,14 +244,21 @@ type TableRow struct {
 
 // Table lists, for each status named by a rule (sorted) and then for every
 // other status ("*"), the (sink, target) deliveries that status gets, with
-// the same de-duplication Route applies: one row per (sink, target), the
-// first rule naming it, sync if any rule naming it is.
+// the de-duplication Route applies where it is certain: a (sink, target)
+// named by a rule without a condition has one row, the first such rule's,
+// sync if any such rule is, and absorbs the rows later conditional rules
+// would add unless they could make it sync. A conditional rule's targets
+// otherwise keep rows of their own, with the condition.
 func (r *Router) Table() []TableRow {
 	var rows []TableRow
 	emit := func(status string, m *match) {
 		start := len(rows)
 		for _, i := range m.idx {
 			rule := &r.rules[i]
+			when := ""
+			if rule.When != nil {
+				when = rule.When.String()
+			}
 			for _, t := range rule.Targets {
 				target := t.Template.String()
 				if status != "*" {
@@ -163,14 +266,20 @@ func (r *Router) Table() []TableRow {
 				}
 				dup := false
 				for j := start; j < len(rows); j++ {
-					if rows[j].Sink == t.Sink && rows[j].Target == target {
-						rows[j].Sync = rows[j].Sync || rule.Sync
-						dup = true
-						break
+					row := &rows[j]
+					if row.Sink != t.Sink || row.Target != target || row.When != "" {
+						continue
 					}
+					if when == "" {
+						row.Sync = row.Sync || rule.Sync
+						dup = true
+					} else {
+						dup = row.Sync || !rule.Sync
+					}
+					break
 				}
 				if !dup {
-					rows = append(rows, TableRow{Status: status, Route: rule.Name, Sink: t.Sink, Target: target, Sync: rule.Sync})
+					rows = append(rows, TableRow{Status: status, Route: rule.Name, When: when, Sink: t.Sink, Target: target, Sync: rule.Sync})
 				}
 			}
 		}

@@ -62,7 +62,8 @@ func TestRouterRoute(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, routes := r.Route(&tt.ev)
+			got := r.Route(&tt.ev)
+			d, routes := got.Deliveries, got.Routes
 			if !reflect.DeepEqual(d, tt.deliveries) {
 				t.Errorf("deliveries = %v, want %v", d, tt.deliveries)
 			}
@@ -75,8 +76,8 @@ func TestRouterRoute(t *testing.T) {
 
 func TestRouterNoCatchAll(t *testing.T) {
 	r := New([]Rule{{Name: "f", Statuses: []string{"finished"}, Targets: []Target{to(t, "s", "")}}})
-	if d, routes := r.Route(&event.Event{Status: "paused"}); len(d) != 0 || len(routes) != 0 {
-		t.Errorf("unrouted status got %v %v", d, routes)
+	if got := r.Route(&event.Event{Status: "paused"}); len(got.Deliveries) != 0 || len(got.Routes) != 0 {
+		t.Errorf("unrouted status got %v %v", got.Deliveries, got.Routes)
 	}
 	want := []TableRow{{Status: "finished", Route: "f", Sink: "s"}, {Status: "*"}}
 	if got := r.Table(); !reflect.DeepEqual(got, want) {
@@ -112,7 +113,7 @@ func TestTableShowsWhatRouteDoes(t *testing.T) {
 	}
 	// And row for row what Route does, for an event of each named status.
 	for _, st := range []string{"finished", "paused"} {
-		ds, _ := r.Route(&event.Event{Status: st, TaskID: "{task_id}"})
+		ds := r.Route(&event.Event{Status: st, TaskID: "{task_id}"}).Deliveries
 		var rows []Delivery
 		for _, row := range got {
 			if row.Status == st {
@@ -142,7 +143,7 @@ func TestTemplate(t *testing.T) {
 		{in: "static.subject", wildcard: "static.subject"},
 		{in: "t.{source}-{status}.x", wildcard: "t.*.x"},
 		{in: "{task_id}", wildcard: "*"},
-		{in: "task.{stauts}", err: `target "task.{stauts}" uses unknown variable {stauts}: use {status}, {source} or {task_id}`},
+		{in: "task.{stauts}", err: `target "task.{stauts}": unknown variable {stauts}: use {status}, {source}, {task_id} or {data.<key>[.<key>...]}`},
 		{in: "task.{status", err: `target "task.{status" has an unclosed {`},
 		{in: "task.status}", err: `target "task.status}" has a } without {`},
 	}

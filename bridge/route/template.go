@@ -4,25 +4,38 @@
 package route
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/hookbridge/hookbridge/bridge/event"
+	"github.com/hookbridge/hookbridge/bridge/signature"
 )
 
 // Template is a route target such as "task.{status}". Variables are
-// {status}, {source} and {task_id}; their values are made safe for any
-// broker's names: every byte outside [A-Za-z0-9_-] becomes "_", and an empty
-// value becomes "_", so a hostile status cannot add NATS tokens, wildcards
-// or path segments.
+// {status}, {source}, {task_id} and {data.<key>[.<key>...]}, a member of
+// the event's data. Their values are made safe for any broker's names:
+// every byte outside [A-Za-z0-9_-] becomes "_", an empty value becomes "_",
+// and a value is cut to its first MaxValueBytes bytes, so that a hostile
+// status or metadata value cannot add NATS tokens, wildcards or path
+// segments, nor grow a name past a broker's limits. A data member that is
+// missing, null, an object or an array also becomes "_"; numbers and
+// booleans are written as in the JSON.
 type Template struct {
 	raw   string
 	parts []templatePart
 }
 
+// MaxValueBytes is the most bytes one variable adds to a target.
+const MaxValueBytes = 128
+
 type templatePart struct {
 	literal string
 	field   eventField // 0 for a literal
+	// For fieldData: the variable as written ("data.metadata.team") and
+	// its path, each key as it appears escaped in canonical JSON.
+	name string
+	path []string
 }
 
 type eventField int
@@ -32,6 +45,7 @@ const (
 	fieldStatus
 	fieldSource
 	fieldTaskID
+	fieldData
 )
 
 var templateFields = map[string]eventField{
@@ -40,7 +54,6 @@ var templateFields = map[string]eventField{
 	"task_id": fieldTaskID,
 }
 
-var fieldNames = [...]string{fieldStatus: "status", fieldSource: "source", fieldTaskID: "task_id"}
 
 // ParseTemplate parses a target template.
 func ParseTemplate(s string) (Template, error) {
@@ -66,14 +79,51 @@ func ParseTemplate(s string) (Template, error) {
 			return Template{}, fmt.Errorf("target %q has an unclosed {", s)
 		}
 		name := rest[open+1 : open+end]
-		f, ok := templateFields[name]
-		if !ok {
-			return Template{}, fmt.Errorf("target %q uses unknown variable {%s}: use {status}, {source} or {task_id}", s, name)
+		part, err := parseVariable(name)
+		if err != nil {
+			return Template{}, fmt.Errorf("target %q: %w", s, err)
 		}
-		t.parts = append(t.parts, templatePart{field: f})
+		t.parts = append(t.parts, part)
 		rest = rest[open+end+1:]
 	}
 	return t, nil
+}
+
+func parseVariable(name string) (templatePart, error) {
+	if f, ok := templateFields[name]; ok {
+		return templatePart{field: f, name: name}, nil
+	}
+	field, ok := strings.CutPrefix(name, "data.")
+	if !ok {
+		if name == "data" {
+			return templatePart{}, errors.New("{data} names no field: write {data.<key>}, e.g. {data.metadata.team}")
+		}
+		return templatePart{}, fmt.Errorf("unknown variable {%s}: use {status}, {source}, {task_id} or {data.<key>[.<key>...]}", name)
+	}
+	part := templatePart{field: fieldData, name: name}
+	for key := range strings.SplitSeq(field, ".") {
+		if key == "" {
+			return templatePart{}, fmt.Errorf("{%s} has an empty key: write {data.<key>[.<key>...]} with no leading, trailing or double dots", name)
+		}
+		if strings.IndexByte(key, '{') >= 0 {
+			return templatePart{}, fmt.Errorf("{%s} has a { inside: close each variable before opening the next", name)
+		}
+		if strings.TrimSpace(key) != key {
+			return templatePart{}, fmt.Errorf("{%s}: key %q has surrounding spaces", name, key)
+		}
+		part.path = append(part.path, escapedKey(key))
+	}
+	return part, nil
+}
+
+// UsesData reports whether the template reads the event's data.
+func (t Template) UsesData() bool {
+	for _, p := range t.parts {
+		if p.field == fieldData {
+			return true
+		}
+	}
+	return false
 }
 
 // String returns the template as written.
@@ -107,6 +157,8 @@ func (t Template) Expand(ev *event.Event) string {
 			writeSafe(&b, ev.Source)
 		case fieldTaskID:
 			writeSafe(&b, ev.TaskID)
+		case fieldData:
+			writeData(&b, ev.Payload, p.path)
 		}
 	}
 	return b.String()
@@ -125,7 +177,7 @@ func (t Template) withStatus(status string) string {
 			writeSafe(&b, status)
 		default:
 			b.WriteByte('{')
-			b.WriteString(fieldNames[p.field])
+			b.WriteString(p.name)
 			b.WriteByte('}')
 		}
 	}
@@ -159,10 +211,43 @@ func (t Template) Wildcard(sep byte, wildcard string) string {
 	return strings.Join(tokens, string(sep))
 }
 
-func writeSafe(b *strings.Builder, v string) {
-	if v == "" {
+// writeData writes the value at path in the canonical JSON object data.
+func writeData(b *strings.Builder, data []byte, path []string) {
+	v := data
+	for _, key := range path {
+		raw, ok := findMember(v, key)
+		if !ok {
+			b.WriteByte('_')
+			return
+		}
+		v = raw
+	}
+	if len(v) == 0 {
 		b.WriteByte('_')
 		return
+	}
+	switch v[0] {
+	case '"':
+		if !hasByte(v, '\\') {
+			writeSafe(b, v[1:len(v)-1])
+			return
+		}
+		s, _ := signature.Unquote(v)
+		writeSafe(b, s)
+	case '{', '[', 'n':
+		b.WriteByte('_')
+	default: // a number, true or false, as written
+		writeSafe(b, v)
+	}
+}
+
+func writeSafe[T string | []byte](b *strings.Builder, v T) {
+	if len(v) == 0 {
+		b.WriteByte('_')
+		return
+	}
+	if len(v) > MaxValueBytes {
+		v = v[:MaxValueBytes]
 	}
 	for i := 0; i < len(v); i++ {
 		c := v[i]

@@ -1090,6 +1090,31 @@ func ObjectMembers(obj []byte) iter.Seq2[[]byte, []byte] {
 	}
 }
 
+// ArrayElements iterates over the elements of a canonical JSON array, in
+// order; each aliases arr, with its capacity capped. It yields nothing if
+// arr is not an array.
+func ArrayElements(arr []byte) iter.Seq[[]byte] {
+	return func(yield func(elem []byte) bool) {
+		if len(arr) < 2 || arr[0] != '[' || arr[1] == ']' {
+			return
+		}
+		p := 1
+		for p < len(arr) {
+			end := skipValue(arr, p)
+			if end < 0 {
+				return
+			}
+			if !yield(arr[p:end:end]) {
+				return
+			}
+			if p = end; p >= len(arr) || arr[p] != ',' {
+				return
+			}
+			p++
+		}
+	}
+}
+
 // Unquote decodes a canonical JSON string token, quotes included, to a Go
 // string. An escaped surrogate pair becomes its code point; a lone surrogate
 // (which a Python str can hold but UTF-8 cannot) becomes U+FFFD. ok is false

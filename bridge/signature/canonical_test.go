@@ -701,3 +701,34 @@ func TestMaxTinyFloats(t *testing.T) {
 		t.Errorf("MaxTinyFloats 1000: %v", err)
 	}
 }
+
+func TestArrayElements(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{`[]`, nil},
+		{`[1]`, []string{`1`}},
+		{`[1,"a,]",{"b":[2,3]},[],null,-1.5e-07]`, []string{`1`, `"a,]"`, `{"b":[2,3]}`, `[]`, `null`, `-1.5e-07`}},
+		{`["\"]"]`, []string{`"\"]"`}},
+		// Not arrays, or malformed: nothing past the damage, no panic.
+		{``, nil}, {`{}`, nil}, {`"["`, nil}, {`[`, nil}, {`[1,`, []string{`1`}}, {`["x`, nil}, {`[[1]`, []string{`[1]`}},
+	} {
+		var got []string
+		for e := range ArrayElements([]byte(tc.in)) {
+			got = append(got, string(e))
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("ArrayElements(%s) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	n := 0
+	for range ArrayElements([]byte(`[1,2,3]`)) {
+		if n++; n == 2 {
+			break
+		}
+	}
+	if n != 2 {
+		t.Errorf("break: %d iterations", n)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -224,10 +225,16 @@ func printCheck(e env, path string, cfg *config.Config, router *route.Router, sc
 	}
 	tw.Flush()
 
+	rows := router.Table()
+	conditional := slices.ContainsFunc(rows, func(r route.TableRow) bool { return r.When != "" })
 	fmt.Fprintln(e.stdout, "\nrouting table (\"*\" = any other status):")
 	tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(scrubbedWriter{tw, scrub}, "  STATUS\tROUTE\tSINK\tTARGET\tDELIVERY")
-	for _, row := range router.Table() {
+	header := "  STATUS\tROUTE\tSINK\tTARGET\tDELIVERY"
+	if conditional {
+		header += "\tWHEN (the row applies only if true)"
+	}
+	fmt.Fprintln(scrubbedWriter{tw, scrub}, header)
+	for _, row := range rows {
 		if row.Route == "" {
 			fmt.Fprintf(scrubbedWriter{tw, scrub}, "  %s\t-\t-\t(unrouted: answered 200 and counted)\t\n", row.Status)
 			continue
@@ -240,9 +247,19 @@ func printCheck(e env, path string, cfg *config.Config, router *route.Router, sc
 		if row.Sync {
 			delivery = "sync"
 		}
-		fmt.Fprintf(scrubbedWriter{tw, scrub}, "  %s\t%s\t%s\t%s\t%s\n", row.Status, row.Route, row.Sink, target, delivery)
+		line := fmt.Sprintf("  %s\t%s\t%s\t%s\t%s", row.Status, row.Route, row.Sink, target, delivery)
+		if conditional {
+			line += "\t" + orDash(folded(row.When))
+		}
+		fmt.Fprintln(scrubbedWriter{tw, scrub}, line)
 	}
 	tw.Flush()
+}
+
+// folded folds a multi-line value (a when written as a YAML block) onto
+// one line, whole, for a table cell.
+func folded(s string) string {
+	return strings.Join(strings.Fields(s), " ")
 }
 
 // scrubbedWriter scrubs each Write before passing it on. A table's cells
@@ -278,13 +295,31 @@ func printExplain(e env, cfg *config.Config, router *route.Router, sample string
 		fmt.Fprintln(e.stdout, "a test delivery: verified and answered 200, never routed")
 		return nil
 	}
-	deliveries, routes := router.Route(ev)
+	routing := router.Route(ev)
+	deliveries, routes := routing.Deliveries, routing.Routes
 	fmt.Fprintf(e.stdout, "status %q (task %q) matches %d route(s): %s\n", ev.Status, ev.TaskID, len(routes), strings.Join(routes, ", "))
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(scrubbedWriter{tw, scrub}, "  ROUTE\tMATCHED\tTARGETS, OR WHY NOT")
+	for _, v := range router.Explain(ev) {
+		if !v.Matched {
+			fmt.Fprintf(scrubbedWriter{tw, scrub}, "  %s\tno\t%s\n", v.Route, folded(v.Why))
+			continue
+		}
+		targets := make([]string, len(v.Targets))
+		for i, d := range v.Targets {
+			targets[i] = d.Sink + " " + orDash(d.Target)
+		}
+		fmt.Fprintf(scrubbedWriter{tw, scrub}, "  %s\tyes\t%s\n", v.Route, strings.Join(targets, ", "))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
 	if len(deliveries) == 0 {
 		fmt.Fprintln(e.stdout, "no route takes it: answered 200 and counted as unrouted")
 		return nil
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(e.stdout, "deliveries, each (sink, target) once:")
+	tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(scrubbedWriter{tw, scrub}, "  SINK\tTARGET\tDELIVERY")
 	for _, d := range deliveries {
 		mode := "spool"
