@@ -154,9 +154,9 @@ when-problems.yaml:21: routes[3].when: route "too-costly": may cost up to 144132
 when-problems.yaml:24: routes[4].when: route "bad-zone": getHours("Europe/Pariss"): unknown time zone Europe/Pariss: use an IANA name such as "Europe/Paris", or an offset such as "+02:00"
 when-problems.yaml:26: routes[5].status: route "neither": no status: list the statuses it takes, "*" for all, or give a when condition
 when-problems.yaml:27: routes[5].to[0].subject: route "neither": target "task.{data.metadata..team}": {data.metadata..team} has an empty key: write {data.<key>[.<key>...]} with no leading, trailing or double dots`,
-		"unknown-top-key.yaml":       `unknown-top-key.yaml:1: servre: unknown key (known keys: server, delivery, spool, sources, sinks, routes)`,
-		"unset-env.yaml":             `unset-env.yaml:3: sources[0].secrets[0]: environment variable HOOKBRIDGE_UNSET_SECRET is not set: export it (or write ${HOOKBRIDGE_UNSET_SECRET:-default} for a fallback)`,
-		"replay-cache-size.yaml":     `replay-cache-size.yaml:2: server.replay_cache_size: -5 is out of range: give 1 to 50000000 ids (34 bytes each), or leave it out for 100000`,
+		"unknown-top-key.yaml":   `unknown-top-key.yaml:1: servre: unknown key (known keys: server, delivery, spool, sources, sinks, routes)`,
+		"unset-env.yaml":         `unset-env.yaml:3: sources[0].secrets[0]: environment variable HOOKBRIDGE_UNSET_SECRET is not set: export it (or write ${HOOKBRIDGE_UNSET_SECRET:-default} for a fallback)`,
+		"replay-cache-size.yaml": `replay-cache-size.yaml:2: server.replay_cache_size: -5 is out of range: give 1 to 50000000 ids (34 bytes each), or leave it out for 100000`,
 		"jetstream-keys-on-local.yaml": `jetstream-keys-on-local.yaml:2: server.replay_cache: nats keeps the ids in the NATS of the jetstream spool: set spool.backend: jetstream and spool.url, or use memory
 jetstream-keys-on-local.yaml:5: spool.url: only applies with backend: jetstream: remove it, or set spool.backend: jetstream
 jetstream-keys-on-local.yaml:6: spool.partitions: only applies with backend: jetstream: remove it, or set spool.backend: jetstream`,

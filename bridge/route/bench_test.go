@@ -109,7 +109,7 @@ func routeEvents(b *testing.B) []*event.Event {
 	teams := []string{"ops", "infra", "growth"}
 	for i, st := range routeStatuses {
 		body := event.Sample{Status: st, TaskID: "5b73fb3f-a3cb-4912-be40-17ce9e9e1a45", SessionID: "0c1f6d52-2f7e-4d4b-9bd4-7b0f5a1c3e11",
-			Time: time.Date(2026, 12, 4, 8+i, 30, 0, 0, time.UTC),
+			Time:     time.Date(2026, 12, 4, 8+i, 30, 0, 0, time.UTC),
 			Metadata: map[string]string{"tier": []string{"vip", "free"}[i%2], "team": teams[i%3], "env": []string{"prod", "staging"}[i%2], "customer": "acme"}}.Body()
 		var cz signature.Canonicalizer
 		c, err := cz.Canonicalize(body)

@@ -291,8 +291,8 @@ func (a *jsonArray) Add(other ref.Val) ref.Val {
 	}
 	return a.decoded().Add(other)
 }
-func (a *jsonArray) Contains(v ref.Val) ref.Val       { return a.decoded().Contains(v) }
-func (a *jsonArray) Iterator() traits.Iterator        { return a.decoded().Iterator() }
+func (a *jsonArray) Contains(v ref.Val) ref.Val { return a.decoded().Contains(v) }
+func (a *jsonArray) Iterator() traits.Iterator  { return a.decoded().Iterator() }
 func (a *jsonArray) Equal(other ref.Val) ref.Val {
 	if p, ok := other.(*jsonArray); ok {
 		other = p.decoded()

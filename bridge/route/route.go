@@ -234,7 +234,7 @@ type TableRow struct {
 	// When is the rule's condition as written, "" for none: the row
 	// applies only to the events it holds for.
 	When string
-	Sink   string
+	Sink string
 	// Target is the target with {status} filled in for a named status
 	// ("task.finished"), as written for "*" ("task.{status}"); "" for the
 	// sink's default. Other variables stay as written ("by-task.{task_id}").

@@ -54,7 +54,6 @@ var templateFields = map[string]eventField{
 	"task_id": fieldTaskID,
 }
 
-
 // ParseTemplate parses a target template.
 func ParseTemplate(s string) (Template, error) {
 	t := Template{raw: s}
