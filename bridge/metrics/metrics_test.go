@@ -82,6 +82,7 @@ func TestNilMetricsCountNothing(t *testing.T) {
 	var m *Metrics
 	m.Answered("s", "accepted").Inc()
 	m.Accepted("r", "finished")
+	m.RouteErrors("r").Inc()
 	m.Retried("bus")
 	m.DeadLettered("bus")
 	m.Reloaded(true)

@@ -65,6 +65,7 @@ type options struct {
 	delivery string
 	// contentMode is the sink's content_mode, "" for its default.
 	contentMode string
+	routes      string // plain or content
 	n           int
 	conns       int
 	rate        float64
@@ -103,6 +104,7 @@ func parseOptions(args []string, stdout io.Writer) (*options, error) {
 	fs.StringVar(&o.sink, "sink", "nats", "broker to deliver to: nats (a JetStream server in the load tool), embedded (hookbridge's own, as config.yaml; bare-js then embeds one too), kafka or sqs")
 	fs.StringVar(&o.delivery, "delivery", "sync", "hookbridge delivery mode: sync, spool, or jetstream (the scale-out setup: spool backend jetstream and replay_cache nats on the load tool's nats-server; needs -sink nats)")
 	fs.StringVar(&o.contentMode, "content-mode", "", "the sink's content_mode: structured or binary (default: the sink's default, structured)")
+	fs.StringVar(&o.routes, "routes", "plain", "the route table: plain (one route, every status) or content (50 routes, 10 with a when and 5 with a {data...} target, each event still delivered once; needs -sink nats or embedded)")
 	fs.IntVar(&o.n, "n", 30000, "deliveries to send to each receiver, over all rounds")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds in which the trivial server and hookbridge take turns")
 	fs.IntVar(&o.conns, "c", 64, "keep-alive connections")
@@ -129,6 +131,10 @@ func parseOptions(args []string, stdout io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	case o.sink != "nats" && o.sink != "embedded" && o.sink != "kafka" && o.sink != "sqs":
 		return nil, fmt.Errorf("-sink %q: want nats, embedded, kafka or sqs", o.sink)
+	case o.routes != "plain" && o.routes != "content":
+		return nil, fmt.Errorf("-routes %q: want plain or content", o.routes)
+	case o.routes == "content" && o.sink != "nats" && o.sink != "embedded":
+		return nil, fmt.Errorf("-routes content writes NATS subjects: use it with -sink nats or embedded")
 	case o.contentMode != "" && o.contentMode != "structured" && o.contentMode != "binary":
 		return nil, fmt.Errorf("-content-mode %q: want structured or binary", o.contentMode)
 	case o.delivery != "sync" && o.delivery != "spool" && o.delivery != "jetstream":
@@ -451,11 +457,45 @@ sinks:
   - name: bus
     %s
 routes:
-  - name: all
-    status: ["*"]
-    to:
-      - {sink: bus, %s}
-`, o.profile != "", replay, delivery, spool, sinkYAML, p.target())
+%s`, o.profile != "", replay, delivery, spool, sinkYAML, routesYAML(o.routes, p.target()))
+}
+
+// routesYAML is the route table of -routes: plain, one route taking every
+// status; content, 50 routes as BenchmarkRoute50/content has them (10
+// with a when, 5 with a {data...} target) that still deliver each event
+// once, to the one target the drain counts: the conditions that hold and
+// the targets that match expand to that target, which de-duplication
+// keeps once, and the others are false for the load's events.
+func routesYAML(routes, target string) string {
+	if routes == "plain" {
+		return "  - name: all\n    status: [\"*\"]\n    to:\n      - {sink: bus, " + target + "}\n"
+	}
+	never := []string{
+		`data.?metadata.?tier.orValue("") == "vip"`,
+		`data.?metadata.?team.orValue("") in ["ops", "infra"]`,
+		`data.?metadata.?urgent.orValue("") == "true"`,
+		`time.getHours("Europe/Paris") > 23`,
+	}
+	var b strings.Builder
+	for i := range 50 {
+		fmt.Fprintf(&b, "  - name: route-%02d\n", i)
+		st := statuses[i%len(statuses)]
+		switch {
+		case i == 0:
+			// The route every event takes.
+			b.WriteString("    when: 'data.?metadata.?env.orValue(\"prod\") != \"staging\"'\n")
+			fmt.Fprintf(&b, "    to:\n      - {sink: bus, %s}\n", target)
+		case i%5 == 0:
+			fmt.Fprintf(&b, "    status: [%s]\n    when: '%s'\n", st, never[i/5%len(never)])
+			fmt.Fprintf(&b, "    to:\n      - {sink: bus, %s}\n", strings.Replace(target, "{status}", "never-{status}", 1))
+		case i%10 == 3:
+			fmt.Fprintf(&b, "    status: [%s]\n", st)
+			fmt.Fprintf(&b, "    to:\n      - {sink: bus, %s}\n", strings.Replace(target, "{status}", "{data.status}", 1))
+		default:
+			fmt.Fprintf(&b, "    status: [%s]\n    to:\n      - {sink: bus, %s}\n", st, target)
+		}
+	}
+	return b.String()
 }
 
 func (r *report) print(w io.Writer, o *options) {
@@ -471,6 +511,9 @@ func (r *report) print(w io.Writer, o *options) {
 		o.n, form, r.deliveryBytes, o.rounds, o.conns, mode, o.warmup)
 	fmt.Fprintf(w, "machine: %s\n", machine())
 	fmt.Fprintf(w, "hookbridge: delivery %s to %s", o.delivery, r.peer)
+	if o.routes == "content" {
+		fmt.Fprint(w, "; 50 routes, 10 with a when and 5 with a {data...} target")
+	}
 	if len(o.env) > 0 {
 		fmt.Fprintf(w, "; environment %s", o.env.String())
 	}

@@ -77,6 +77,9 @@ func TestLoadChecksEveryAcknowledgedEvent(t *testing.T) {
 		// Binary mode: the ids come from ce-id / ce_id, not the body.
 		{args: []string{"-sink", "nats", "-delivery", "sync", "-content-mode", "binary"}},
 		{args: []string{"-sink", "kafka", "-delivery", "sync", "-content-mode", "binary", "-trivial=false"}, batching: "produce requests"},
+		// Routing on content: 50 routes, each event still delivered once.
+		{args: []string{"-sink", "nats", "-delivery", "sync", "-routes", "content"}},
+		{args: []string{"-sink", "embedded", "-delivery", "spool", "-routes", "content", "-flat"}},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -129,6 +132,8 @@ func TestMisuseIsOneLineAndExit2(t *testing.T) {
 		{"-sink", "redis"},
 		{"-delivery", "later"},
 		{"-content-mode", "hybrid"},
+		{"-routes", "fancy"},
+		{"-routes", "content", "-sink", "kafka"},
 		{"-delivery", "jetstream", "-sink", "kafka"},
 		{"-n", "0"},
 		{"-c", "-1"},
