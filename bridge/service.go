@@ -332,7 +332,11 @@ func (s *Service) reloadFailed(err error) {
 
 func (s *Service) logRoutes(g *generation) {
 	for _, row := range g.router.Table() {
-		s.log.Info("route", "status", row.Status, "route", row.Route, "sink", row.Sink, "target", row.Target, "sync", row.Sync)
+		attrs := []any{"status", row.Status, "route", row.Route, "sink", row.Sink, "target", row.Target, "sync", row.Sync}
+		if row.When != "" {
+			attrs = append(attrs, "when", row.When)
+		}
+		s.log.Info("route", attrs...)
 	}
 }
 

@@ -41,9 +41,17 @@ type Config struct {
 	raw []byte
 	// envValues are the values ${VAR} references brought in (see Secrets).
 	envValues []string
-	// rules are the routes as the router takes them, conditions compiled
-	// and templates parsed once, by Validate.
-	rules []route.Rule
+	// built are the routes as the router takes them, conditions compiled
+	// and templates parsed once, by Validate (see Rules).
+	built *builtRules
+}
+
+// builtRules are rules and what they were built from: a config changed
+// after validation (tests do) must not route by its old routes.
+type builtRules struct {
+	routes  []Route // a deep copy
+	maxBody int64   // bounds the conditions' cost estimate
+	rules   []route.Rule
 }
 
 // Secrets returns every value of c that must never be written out, for a

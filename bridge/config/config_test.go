@@ -441,3 +441,38 @@ routes:
 		t.Errorf("Secrets() holds an identifier that is not secret: %q", got)
 	}
 }
+
+// TestRulesFollowChangesAfterValidation: Rules shares what Validate built
+// while the routes are unchanged, and builds anew once they change, in
+// place or not; a stale table would route by the old routes.
+func TestRulesFollowChangesAfterValidation(t *testing.T) {
+	cfg, err := Load("testdata/config/ok-when.yaml", testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, again := cfg.Rules(), cfg.Rules()
+	if len(first) != 4 || &first[0] != &again[0] {
+		t.Fatalf("a validated config builds its rules again: %d rules", len(first))
+	}
+	targets := func() []string {
+		var out []string
+		for _, r := range cfg.Rules() {
+			for _, tg := range r.Targets {
+				out = append(out, tg.Template.String())
+			}
+		}
+		return out
+	}
+	cfg.Routes[0].To[0].Target = "changed.{status}" // in place
+	if got := targets(); got[0] != "changed.{status}" {
+		t.Errorf("after an in-place change: %v", got)
+	}
+	cfg.Routes[3].To = append(cfg.Routes[3].To, Target{Sink: "bus", Key: "subject", Target: "audit.{status}"})
+	if got := targets(); len(got) != 5 || got[4] != "audit.{status}" {
+		t.Errorf("after an append: %v", got)
+	}
+	cfg.Routes = cfg.Routes[:1]
+	if got := cfg.Rules(); len(got) != 1 || got[0].When == nil {
+		t.Errorf("after dropping routes: %d rules", len(got))
+	}
+}

@@ -110,14 +110,15 @@ func (s *Sink) decodeNode(d *decoder, n *yaml.Node, key string) {
 }
 
 // Rules returns the routes as the router takes them, conditions compiled
-// and templates parsed. A valid config (Load's) keeps the ones Validate
-// built, once, and shares them: a caller must not modify them. On a
-// config built in code and not validated they are built on each call,
-// and a route whose target or condition does not parse is left out or
-// sent to the sink's default.
+// and templates parsed. A valid config (Load's) returns the ones Validate
+// built, shared (a caller must not modify them), as long as its routes
+// and max_body_bytes are still what Validate saw. Otherwise (a config
+// built in code, or changed after validation) they are built on each
+// call, and a route whose condition does not compile is left out and a
+// target that does not parse goes to the sink's default.
 func (c *Config) Rules() []route.Rule {
-	if c.rules != nil {
-		return c.rules
+	if b := c.built; b != nil && b.maxBody == c.Server.MaxBodyBytes && reflect.DeepEqual(b.routes, c.Routes) {
+		return b.rules
 	}
 	sinkByName := map[string]Sink{}
 	for _, sk := range c.Sinks {
@@ -125,6 +126,17 @@ func (c *Config) Rules() []route.Rule {
 	}
 	rules, _ := c.validateRoutes(sinkByName)
 	return rules
+}
+
+// cloneRoutes copies routes deeply, so that a change to the config's
+// routes, in place or not, shows against the copy.
+func cloneRoutes(routes []Route) []Route {
+	out := slices.Clone(routes)
+	for i := range out {
+		out[i].Status = slices.Clone(out[i].Status)
+		out[i].To = slices.Clone(out[i].To)
+	}
+	return out
 }
 
 // TargetTemplates returns the target templates routes and other sinks'
@@ -136,24 +148,25 @@ func (c *Config) Rules() []route.Rule {
 func (c *Config) TargetTemplates(sink string) []sinks.TargetTemplate {
 	var out []sinks.TargetTemplate
 	seen := map[string]bool{}
-	add := func(t Target) {
-		if t.Sink != sink || t.Target == "" || seen[t.Target] {
+	add := func(name string, tmpl route.Template) {
+		if name != sink || tmpl.String() == "" || seen[tmpl.String()] {
 			return
 		}
-		seen[t.Target] = true
-		// Validate has parsed every template, so this cannot fail.
-		if tmpl, err := route.ParseTemplate(t.Target); err == nil {
-			out = append(out, tmpl)
-		}
+		seen[tmpl.String()] = true
+		out = append(out, tmpl)
 	}
-	for _, r := range c.Routes {
-		for _, t := range r.To {
-			add(t)
+	for _, r := range c.Rules() {
+		for _, t := range r.Targets {
+			add(t.Sink, t.Template)
 		}
 	}
 	for _, sk := range c.Sinks {
-		if sk.DeadLetter != nil {
-			add(*sk.DeadLetter)
+		// Validate has parsed every dead-letter target (fixed ones), so
+		// this cannot fail.
+		if dl := sk.DeadLetter; dl != nil {
+			if tmpl, err := route.ParseTemplate(dl.Target); err == nil {
+				add(dl.Sink, tmpl)
+			}
 		}
 	}
 	return out

@@ -91,8 +91,9 @@ func (c *Config) Validate() error {
 	}
 	rules, err := c.validateRoutes(sinkByName)
 	add(err)
+	c.built = nil
 	if len(errs) == 0 {
-		c.rules = rules
+		c.built = &builtRules{routes: cloneRoutes(c.Routes), maxBody: c.Server.MaxBodyBytes, rules: rules}
 	}
 	return errors.Join(errs...)
 }
