@@ -29,7 +29,8 @@ import (
 // cost minutes on a large body.
 const CostLimit = 10_000_000
 
-// Variables are the names a condition can use, with their CEL types.
+// conditionVariables are the names a condition can use, with their CEL
+// types: the CloudEvent's attributes and its data.
 var conditionVariables = []struct {
 	name string
 	typ  *cel.Type

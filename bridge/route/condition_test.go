@@ -102,6 +102,7 @@ func TestConditionMatching(t *testing.T) {
 		{"escaped key and value", `data.metadata["équipe"] == "sécurité"`, unicode, true, ""},
 		{"raw UTF-8 in the body", `data.metadata["équipe2"] == "直接"`, unicode, true, ""},
 		{"astral plane", `data.metadata.emoji == "🚀"`, unicode, true, ""},
+		{"a lone surrogate in a key reads as U+FFFD, as in the decoded event", `data.m["\uFFFD"] == "lone" && size(data.m) == 1`, `{"status": "x", "m": {"\ud800": "lone"}}`, true, ""},
 		{"strings extension", `data.metadata["équipe"].upperAscii() == "SéCURITé"`, unicode, true, ""},
 
 		// Numbers, as int, uint or double as they fit.

@@ -3,6 +3,8 @@ package route
 import (
 	"reflect"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
@@ -197,6 +199,11 @@ func (o *jsonObject) Find(key ref.Val) (ref.Val, bool) {
 	}
 	raw, found := findMember(o.raw, escapedKey(string(name)))
 	if !found {
+		if strings.ContainsRune(string(name), utf8.RuneError) && o.surrogateKeys() {
+			// A lone surrogate in a key decodes to U+FFFD, which is
+			// escaped otherwise: look the name up among decoded keys.
+			return o.decoded().Find(key)
+		}
 		return nil, false
 	}
 	v := jsonValue(raw)
@@ -220,7 +227,26 @@ func (o *jsonObject) Contains(key ref.Val) ref.Val {
 	return types.Bool(found)
 }
 
+// surrogateKeys reports whether some key holds a surrogate escape: keys
+// with lone surrogates decode to U+FFFD and may collide, so such an object
+// is read decoded, as its decoding sees it.
+func (o *jsonObject) surrogateKeys() bool {
+	for k := range signature.ObjectMembers(o.raw) {
+		for i := 0; i+3 < len(k); i++ {
+			// \ud800-\udfff: canonical escapes are lower case, and
+			// '8'-'9', 'a'-'f' are the bytes from '8' up.
+			if k[i] == '\\' && k[i+1] == 'u' && k[i+2] == 'd' && k[i+3] >= '8' {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func (o *jsonObject) Size() ref.Val {
+	if o.surrogateKeys() {
+		return o.decoded().Size()
+	}
 	n := 0
 	for range signature.ObjectMembers(o.raw) {
 		n++
