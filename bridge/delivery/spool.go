@@ -266,7 +266,10 @@ func (d *dispatcher) deliver(ctx context.Context, leases []queue.Lease) {
 		if l.Attempt() == 1 {
 			d.log.Warn("publish failed; retrying from the spool", "id", r.Message.ID, "target", r.Message.Target, "err", e)
 		}
-		if err := l.Retry(backoff(d.retry, l.Attempt()), e); err != nil {
+		// A broker that said when to come back (Retry-After) is not
+		// asked again sooner.
+		wait := max(backoff(d.retry, l.Attempt()), sinks.RetryAfter(e))
+		if err := l.Retry(wait, e); err != nil {
 			d.log.Error("record a failed attempt in the spool", "id", r.Message.ID, "err", err)
 		}
 	}

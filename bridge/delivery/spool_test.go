@@ -289,3 +289,42 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestSpoolHonoursRetryAfter: a message its sink failed with a retry hint
+// (an HTTP answer's Retry-After) waits for it, on either queue, while one
+// failed without a hint is retried at the backoff's pace.
+func TestSpoolHonoursRetryAfter(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			q := b.open(t, 0)
+			sink := &faultySink{fail: func(m sinks.Message, attempt int) error {
+				switch {
+				case m.ID == "hinted-1":
+					return sinks.RetryLater(errors.New("429 Too Many Requests"), time.Hour)
+				case m.ID == "plain-1" && attempt < 4:
+					return errors.New("503 Service Unavailable")
+				}
+				return nil
+			}}
+			s := startSpool(t, q, fastRetry, nil, map[string]sinks.Sink{"bus": sink})
+			for _, task := range []string{"hinted", "plain"} {
+				if err := s.Deliver(context.Background(), testEvent(task, 1), []route.Delivery{{Sink: "bus", Target: "t"}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The plain one goes through its three retries in milliseconds;
+			// by then the hinted one must not have been tried again.
+			deadline := time.Now().Add(10 * time.Second)
+			for sink.tries("plain-1") < 4 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			time.Sleep(50 * time.Millisecond)
+			if got := sink.tries("plain-1"); got != 4 {
+				t.Fatalf("the message without a hint was tried %d times, want 4", got)
+			}
+			if got := sink.tries("hinted-1"); got != 1 {
+				t.Errorf("the message whose sink said Retry-After: 1h was tried %d times, want 1", got)
+			}
+		})
+	}
+}
