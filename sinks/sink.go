@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"time"
 )
 
 // Message is one event bound for one target of one sink.
@@ -156,37 +155,6 @@ func (e *permanentError) Unwrap() error { return e.err }
 func IsPermanent(err error) bool {
 	var p *permanentError
 	return errors.As(err, &p)
-}
-
-// RetryAfter marks err, a retryable error, with the earliest time the
-// broker asked to be tried again, d from now: an HTTP 429 or 503 answer's
-// Retry-After. A spool should wait at least d, and its own backoff if
-// longer, before the next attempt. RetryAfter(nil, d) is nil; a negative
-// d counts as 0.
-func RetryAfter(err error, d time.Duration) error {
-	if err == nil {
-		return nil
-	}
-	return &retryAfterError{err: err, after: max(d, 0)}
-}
-
-type retryAfterError struct {
-	err   error
-	after time.Duration
-}
-
-func (e *retryAfterError) Error() string { return e.err.Error() }
-func (e *retryAfterError) Unwrap() error { return e.err }
-
-// RetryDelay returns the wait RetryAfter put on err, or on an error it
-// wraps, and whether there is one. Ask it of one message's error
-// (MessageErr), not of a whole *BatchError, whose messages may differ.
-func RetryDelay(err error) (time.Duration, bool) {
-	var r *retryAfterError
-	if errors.As(err, &r) {
-		return r.after, true
-	}
-	return 0, false
 }
 
 // Kind describes one broker type. Each sink package exports one, and the

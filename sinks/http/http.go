@@ -652,7 +652,7 @@ func (s *Sink) outcome(where string, u *url.URL, resp *http.Response) error {
 		return sinks.Permanent(err)
 	}
 	if d, ok := retryAfter(resp.Header.Get("Retry-After"), s.now()); ok {
-		return sinks.RetryAfter(fmt.Errorf("%w (retry after %v)", err, d), d)
+		return sinks.RetryLater(fmt.Errorf("%w (retry after %v)", err, d), d)
 	}
 	return err
 }
