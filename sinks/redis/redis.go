@@ -82,7 +82,8 @@ type Config struct {
 	// do not exist yet).
 	SkipProbe bool `yaml:"skip_probe"`
 	// ConnectTimeout bounds each connection attempt and the start-up
-	// probe. Default DefaultConnectTimeout (5s).
+	// probe; it overrides the URL's dial_timeout. Default
+	// DefaultConnectTimeout (5s).
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 }
 
