@@ -145,7 +145,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		"not-mapping.yaml":           `not-mapping.yaml:1: the file must be a YAML mapping with the keys server, sources, sinks and routes`,
 		"status-not-list.yaml":       `status-not-list.yaml:11: routes[0].status: must be a list (e.g. [a, b])`,
 		"unknown-sink-in-route.yaml": `unknown-sink-in-route.yaml:13: routes[0].to[0].sink: route "all": unknown sink "buss" (declared sinks: bus)`,
-		"unknown-sink-type.yaml":     `unknown-sink-type.yaml:6: sinks[0].type: unknown sink type "natz" (known types: file, kafka, nats, sqs)`,
+		"unknown-sink-type.yaml":     `unknown-sink-type.yaml:6: sinks[0].type: unknown sink type "natz" (known types: file, http, kafka, nats, redis, sqs)`,
 		"unknown-template-var.yaml":  `unknown-template-var.yaml:13: routes[0].to[0].subject: route "all": target "task.{stauts}": unknown variable {stauts}: use {status}, {source}, {task_id} or {data.<key>[.<key>...]}`,
 		"when-problems.yaml": `when-problems.yaml:11: routes[0].when: route "typo": column 1: undeclared reference to 'dat' (did you mean 'data'?)
 when-problems.yaml:15: routes[1].when: route "unfinished": column 22: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}

@@ -11,15 +11,17 @@ import (
 	"github.com/hookbridge/hookbridge/bridge/route"
 	"github.com/hookbridge/hookbridge/sinks"
 	filesink "github.com/hookbridge/hookbridge/sinks/file"
+	httpsink "github.com/hookbridge/hookbridge/sinks/http"
 	kafkasink "github.com/hookbridge/hookbridge/sinks/kafka"
 	natssink "github.com/hookbridge/hookbridge/sinks/nats"
+	redissink "github.com/hookbridge/hookbridge/sinks/redis"
 	sqssink "github.com/hookbridge/hookbridge/sinks/sqs"
 )
 
 // kinds lists every sink kind a config may name with `type:`. Adding a
 // broker is a package under sinks/ and a line here.
 func kinds() []sinks.Kind {
-	return []sinks.Kind{natssink.Kind, kafkasink.Kind, sqssink.Kind, filesink.Kind}
+	return []sinks.Kind{natssink.Kind, kafkasink.Kind, sqssink.Kind, filesink.Kind, httpsink.Kind, redissink.Kind}
 }
 
 // kindNamed returns the kind whose type name is name.
