@@ -30,6 +30,10 @@ const (
 	canaryNATS       = "pw_LEAKCANARY_9c1e"         // $NATS_PASSWORD
 	canarySQS        = "sk_LEAKCANARY_77aa"         // $SQS_SECRET_ACCESS_KEY
 	canaryKafka      = "kp_LEAKCANARY_31d0"         // $KAFKA_PASSWORD
+	// $HOOKS_SIGNING_SECRET: a Standard Webhooks secret must be whsec_ and
+	// the base64 of 24 to 64 bytes; these 44 characters are 33.
+	canaryHooks = "whsec_LEAKCANARYhttpSigningSecret0123456789abcdefg"
+	canaryRedis = "rp_LEAKCANARY_4e2f" // $REDIS_PASSWORD
 )
 
 // leakChecker collects everything the process wrote, by name.
@@ -53,7 +57,7 @@ func (l *leakChecker) add(name, out string) {
 func (l *leakChecker) check(t *testing.T) {
 	t.Helper()
 	needles := []string{leakMarker}
-	for _, c := range []string{canaryWebhook, canaryWebhookAlt, canaryNATS, canarySQS, canaryKafka} {
+	for _, c := range []string{canaryWebhook, canaryWebhookAlt, canaryNATS, canarySQS, canaryKafka, canaryHooks, canaryRedis} {
 		needles = append(needles, base64.StdEncoding.EncodeToString([]byte(c)),
 			base64.StdEncoding.EncodeToString([]byte("hb:"+c)))
 	}
@@ -124,6 +128,16 @@ sinks:
   - name: audit
     type: file
     path: {{DIR}}/events.jsonl
+  - name: hooks
+    type: http
+    url: "http://hb:${REDIS_PASSWORD}@{{CLOSED}}/hooks?token=${REDIS_PASSWORD}"
+    secret: "${HOOKS_SIGNING_SECRET}"
+    timeout: 1s
+  - name: cache
+    type: redis
+    url: "redis://:${REDIS_PASSWORD}@{{CLOSED}}/0"
+    connect_timeout: 1s
+    skip_probe: true
 routes:
   - name: finished
     status: [finished]
@@ -142,6 +156,12 @@ routes:
     status: ["*"]
     to:
       - {sink: audit}
+  - name: initializing-sync
+    status: [initializing]
+    delivery: sync
+    to:
+      - {sink: hooks}
+      - {sink: cache, stream: "tasks"}
 `
 
 // TestSecretLeak drives every path that could echo a secret — serve's
@@ -171,6 +191,8 @@ func TestSecretLeak(t *testing.T) {
 		"NATS_PASSWORD":              canaryNATS,
 		"SQS_SECRET_ACCESS_KEY":      canarySQS,
 		"KAFKA_PASSWORD":             canaryKafka,
+		"HOOKS_SIGNING_SECRET":       canaryHooks,
+		"REDIS_PASSWORD":             canaryRedis,
 	}
 	lookup := func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
 	var leaks leakChecker
@@ -283,6 +305,7 @@ func TestSecretLeak(t *testing.T) {
 		{name: "unrouted status", body: envelope("started", "t-started"), secret: canaryWebhook, want: 200},
 		{name: "paused to unreachable SQS (spooled)", body: envelope("paused", "t-paused"), secret: canaryWebhook, want: 200},
 		{name: "stopped to unreachable NATS (sync)", body: envelope("stopped", "t-stopped"), secret: canaryWebhook, want: 503},
+		{name: "initializing to unreachable HTTP and Redis (sync)", body: envelope("initializing", "t-init"), secret: canaryWebhook, want: 503},
 		{name: "wrong secret", body: envelope("finished", "t-wrong"), secret: "whsec_wrong", want: 403},
 		{name: "secret with a suffix", body: envelope("finished", "t-wrong2"), secret: canaryWebhook + "x", want: 403},
 		{name: "signature in upper case", body: envelope("finished", "t-upper"), secret: canaryWebhook,
