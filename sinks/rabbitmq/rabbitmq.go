@@ -244,6 +244,10 @@ type session struct {
 	// registered before the first publish so that no return is missed.
 	returns              chan amqp.Return
 	chClosed, connClosed chan *amqp.Error
+	blocks               chan amqp.Blocking
+	// blocked is the reason the broker gave for blocking publishers (a
+	// memory or disk alarm), nil when it does not.
+	blocked atomic.Pointer[string]
 
 	mu       sync.Mutex
 	pending  map[string]*amqp.Return // correlation -> its return, nil until returned
@@ -464,6 +468,7 @@ func (s *Sink) dial(ctx context.Context) (*session, error) {
 		returns:    ch.NotifyReturn(make(chan amqp.Return)),
 		chClosed:   ch.NotifyClose(make(chan *amqp.Error, 1)),
 		connClosed: conn.NotifyClose(make(chan *amqp.Error, 1)),
+		blocks:     conn.NotifyBlocked(make(chan amqp.Blocking)),
 	}
 	return sess, nil
 }
@@ -481,11 +486,22 @@ func (s *Sink) dial(ctx context.Context) (*session, error) {
 // them too. It never blocks elsewhere: the client drops a notification
 // a listener has not taken within five seconds.
 func (s *Sink) watch(sess *session) {
-	returns, chClosed, connClosed := sess.returns, sess.chClosed, sess.connClosed
+	returns, blocks, chClosed, connClosed := sess.returns, sess.blocks, sess.chClosed, sess.connClosed
 	var cause error
 loop:
 	for {
 		select {
+		case b, ok := <-blocks:
+			switch {
+			case !ok:
+				blocks = nil
+			case b.Active:
+				sess.blocked.Store(&b.Reason)
+				s.log.Warn("rabbitmq: the broker blocks publishers; publishes fail until it frees resources", "url", s.shown, "reason", b.Reason)
+			default:
+				sess.blocked.Store(nil)
+				s.log.Info("rabbitmq: the broker takes publishes again", "url", s.shown)
+			}
 		case r, ok := <-returns:
 			if !ok {
 				returns = nil // the channel is closing: its close follows
@@ -644,6 +660,13 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 		pubs[i] = p
 	}
 	sess, err := s.session(ctx)
+	if err == nil {
+		// A blocked broker reads nothing from publishers: what is sent
+		// would wait, unconfirmed, until ctx ends.
+		if reason := sess.blocked.Load(); reason != nil {
+			err = fmt.Errorf("rabbitmq: %s blocks publishers (%s): it is short of memory or disk; publishes resume once it is not", s.shown, *reason)
+		}
+	}
 	if err != nil {
 		for i, p := range pubs {
 			if p != nil {
@@ -889,6 +912,9 @@ func (s *Sink) Ready() error {
 	defer s.mu.Unlock()
 	if s.sess == nil {
 		return fmt.Errorf("not connected to %s: %v", s.shown, s.lastErr)
+	}
+	if reason := s.sess.blocked.Load(); reason != nil {
+		return fmt.Errorf("%s blocks publishers (%s)", s.shown, *reason)
 	}
 	return nil
 }

@@ -487,3 +487,53 @@ func publish(t *testing.T, s *Sink, msgs ...sinks.Message) {
 		t.Fatal(err)
 	}
 }
+
+// TestBlockedBroker: while a memory alarm makes the broker block
+// publishers (connection.blocked), Publish fails promptly and retryably,
+// and Ready says why; once the alarm clears, publishes are confirmed
+// again.
+func TestBlockedBroker(t *testing.T) {
+	srv := broker(t)
+	ex := exchange(t, srv)
+	queue := uniqueName(t, "q")
+	sinktest.RabbitMQQueue(t, srv.URL(), ex, queue, "#")
+	s := open(t, Config{URL: srv.URL(), Exchange: ex}, nil)
+	publish(t, s, sinktest.Event("k", "t", "before"))
+
+	if _, err := srv.Ctl("set_vm_memory_high_watermark", "0"); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			if _, err := srv.Ctl("set_vm_memory_high_watermark", "0.4"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Cleanup(restore) // the broker is shared
+	// RabbitMQ may tell a connection it is blocked only once it
+	// publishes: this first message may wait, unconfirmed, until ctx
+	// ends; either way it fails retryably.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	err := s.Publish(ctx, []sinks.Message{sinktest.Event("k", "t", "first-blocked")})
+	cancel()
+	if e := sinks.MessageErr(err, 0); e == nil || sinks.IsPermanent(e) {
+		t.Fatalf("Publish to a blocked broker: %v, want a retryable failure", err)
+	}
+	sinktest.WaitFor(t, "Ready to report the block", func() bool { return s.Ready() != nil })
+	t.Logf("Ready: %v", s.Ready())
+	start := time.Now()
+	err = s.Publish(context.Background(), []sinks.Message{sinktest.Event("k", "t", "blocked")})
+	if e := sinks.MessageErr(err, 0); e == nil || sinks.IsPermanent(e) || !strings.Contains(e.Error(), "blocks publishers") {
+		t.Errorf("Publish while the broker blocks publishers: %v, want a retryable failure that says so", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Publish while the broker blocks publishers took %v", d)
+	}
+
+	restore()
+	sinktest.WaitFor(t, "the block to clear", func() bool { return s.Ready() == nil })
+	publish(t, s, sinktest.Event("k", "t", "after"))
+}

@@ -122,7 +122,21 @@ func (r *RabbitMQServer) Start() error {
 	defer out.Close()
 	cmd := exec.Command(RabbitMQServerBinary)
 	cmd.Dir = r.dir
-	cmd.Env = append(os.Environ(),
+	cmd.Env = r.env()
+	cmd.Stdout, cmd.Stderr = out, out
+	// A process group of its own: Stop signals the script and the Erlang
+	// VM it starts together.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", RabbitMQServerBinary, err)
+	}
+	return r.waitStarted(cmd)
+}
+
+// env is the broker's environment, which rabbitmqctl needs too to find
+// it: its node name, its epmd and its Erlang cookie (in HOME).
+func (r *RabbitMQServer) env() []string {
+	return append(os.Environ(),
 		"HOME="+r.dir, // where Erlang keeps its cookie
 		"RABBITMQ_NODENAME=hookbridge-test-"+strconv.Itoa(r.port)+"@localhost",
 		"RABBITMQ_NODE_PORT="+strconv.Itoa(r.port),
@@ -136,13 +150,11 @@ func (r *RabbitMQServer) Start() error {
 		"RABBITMQ_PID_FILE="+filepath.Join(r.dir, "pid"),
 		"ERL_EPMD_PORT="+strconv.Itoa(r.epmdPort),
 	)
-	cmd.Stdout, cmd.Stderr = out, out
-	// A process group of its own: Stop signals the script and the Erlang
-	// VM it starts together.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", RabbitMQServerBinary, err)
-	}
+}
+
+// waitStarted waits until cmd, the broker just started, takes AMQP
+// connections.
+func (r *RabbitMQServer) waitStarted(cmd *exec.Cmd) error {
 	r.cmd, r.exited = cmd, make(chan struct{})
 	exited := r.exited
 	go func() {
@@ -207,6 +219,18 @@ func (r *RabbitMQServer) Close() {
 	epmd := exec.Command("epmd", "-kill")
 	epmd.Env = append(os.Environ(), "ERL_EPMD_PORT="+strconv.Itoa(r.epmdPort))
 	epmd.Run() // nothing to kill if it never started
+}
+
+// Ctl runs rabbitmqctl with args against the broker, e.g.
+// "set_vm_memory_high_watermark", "0", and returns what it printed.
+func (r *RabbitMQServer) Ctl(args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(filepath.Dir(RabbitMQServerBinary), "rabbitmqctl"), args...)
+	cmd.Env = r.env()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("rabbitmqctl %v: %w: %s", args, err, bytes.TrimSpace(out))
+	}
+	return string(out), nil
 }
 
 // CloseProxy closes p at once, as the end of the test would: its
