@@ -249,9 +249,8 @@ type session struct {
 	// memory or disk alarm), nil when it does not.
 	blocked atomic.Pointer[string]
 
-	mu       sync.Mutex
-	pending  map[string]*amqp.Return // correlation -> its return, nil until returned
-	returned int                     // returns recorded, for tests
+	mu      sync.Mutex
+	pending map[string]*amqp.Return // correlation -> its return, nil until returned
 }
 
 // correlationHeader is the header that matches a basic.return to its
@@ -306,10 +305,10 @@ func New(ctx context.Context, cfg Config, queues []string, log *slog.Logger) (*S
 // 10 s) end them if the broker stops answering.
 func (s *Sink) probe(queues []string) error {
 	s.mu.Lock()
-	sess := s.sess
+	sess, lost := s.sess, s.lastErr
 	s.mu.Unlock()
 	if sess == nil {
-		return fmt.Errorf("rabbitmq: lost the connection to %s during start-up: %v", s.shown, s.lastErr)
+		return fmt.Errorf("rabbitmq: lost the connection to %s during start-up: %v", s.shown, lost)
 	}
 	check := func(what string, declare func(ch *amqp.Channel) error) error {
 		ch, err := sess.conn.Channel()
@@ -595,7 +594,6 @@ func (sess *session) record(r amqp.Return) {
 	defer sess.mu.Unlock()
 	if _, waiting := sess.pending[corr]; waiting {
 		sess.pending[corr] = &r
-		sess.returned++
 	}
 }
 
