@@ -25,6 +25,7 @@
 package pubsub
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -493,7 +494,10 @@ func (s *Sink) buildMessage(m *sinks.Message) (*pubsub.Message, error) {
 		if err != nil {
 			return nil, err
 		}
-		msg.Data = data
+		// A copy: the client may still send a message after Publish
+		// stopped waiting for it (its ctx ended), and a sink keeps no
+		// part of a Message after Publish returns.
+		msg.Data = bytes.Clone(data)
 		for _, a := range m.Attrs {
 			if a.Name == "datacontenttype" {
 				msg.Attributes[contentType] = a.Value
@@ -510,7 +514,7 @@ func (s *Sink) buildMessage(m *sinks.Message) (*pubsub.Message, error) {
 				"attributes", len(m.Attrs))
 		})
 	}
-	msg.Data = m.Body
+	msg.Data = bytes.Clone(m.Body) // a copy, as above
 	msg.Attributes[contentType] = sinks.StructuredContentType
 	addTraceContext(msg, m)
 	return msg, nil
