@@ -145,7 +145,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		"not-mapping.yaml":           `not-mapping.yaml:1: the file must be a YAML mapping with the keys server, sources, sinks and routes`,
 		"status-not-list.yaml":       `status-not-list.yaml:11: routes[0].status: must be a list (e.g. [a, b])`,
 		"unknown-sink-in-route.yaml": `unknown-sink-in-route.yaml:13: routes[0].to[0].sink: route "all": unknown sink "buss" (declared sinks: bus)`,
-		"unknown-sink-type.yaml":     `unknown-sink-type.yaml:6: sinks[0].type: unknown sink type "natz" (known types: file, http, kafka, nats, redis, sqs)`,
+		"unknown-sink-type.yaml":     `unknown-sink-type.yaml:6: sinks[0].type: unknown sink type "natz" (known types: file, http, kafka, nats, pubsub, rabbitmq, redis, sqs)`,
 		"unknown-template-var.yaml":  `unknown-template-var.yaml:13: routes[0].to[0].subject: route "all": target "task.{stauts}": unknown variable {stauts}: use {status}, {source}, {task_id} or {data.<key>[.<key>...]}`,
 		"when-problems.yaml": `when-problems.yaml:11: routes[0].when: route "typo": column 1: undeclared reference to 'dat' (did you mean 'data'?)
 when-problems.yaml:15: routes[1].when: route "unfinished": column 22: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}
@@ -474,5 +474,31 @@ func TestRulesFollowChangesAfterValidation(t *testing.T) {
 	cfg.Routes = cfg.Routes[:1]
 	if got := cfg.Rules(); len(got) != 1 || got[0].When == nil {
 		t.Errorf("after dropping routes: %d rules", len(got))
+	}
+}
+
+// TestLoadFourSinks: the http, rabbitmq, redis and pubsub sinks load as
+// users write them, and an event of any status reaches all four.
+func TestLoadFourSinks(t *testing.T) {
+	env := func(name string) (string, bool) {
+		switch name {
+		case "HOOKS_SIGNING_SECRET":
+			return "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", true
+		}
+		return testEnv(name)
+	}
+	cfg, err := Load("testdata/config/ok-four-sinks.yaml", env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := route.New(cfg.Rules()).Route(&event.Event{Status: "finished"}).Deliveries
+	want := []route.Delivery{{Sink: "hooks", Target: "https://internal.example/browser-use"}, {Sink: "rabbit", Target: "task.finished"}, {Sink: "cache", Target: "tasks"}, {Sink: "gcp", Target: "tasks"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("deliveries %v, want %v", got, want)
+	}
+	for _, sk := range cfg.Sinks {
+		if d := sk.Options.Describe(); strings.Contains(d, "guest:guest") {
+			t.Errorf("%s: Describe shows the password: %s", sk.Name, d)
+		}
 	}
 }

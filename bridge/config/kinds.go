@@ -14,6 +14,8 @@ import (
 	httpsink "github.com/hookbridge/hookbridge/sinks/http"
 	kafkasink "github.com/hookbridge/hookbridge/sinks/kafka"
 	natssink "github.com/hookbridge/hookbridge/sinks/nats"
+	pubsubsink "github.com/hookbridge/hookbridge/sinks/pubsub"
+	rabbitmqsink "github.com/hookbridge/hookbridge/sinks/rabbitmq"
 	redissink "github.com/hookbridge/hookbridge/sinks/redis"
 	sqssink "github.com/hookbridge/hookbridge/sinks/sqs"
 )
@@ -21,7 +23,8 @@ import (
 // kinds lists every sink kind a config may name with `type:`. Adding a
 // broker is a package under sinks/ and a line here.
 func kinds() []sinks.Kind {
-	return []sinks.Kind{natssink.Kind, kafkasink.Kind, sqssink.Kind, filesink.Kind, httpsink.Kind, redissink.Kind}
+	return []sinks.Kind{natssink.Kind, kafkasink.Kind, sqssink.Kind, filesink.Kind, httpsink.Kind,
+		rabbitmqsink.Kind, redissink.Kind, pubsubsink.Kind}
 }
 
 // kindNamed returns the kind whose type name is name.

@@ -1,4 +1,4 @@
-package rabbitmq
+package rabbitmq_test
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/hookbridge/hookbridge/sinks"
+	"github.com/hookbridge/hookbridge/sinks/rabbitmq"
 	"github.com/hookbridge/hookbridge/sinks/sinktest"
 	"github.com/hookbridge/hookbridge/sinks/sinktest/cetest"
 )
@@ -34,7 +35,7 @@ import (
 // bindingPrefix is the CloudEvents AMQP binding's prefix, written out
 // rather than taken from the sink, so that the tests check the sink
 // against the binding.
-const bindingPrefix = "cloudEvents:"
+const bindingPrefix = "cloudEvents:" // as rabbitmq_test.go states it
 
 var ceSpecs = spec.WithPrefix(bindingPrefix)
 
@@ -160,20 +161,20 @@ func arrives(c cetest.Case, mode sinks.ContentMode) binding.Encoding {
 // with the SDK.
 func TestInterop(t *testing.T) {
 	cases := cetest.Cases(t)
-	srv := broker(t)
-	ex := exchange(t, srv)
+	srv := rabbitmq.Broker(t)
+	ex := rabbitmq.Exchange(t, srv)
 	for _, mode := range []sinks.ContentMode{sinks.Structured, sinks.Binary} {
 		t.Run(string(mode), func(t *testing.T) {
-			queue := uniqueName(t, "q")
+			queue := rabbitmq.UniqueName(t, "q")
 			key := "interop." + string(mode)
 			sinktest.RabbitMQQueue(t, srv.URL(), ex, queue, key)
-			s := open(t, Config{URL: srv.URL(), Exchange: ex, ContentMode: mode}, nil)
+			s := rabbitmq.OpenSink(t, rabbitmq.Config{URL: srv.URL(), Exchange: ex, ContentMode: mode}, nil)
 			batch := make([]sinks.Message, len(cases))
 			for i, c := range cases {
 				batch[i] = c.Msg
 				batch[i].Target = key
 			}
-			publish(t, s, batch...)
+			rabbitmq.Publish(t, s, batch...)
 			got := sinktest.ReadRabbitMQQueue(t, srv.URL(), queue)
 			if len(got) != len(cases) {
 				t.Fatalf("the queue holds %d messages, want %d", len(got), len(cases))

@@ -16,6 +16,10 @@ import (
 	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
 
+// bindingPrefix is the CloudEvents AMQP binding's application-property
+// prefix, written out here as the tests' own statement of it.
+const bindingPrefix = "cloudEvents:"
+
 // TestConfigValidate checks each problem's exact message, after
 // SetDefaults, and that none shows the password.
 func TestConfigValidate(t *testing.T) {
