@@ -138,6 +138,13 @@ sinks:
     url: "redis://:${REDIS_PASSWORD}@{{CLOSED}}/0"
     connect_timeout: 1s
     skip_probe: true
+  - name: rabbit
+    type: rabbitmq
+    url: "amqp://hb:${REDIS_PASSWORD}@{{CLOSED}}/"
+    exchange: tasks
+    routing_key: "task.{status}"
+    connect_timeout: 1s
+    skip_probe: true
 routes:
   - name: finished
     status: [finished]
@@ -162,6 +169,7 @@ routes:
     to:
       - {sink: hooks}
       - {sink: cache, stream: "tasks"}
+      - {sink: rabbit}
 `
 
 // TestSecretLeak drives every path that could echo a secret — serve's
@@ -305,7 +313,7 @@ func TestSecretLeak(t *testing.T) {
 		{name: "unrouted status", body: envelope("started", "t-started"), secret: canaryWebhook, want: 200},
 		{name: "paused to unreachable SQS (spooled)", body: envelope("paused", "t-paused"), secret: canaryWebhook, want: 200},
 		{name: "stopped to unreachable NATS (sync)", body: envelope("stopped", "t-stopped"), secret: canaryWebhook, want: 503},
-		{name: "initializing to unreachable HTTP and Redis (sync)", body: envelope("initializing", "t-init"), secret: canaryWebhook, want: 503},
+		{name: "initializing to unreachable HTTP, Redis and RabbitMQ (sync)", body: envelope("initializing", "t-init"), secret: canaryWebhook, want: 503},
 		{name: "wrong secret", body: envelope("finished", "t-wrong"), secret: "whsec_wrong", want: 403},
 		{name: "secret with a suffix", body: envelope("finished", "t-wrong2"), secret: canaryWebhook + "x", want: 403},
 		{name: "signature in upper case", body: envelope("finished", "t-upper"), secret: canaryWebhook,
