@@ -11,7 +11,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -20,7 +19,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -346,23 +344,8 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 		return nil, nil
 	}
 	conf := &tls.Config{MinVersion: tls.VersionTLS12}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, sinks.Problemf("tls.ca_file", "%v", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, sinks.Problemf("tls.ca_file", "%q holds no PEM certificate", t.CAFile)
-		}
-		conf.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, sinks.Problemf("tls.cert_file", "load %q with key %q: %v", t.CertFile, t.KeyFile, err)
-		}
-		conf.Certificates = []tls.Certificate{cert}
+	if err := sinks.LoadTLSFiles(conf, t.CAFile, t.CertFile, t.KeyFile); err != nil {
+		return nil, err
 	}
 	return conf, nil
 }

@@ -24,13 +24,11 @@ package kafka
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -505,23 +503,8 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 		ServerName:         t.ServerName,
 		InsecureSkipVerify: t.InsecureSkipVerify,
 	}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, sinks.Problemf("tls.ca_file", "%v", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, sinks.Problemf("tls.ca_file", "%q holds no PEM certificate", t.CAFile)
-		}
-		conf.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, sinks.Problemf("tls.cert_file", "load %q with key %q: %v", t.CertFile, t.KeyFile, err)
-		}
-		conf.Certificates = []tls.Certificate{cert}
+	if err := sinks.LoadTLSFiles(conf, t.CAFile, t.CertFile, t.KeyFile); err != nil {
+		return nil, err
 	}
 	return conf, nil
 }
