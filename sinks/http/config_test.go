@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/hookbridge/hookbridge/sinks"
+	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
 
 // secretOf is a valid secret over n bytes of key.
@@ -79,15 +80,7 @@ func TestValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := tt.cfg
 			c.SetDefaults()
-			var got []string
-			if err := c.Validate(); err != nil {
-				for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-					if _, ok := errors.AsType[*sinks.ConfigError](e); !ok {
-						t.Errorf("%v is not a *sinks.ConfigError", e)
-					}
-					got = append(got, e.Error())
-				}
-			}
+			got := sinktest.Problems(t, c.Validate())
 			if !slices.Equal(got, tt.want) {
 				t.Errorf("Validate:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 			}

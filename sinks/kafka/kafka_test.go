@@ -477,16 +477,7 @@ func TestConfig(t *testing.T) {
 			tt.edit(&c)
 			c.SetDefaults()
 			err := c.Validate()
-			var got []string
-			if err != nil {
-				for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-					var ce *sinks.ConfigError
-					if !errors.As(e, &ce) {
-						t.Fatalf("%T is not a *sinks.ConfigError: %v", e, e)
-					}
-					got = append(got, ce.Key+": "+ce.Problem)
-				}
-			}
+			got := sinktest.Problems(t, err)
 			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
 				t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 			}

@@ -55,16 +55,7 @@ func TestValidate(t *testing.T) {
 			if again != cfg {
 				t.Errorf("SetDefaults is not idempotent: %+v, then %+v", cfg, again)
 			}
-			var got []string
-			if err := cfg.Validate(); err != nil {
-				for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-					var ce *sinks.ConfigError
-					if !errors.As(e, &ce) {
-						t.Errorf("problem %v is not a *sinks.ConfigError", e)
-					}
-					got = append(got, e.Error())
-				}
-			}
+			got := sinktest.Problems(t, cfg.Validate())
 			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
 				t.Errorf("Validate:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 			}

@@ -50,15 +50,7 @@ func TestConfigValidate(t *testing.T) {
 			cfg := tt.cfg
 			cfg.SetDefaults()
 			err := cfg.Validate()
-			var got []string
-			if err != nil {
-				got = strings.Split(err.Error(), "\n")
-				for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-					if _, isConfigErr := e.(*sinks.ConfigError); !isConfigErr {
-						t.Errorf("%v is a %T, want a *sinks.ConfigError", e, e)
-					}
-				}
-			}
+			got := sinktest.Problems(t, err)
 			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
 				t.Errorf("Validate:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 			}

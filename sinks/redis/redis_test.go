@@ -52,29 +52,12 @@ func TestConfigValidate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.cfg.SetDefaults()
-			var got []string
-			for _, err := range unwrapAll(tt.cfg.Validate()) {
-				var ce *sinks.ConfigError
-				if !errors.As(err, &ce) {
-					t.Errorf("%v is not a *sinks.ConfigError", err)
-				}
-				got = append(got, err.Error())
-			}
+			got := sinktest.Problems(t, tt.cfg.Validate())
 			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
 				t.Errorf("Validate() =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 			}
 		})
 	}
-}
-
-func unwrapAll(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
 }
 
 // TestConfigKeys decodes the sink's own keys strictly, as the config

@@ -561,18 +561,9 @@ func TestConfig(t *testing.T) {
 				t.Fatal("SetDefaults is not idempotent")
 			}
 			err := cfg.Validate()
-			var got []string
-			if err != nil {
-				for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-					var ce *sinks.ConfigError
-					if !errors.As(e, &ce) {
-						t.Fatalf("%v is not a *sinks.ConfigError", e)
-					}
-					got = append(got, ce.Error())
-				}
-				if strings.Contains(err.Error(), secret) {
-					t.Fatalf("error shows the secret: %v", err)
-				}
+			got := sinktest.Problems(t, err)
+			if err != nil && strings.Contains(err.Error(), secret) {
+				t.Fatalf("error shows the secret: %v", err)
 			}
 			if !slices.Equal(got, tt.want) {
 				t.Fatalf("Validate:\n got %q\nwant %q", got, tt.want)
