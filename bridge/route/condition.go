@@ -184,7 +184,7 @@ func (c *Compiler) Compile(expr string) (*Condition, error) {
 	if err != nil {
 		return nil, &CompileError{Msg: err.Error()}
 	}
-	return &Condition{src: expr, prg: prg, usesData: usesVariable(checked.NativeRep().Expr(), "data")}, nil
+	return &Condition{src: expr, prg: prg}, nil
 }
 
 func costString(n uint64) string {
@@ -265,22 +265,10 @@ func (c *Compiler) loadTimeZones(e ast.Expr) error {
 	return err
 }
 
-// usesVariable reports whether e reads the variable name.
-func usesVariable(e ast.Expr, name string) bool {
-	found := false
-	ast.PreOrderVisit(e, ast.NewExprVisitor(func(e ast.Expr) {
-		if e.Kind() == ast.IdentKind && e.AsIdent() == name {
-			found = true
-		}
-	}))
-	return found
-}
-
 // Condition is a compiled `when`: safe for concurrent use.
 type Condition struct {
-	src      string
-	prg      cel.Program
-	usesData bool
+	src string
+	prg cel.Program
 }
 
 // String returns the expression as written.

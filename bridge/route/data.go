@@ -1,6 +1,7 @@
 package route
 
 import (
+	"bytes"
 	"reflect"
 	"strconv"
 	"strings"
@@ -116,22 +117,13 @@ func jsonNative(raw []byte) any {
 // unquoteKey decodes an object key as ObjectMembers yields it: the
 // string's contents, still escaped.
 func unquoteKey(k []byte) string {
-	if !hasByte(k, '\\') {
+	if bytes.IndexByte(k, '\\') < 0 {
 		return string(k)
 	}
 	q := make([]byte, 0, len(k)+2)
 	q = append(append(append(q, '"'), k...), '"')
 	s, _ := signature.Unquote(q)
 	return s
-}
-
-func hasByte(b []byte, c byte) bool {
-	for _, x := range b {
-		if x == c {
-			return true
-		}
-	}
-	return false
 }
 
 // escapedKey returns name as it appears between the quotes of a canonical

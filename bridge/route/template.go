@@ -4,6 +4,7 @@
 package route
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -115,16 +116,6 @@ func parseVariable(name string) (templatePart, error) {
 	return part, nil
 }
 
-// UsesData reports whether the template reads the event's data.
-func (t Template) UsesData() bool {
-	for _, p := range t.parts {
-		if p.field == fieldData {
-			return true
-		}
-	}
-	return false
-}
-
 // String returns the template as written.
 func (t Template) String() string { return t.raw }
 
@@ -227,7 +218,7 @@ func writeData(b *strings.Builder, data []byte, path []string) {
 	}
 	switch v[0] {
 	case '"':
-		if !hasByte(v, '\\') {
+		if bytes.IndexByte(v, '\\') < 0 {
 			writeSafe(b, v[1:len(v)-1])
 			return
 		}
