@@ -120,7 +120,7 @@ func TestContract(t *testing.T) {
 				m.Target = unboundKey
 				return m
 			},
-			Stop: func() { sinktest.CloseProxy(proxy) },
+			Stop: func() { proxy.Close() },
 			Hang: proxy.Hold,
 		}
 	})

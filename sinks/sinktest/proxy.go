@@ -35,7 +35,7 @@ func StartProxy(t testing.TB, target string) *Proxy {
 	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
 	p.cond = sync.NewCond(&p.mu)
 	p.wg.Go(p.accept)
-	t.Cleanup(p.close)
+	t.Cleanup(p.Close)
 	return p
 }
 
@@ -138,7 +138,10 @@ func (p *Proxy) wait() bool {
 	return !p.closed
 }
 
-func (p *Proxy) close() {
+// Close closes p at once, as the end of the test would: its connections
+// end and new ones are refused, so the broker behind it looks down to the
+// client while other tests keep using it. It may be called more than once.
+func (p *Proxy) Close() {
 	p.mu.Lock()
 	p.closed = true
 	p.cond.Broadcast()

@@ -233,10 +233,6 @@ func (r *RabbitMQServer) Ctl(args ...string) (string, error) {
 	return string(out), nil
 }
 
-// CloseProxy closes p at once, as the end of the test would: its
-// connections end and new ones are refused, so the broker behind it
-// looks down to the client while other tests keep using it.
-func CloseProxy(p *Proxy) { p.close() }
 
 // RabbitMQQueue declares a durable queue named name on the broker at url
 // and binds it to exchange with each binding key, until the test ends:
