@@ -233,7 +233,6 @@ func (r *RabbitMQServer) Ctl(args ...string) (string, error) {
 	return string(out), nil
 }
 
-
 // RabbitMQQueue declares a durable queue named name on the broker at url
 // and binds it to exchange with each binding key, until the test ends:
 // what a test reads messages from, bound before the sink publishes.
