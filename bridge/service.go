@@ -126,7 +126,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Service, err
 	} else {
 		s.ln = ingress.ScanFraming(s.ln)
 	}
-	if s.spool, err = openSpool(ctx, cfg, log); err != nil {
+	if s.spool, err = openSpool(ctx, cfg, log, s.metrics); err != nil {
 		s.closeListeners()
 		return nil, err
 	}

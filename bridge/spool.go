@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/hookbridge/hookbridge/bridge/config"
 	"github.com/hookbridge/hookbridge/bridge/ingress"
+	"github.com/hookbridge/hookbridge/bridge/metrics"
 	"github.com/hookbridge/hookbridge/bridge/queue"
 	"github.com/hookbridge/hookbridge/bridge/queue/jetstream"
 	"github.com/hookbridge/hookbridge/bridge/queue/local"
@@ -25,7 +27,7 @@ type spool struct {
 
 // openSpool opens what cfg's spool section is used for, or returns a
 // spool holding nothing.
-func openSpool(ctx context.Context, cfg *config.Config, log *slog.Logger) (*spool, error) {
+func openSpool(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*spool, error) {
 	sp := cfg.Spool
 	switch {
 	case sp.Backend == config.SpoolJetStream && (cfg.UsesSpool() || cfg.Server.ReplayCache == config.ReplayNATS):
@@ -49,13 +51,37 @@ func openSpool(ctx context.Context, cfg *config.Config, log *slog.Logger) (*spoo
 		}
 		return s, nil
 	case cfg.UsesSpool():
-		q, err := local.OpenQueue(sp.Dir, local.Options{MaxBytes: sp.MaxBytes, MaxEvents: sp.MaxEvents})
+		q, err := local.OpenQueue(sp.Dir, local.Options{MaxBytes: sp.MaxBytes, MaxEvents: sp.MaxEvents, ObserveSync: m.SpoolSynced})
 		if err != nil {
 			return nil, fmt.Errorf("spool: %w", err)
+		}
+		rec := q.Recovery()
+		logRecovery(log, sp.Dir, rec)
+		if err := m.WatchSpoolLog(func() int64 { return q.LogStats().Bytes }, rec.TornWrites); err != nil {
+			return nil, errors.Join(err, q.Close())
 		}
 		return &spool{queue: q, close: q.Close, where: []any{"backend", sp.Backend, "dir", sp.Dir}}, nil
 	}
 	return nil, nil
+}
+
+// logRecovery says what opening the local spool found: always how much
+// it replayed, and loudly what it cut off or migrated.
+func logRecovery(log *slog.Logger, dir string, r local.Recovery) {
+	if r.Migrated > 0 || r.Unreadable > 0 {
+		log.Warn("spool: moved the records of an earlier version's spool file into the log; the old file is kept beside it, delete it once you are satisfied",
+			"dir", dir, "migrated", r.Migrated, "kept_as", local.LegacyFile+local.MigratedSuffix)
+	}
+	if r.Unreadable > 0 {
+		log.Error("spool: records of the earlier version's spool file could not be read and were not migrated; they stay in the old file",
+			"dir", dir, "unreadable", r.Unreadable, "file", local.LegacyFile+local.MigratedSuffix)
+	}
+	if r.TornWrites > 0 {
+		log.Warn("spool: cut off the end of the log, a write that a crash interrupted; it was never acknowledged, so nothing answered 200 is lost",
+			"dir", dir, "torn_writes", r.TornWrites, "bytes", r.TornBytes)
+	}
+	log.Info("spool log replayed", "dir", dir, "segments", r.Segments, "bytes", r.Bytes,
+		"waiting", r.Pending, "dead_letters", r.Dead, "took", r.Took.Round(time.Millisecond))
 }
 
 // delivers reports whether s holds a queue to deliver from.

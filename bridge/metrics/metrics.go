@@ -32,6 +32,8 @@ type Metrics struct {
 	deadLetters    *prometheus.CounterVec
 	reloads        *prometheus.CounterVec
 	reloadOK       prometheus.Gauge
+	spoolSync      prometheus.Histogram
+	spoolRequests  prometheus.Counter
 }
 
 // New makes the metrics and registers them, with hookbridge_build_info,
@@ -76,6 +78,15 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "hookbridge_config_last_reload_successful",
 			Help: "1 if the last configuration reload succeeded (or none was tried), 0 if the running config is older than the file.",
 		}),
+		spoolSync: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "hookbridge_spool_sync_duration_seconds",
+			Help:    "How long one group commit of the local spool took to write and fdatasync; its count is the number of commits. A quiet disk stays in the lowest buckets; a stalling one shows in the tail.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}),
+		spoolRequests: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hookbridge_spool_sync_requests_total",
+			Help: "Changes (appends, removals, retries, ...) the local spool's group commits carried; divided by the commit count, the requests per fdatasync.",
+		}),
 	}
 	m.reloadOK.Set(1)
 	version := "(devel)"
@@ -88,7 +99,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	})
 	info.Set(1)
 	for _, c := range []prometheus.Collector{m.webhooks, m.events, m.routeErrors, m.publishes, m.publishSeconds, m.retries,
-		m.deadLetters, m.reloads, m.reloadOK, info} {
+		m.deadLetters, m.reloads, m.reloadOK, m.spoolSync, m.spoolRequests, info} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -184,6 +195,34 @@ func (m *Metrics) WatchSpool(stats func(context.Context) (queue.Stats, error)) e
 		errs = append(errs, m.reg.Register(c))
 	}
 	return errors.Join(errs...)
+}
+
+// SpoolSynced records one group commit of the local spool: how long its
+// write and fdatasync took and how many requests it carried.
+func (m *Metrics) SpoolSynced(took time.Duration, requests int) {
+	if m == nil {
+		return
+	}
+	m.spoolSync.Observe(took.Seconds())
+	m.spoolRequests.Add(float64(requests))
+}
+
+// WatchSpoolLog registers the local spool's log gauges: its size on disk
+// (read at each scrape) and the torn writes its last start cut off.
+func (m *Metrics) WatchSpoolLog(logBytes func() int64, tornWrites int) error {
+	if m == nil {
+		return nil
+	}
+	torn := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "hookbridge_spool_torn_writes",
+		Help: "Writes the last start found cut short at the end of the local spool's log (a crash during a write that was never acknowledged) and dropped.",
+	})
+	torn.Set(float64(tornWrites))
+	size := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "hookbridge_spool_log_bytes",
+		Help: "Size of the local spool's log files on disk: the waiting messages, the dead letters and what is not yet reclaimed.",
+	}, func() float64 { return float64(logBytes()) })
+	return errors.Join(m.reg.Register(torn), m.reg.Register(size))
 }
 
 // Instrument wraps s to count and time its publishes as sink name.

@@ -83,12 +83,16 @@ var errCorrupt = errors.New("corrupt spool record")
 // length-prefixed name/value pairs, and finally the length-prefixed body.
 // It is binary rather than JSON because Append is on the webhook hot path.
 func encodeRecord(r *Record, size int64) []byte {
-	m := &r.Message
 	capacity := size + int64(len(r.Sink)+len(r.LastError)+len(r.Reason)) + 16*binary.MaxVarintLen64
-	for range m.Attrs {
+	for range r.Message.Attrs {
 		capacity += 2 * binary.MaxVarintLen64
 	}
-	b := make([]byte, 0, capacity)
+	return appendRecord(make([]byte, 0, capacity), r, size)
+}
+
+// appendRecord appends the encoding of r to b.
+func appendRecord(b []byte, r *Record, size int64) []byte {
+	m := &r.Message
 	var flags byte
 	if r.DeadLetter {
 		flags |= flagDeadLetter
@@ -186,7 +190,7 @@ func (r *reader) varint(what string) int64 {
 }
 
 // bytes returns the next length-prefixed field without copying: the result
-// aliases the input, which may be bbolt's read-only mmap.
+// aliases the input.
 func (r *reader) bytes(what string) []byte {
 	n := r.uvarint(what)
 	if r.err != nil {
@@ -324,6 +328,10 @@ func Marshal(r *Record) []byte { return encodeRecord(r, r.Size()) }
 // added.
 func MarshalSized(r *Record, size int64) []byte { return encodeRecord(r, size) }
 
+// AppendMarshal is MarshalSized appending to b: a backend encodes
+// straight into its write buffer.
+func AppendMarshal(b []byte, r *Record, size int64) []byte { return appendRecord(b, r, size) }
+
 // Unmarshal decodes what Marshal made; seq becomes the record's Seq. The
 // result owns its memory.
 func Unmarshal(seq uint64, b []byte) (Record, error) { return decodeRecord(seq, b) }
@@ -336,3 +344,27 @@ func StoredSize(b []byte) (int64, error) { return storedSize(b) }
 // task key and when it is next due, without decoding (and copying) the
 // rest. key aliases b.
 func PeekSchedule(b []byte) (key []byte, nextTry time.Time, err error) { return peekSchedule(b) }
+
+// Summary is what a backend indexes of an encoded record without
+// decoding it: enough to count it, order it and schedule it. Its byte
+// fields alias the encoded record.
+type Summary struct {
+	// Size is the size the record was counted with (see MarshalSized).
+	Size int64
+	// Sink and Key are the record's sink and task key.
+	Sink, Key []byte
+	// Received and NextTry are zero when the record has none.
+	Received, NextTry time.Time
+}
+
+// Summarize reads an encoded record's Summary, checking its header but
+// not decoding (or copying) the rest.
+func Summarize(b []byte) (Summary, error) {
+	r := reader{b: b}
+	flags, size := r.header()
+	s := r.schedule(flags)
+	if r.err != nil {
+		return Summary{}, r.err
+	}
+	return Summary{Size: size, Sink: s.sink, Key: s.key, Received: s.received, NextTry: s.nextTry}, nil
+}

@@ -117,6 +117,12 @@ func (q *Queue) Ready(context.Context) error {
 // Shared implements queue.Queue: the file is this replica's alone.
 func (q *Queue) Shared() bool { return false }
 
+// Recovery reports what opening the log found.
+func (q *Queue) Recovery() Recovery { return q.store.Recovery() }
+
+// LogStats reports the log's size and commits.
+func (q *Queue) LogStats() LogStats { return q.store.LogStats() }
+
 // Close implements queue.Queue.
 func (q *Queue) Close() error { return q.store.Close() }
 
@@ -203,12 +209,12 @@ func (r *receiver) collect(n int) (due []queue.Record, next time.Time, err error
 	now := r.store.now()
 	taken := map[string]bool{} // task keys that have their first record in this round
 	picked := 0
-	choose := func(key []byte, nextTry time.Time) (take, stop bool) {
-		if len(key) > 0 {
-			if taken[string(key)] {
+	choose := func(key string, nextTry time.Time) (take, stop bool) {
+		if key != "" {
+			if taken[key] {
 				return false, false // an earlier record of this task goes first
 			}
-			taken[string(key)] = true
+			taken[key] = true
 		}
 		if nextTry.After(now) {
 			if next.IsZero() || nextTry.Before(next) {

@@ -1,37 +1,33 @@
-// Package local is the queue of spool.backend: local, one bbolt file per
-// replica: a webhook is answered once its messages are fsynced here, and
-// the dispatchers (package delivery) publish them later and remove them
-// only after the sink confirmed. Store is the file; Queue and Admin put it
-// behind the interfaces of package queue.
+// Package local is the queue of spool.backend: local, a log on this
+// replica's disk: a webhook is answered once its messages are in the log
+// and fsynced, and the dispatchers (package delivery) publish them later
+// and remove them only after the sink confirmed. Store is the log; Queue
+// and Admin put it behind the interfaces of package queue.
 //
-// The store is a single bbolt file. Its layout:
-//
-//	pending/<sink>/<seq>  encoded Record waiting for that sink
-//	dead/<seq>            encoded dead letter (the sink is in the record)
-//	meta/next             next Seq to assign
-//	meta/count            number of pending records
-//	meta/bytes            summed Size() of pending records
-//
-// Seqs are 8-byte big-endian so that bbolt's byte order is Seq order. The
-// meta counters are updated in the same transaction as the data they
-// describe, so they are always consistent with it, including after a crash.
+// The log is append-only (segment.go has the format). Every change (an
+// append, a removal, a retry, a dead letter) is a frame written at its
+// end; concurrent changes share one write and one fdatasync (group
+// commit), the least a durable append costs. The records waiting are
+// indexed in memory, their bytes kept there too up to Options.CacheBytes,
+// so delivering reads nothing back from disk in the common case. A
+// segment whose records are all settled is deleted; the few long-lived
+// records of a mostly settled one (retries, dead letters) are written
+// again at the end so that they cannot pin old segments. Recovery replays
+// the log and cuts off a frame a crash left half-written.
 //
 // The store only stores: it starts no goroutine except the group-commit
-// writer behind Append, publishes nothing and has no retry policy.
+// writer, publishes nothing and has no retry policy.
 package local
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/hookbridge/hookbridge/bridge/queue"
 )
@@ -42,47 +38,87 @@ type Options struct {
 	MaxBytes int64
 	// MaxEvents caps the number of pending records; 0 means unlimited.
 	MaxEvents int
-	// OpenTimeout is how long Open waits for the file lock held by another
-	// process; 0 means one second.
+	// OpenTimeout is how long Open waits for the directory's lock held by
+	// another process; 0 means one second.
 	OpenTimeout time.Duration
 	// Now is the clock of dead letters' and retries' times; nil means
 	// time.Now.
 	Now func() time.Time
+	// SegmentBytes is the size past which the log goes on in a new
+	// segment file; 0 means 64 MiB.
+	SegmentBytes int64
+	// CacheBytes bounds the encoded records kept in memory for delivery;
+	// the others are read back from the log when due. 0 means 8 MiB, a
+	// negative value keeps none.
+	CacheBytes int64
+	// ObserveSync, when set, is told how long each group commit's write
+	// and fdatasync took and how many requests it answered.
+	ObserveSync func(took time.Duration, requests int)
 }
+
+// Defaults of Options.
+const (
+	DefaultSegmentBytes = 64 << 20
+	DefaultCacheBytes   = 8 << 20
+)
 
 // ErrClosed is returned by Append after Close.
 var ErrClosed = errors.New("spool is closed")
 
-// FileName is the name of the bbolt file inside the spool directory.
-const FileName = "spool.db"
+// errLocked is lockFile's answer when another process holds the lock.
+var errLocked = errors.New("spool directory is locked")
 
-var (
-	bucketPending = []byte("pending")
-	bucketDead    = []byte("dead")
-	bucketMeta    = []byte("meta")
+// LockName is the file in the spool directory whose lock marks the
+// spool in use by a process.
+const LockName = "LOCK"
 
-	keyNext  = []byte("next")
-	keyProbe = []byte("probe")
-	keyCount = []byte("count")
-	keyBytes = []byte("bytes")
-)
-
-// maxBatch bounds how many Append requests one group commit takes, so a
-// burst cannot build an unboundedly large transaction.
+// maxBatch bounds how many requests one group commit takes, so a burst
+// cannot build an unboundedly large write.
 const maxBatch = 1024
 
-// maxSinkName keeps sink names well inside bbolt's key size limit.
+// maxSinkName keeps sink names to a sane length.
 const maxSinkName = 1024
+
+// maxRecord bounds one encoded record.
+const maxRecord = 256 << 20
+
+// removeDelay is the longest a DoneLater removal waits for an append's
+// commit to ride along with before it is written on its own.
+const removeDelay = 100 * time.Millisecond
+
+// compactChunk bounds the bytes one compaction step writes again, so that
+// appends never wait long behind it.
+const compactChunk = 4 << 20
+
+// Recovery is what Open found in the log.
+type Recovery struct {
+	// Segments and Bytes are the log's files and their size.
+	Segments int
+	Bytes    int64
+	// Pending and Dead count the records recovered.
+	Pending, Dead int
+	// TornBytes is the size of the end of the last segment that a crash
+	// left half-written, cut off: a write that was never acknowledged.
+	// TornWrites is 1 when there was one.
+	TornBytes  int64
+	TornWrites int
+	// Migrated counts the records moved over from a bbolt spool file of
+	// an earlier hookbridge (see MigratedSuffix); Unreadable, those of
+	// its records that could not be read and stayed behind in it.
+	Migrated, Unreadable int
+	// Took is how long opening took.
+	Took time.Duration
+}
 
 // Store is an open spool. Its methods are safe for concurrent use.
 type Store struct {
-	db   *bolt.DB
-	path string
+	dir  string
 	opts Options
 	now  func() time.Time // Options.Now
+	lock *os.File
 
 	// mu guards closed and sends on reqs, so that Close can close reqs
-	// knowing that no Append is about to send on it.
+	// knowing that no request is about to be sent on it.
 	mu     sync.RWMutex
 	closed bool
 	reqs   chan *writeReq
@@ -90,163 +126,211 @@ type Store struct {
 	// queued request and exited.
 	writerDone chan struct{}
 
-	// commits counts the write transactions of the group-commit writer, for
-	// tests and benchmarks.
-	commits atomic.Uint64
+	// commits counts the group commits written, for tests and
+	// benchmarks; committed counts the requests they carried.
+	commits   atomic.Uint64
+	committed atomic.Uint64
 
-	// Removals from DoneLater wait in queued until a commit takes them;
-	// removing holds their seqs until that commit is done, so that
-	// PendingDue and Pending skip records already delivered.
-	remMu    sync.Mutex
-	queued   []*writeReq                // removals nobody waits for
-	removing map[string]map[uint64]bool // by sink
-	remKick  chan struct{}              // DoneLater queued something
+	// st is the index of the log; its mu guards it.
+	st state
+
+	// Removals from DoneLater, already gone from the index, wait in
+	// queued until a commit writes them.
+	remMu   sync.Mutex
+	queued  []uint64
+	remKick chan struct{}
+
+	// writeAt and datasync are the file operations of a commit, apart so
+	// that tests can make the disk fail.
+	writeAt  func(f *os.File, b []byte, off int64) error
+	datasync func(f *os.File) error
+	// broken is set when a failed commit could not be taken back out of
+	// the log: nothing more is written until a restart recovers.
+	broken error
+	buf    []byte // the writer's frame buffer, reused
+
+	recovery Recovery
 }
 
-// removeDelay is the longest a DoneLater removal waits for an append's
-// commit to ride along with before it is committed on its own.
-const removeDelay = 100 * time.Millisecond
-
-// writeReq is one Append, or one removal of pending records, waiting for
-// the writer. Removals ride in the same group commits as appends: under
-// load, deleting what was delivered costs no fsync of its own.
+// writeReq is one change waiting for the writer. build runs in the
+// writer, with the index locked: it checks the change against the index,
+// applies it there and writes its ops into the batch, or fails and
+// changes nothing.
 type writeReq struct {
-	sinks []string
-	vals  [][]byte // encoded records, built by the caller off the writer
-	size  int64    // summed Size()
-	first uint64   // Seq of the first record, set on success
-
-	removeSink string   // a removal when set
-	removeSeqs []uint64 // the records to remove
-	removed    int      // how many were pending and are gone
-
-	err  error
-	done chan struct{} // nil for a DoneLater removal: nobody waits
+	build func(b *batch) error
+	err   error
+	done  chan struct{}
 }
 
-// meta holds the counters of the meta bucket during a transaction.
-type meta struct {
-	next  uint64
-	count int64
-	bytes int64
+// batch is one group commit being built: frames for the active segment,
+// starting at base.
+type batch struct {
+	fb   frameBuilder
+	seg  *segment
+	base int64
 }
 
-// Open opens (creating if needed) the spool in dir: the directory is created
-// with mode 0o750 and the bbolt file dir/spool.db with 0o600. The counters
-// are recovered from the file. If another process holds the file, Open waits
-// up to Options.OpenTimeout and then fails.
+// at returns where in the segment a record that starts at buffer
+// position i will be.
+func (b *batch) at(i int) int64 { return b.base + int64(i) }
+
+// Open opens (creating if needed) the spool in dir: the directory is
+// created with mode 0o750, the files with 0o600. The log is replayed into
+// the index; a frame the last crash left half-written is cut off. A bbolt
+// spool file of an earlier hookbridge is migrated first. If another
+// process holds the directory, Open waits up to Options.OpenTimeout and
+// then fails.
 func Open(dir string, opts Options) (*Store, error) {
+	started := time.Now()
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create spool directory: %w", err)
-	}
-	timeout := opts.OpenTimeout
-	if timeout <= 0 {
-		timeout = time.Second
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	path := filepath.Join(dir, FileName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout: timeout,
-		// The freelist is rebuilt on open instead of being written by every
-		// commit: a spool churns pages constantly, so this saves a write per
-		// Append at the price of a scan at start-up. Durability of the data
-		// is unaffected.
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
-	})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("spool %s is in use by another hookbridge process (file lock not acquired within %s): stop it first", path, timeout)
+	if opts.SegmentBytes <= 0 {
+		opts.SegmentBytes = DefaultSegmentBytes
 	}
+	if opts.CacheBytes == 0 {
+		opts.CacheBytes = DefaultCacheBytes
+	}
+	lock, err := acquire(dir, opts.OpenTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("open spool %s: %w", path, err)
+		return nil, err
 	}
 	s := &Store{
-		db:         db,
-		path:       path,
-		opts:       opts,
-		now:        opts.Now,
+		dir: dir, opts: opts, now: opts.Now, lock: lock,
 		reqs:       make(chan *writeReq, maxBatch),
 		writerDone: make(chan struct{}),
-		removing:   map[string]map[uint64]bool{},
 		remKick:    make(chan struct{}, 1),
+		writeAt: func(f *os.File, b []byte, off int64) error {
+			_, err := f.WriteAt(b, off)
+			return err
+		},
+		datasync: datasync,
 	}
-	if err := db.Update(s.recover); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open spool %s: %w", path, err)
+	if err := s.open(); err != nil {
+		s.closeFiles()
+		return nil, fmt.Errorf("open spool %s: %w", dir, err)
 	}
+	s.recovery.Took = time.Since(started)
 	go s.writer()
 	return s, nil
 }
 
-// recover creates the buckets of a new file and makes the counters safe to
-// trust: if the meta bucket lacks them (a file from a crash before the first
-// commit cannot, but a hand-edited or foreign one can), they are recounted
-// from the records, and next is raised past every Seq in the file so that a
-// Seq is never reused.
-func (s *Store) recover(tx *bolt.Tx) error {
-	pend, err := tx.CreateBucketIfNotExists(bucketPending)
+// acquire takes the lock of the spool in dir, waiting up to timeout.
+func acquire(dir string, timeout time.Duration) (*os.File, error) {
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	path := filepath.Join(dir, LockName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("open spool lock: %w", err)
 	}
-	dead, err := tx.CreateBucketIfNotExists(bucketDead)
-	if err != nil {
-		return err
-	}
-	mb, err := tx.CreateBucketIfNotExists(bucketMeta)
-	if err != nil {
-		return err
-	}
-	m, err := readMeta(tx)
-	if err != nil {
-		return err
-	}
-	maxSeq := uint64(0)
-	if k, _ := dead.Cursor().Last(); k != nil {
-		maxSeq = max(maxSeq, binary.BigEndian.Uint64(k))
-	}
-	recount := mb.Get(keyCount) == nil || mb.Get(keyBytes) == nil
-	var count, bytes int64
-	err = forEachSink(pend, func(_ []byte, b *bolt.Bucket) error {
-		if k, _ := b.Cursor().Last(); k != nil {
-			maxSeq = max(maxSeq, binary.BigEndian.Uint64(k))
+	deadline := time.Now().Add(timeout)
+	for {
+		err := lockFile(f)
+		if err == nil {
+			return f, nil
 		}
-		if !recount {
-			return nil
+		if !errors.Is(err, errLocked) {
+			f.Close()
+			return nil, fmt.Errorf("lock spool %s: %w", path, err)
 		}
-		return b.ForEach(func(k, v []byte) error {
-			size, err := queue.StoredSize(v)
-			if err != nil {
-				return fmt.Errorf("seq %d: %w", binary.BigEndian.Uint64(k), err)
-			}
-			count++
-			bytes += size
-			return nil
-		})
-	})
-	if err != nil {
-		return err
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("spool %s is in use by another hookbridge process (lock not acquired within %s): stop it first", dir, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	changed := recount
-	if recount {
-		m.count, m.bytes = count, bytes
-	}
-	if m.next <= maxSeq {
-		m.next, changed = maxSeq+1, true
-	}
-	if m.next == 0 {
-		// Seq 0 is reserved so that Pending(sink, 0, n) returns everything.
-		m.next, changed = 1, true
-	}
-	if !changed {
-		return nil
-	}
-	return writeMeta(tx, m)
 }
 
-// Close stops the writer (after it has answered every queued Append) and
-// closes the file. Calling Close again returns nil.
+// open migrates a bbolt spool if there is one, opens the segments and
+// replays them into the index.
+func (s *Store) open() error {
+	mig, err := migrate(s.dir, s.opts.OpenTimeout)
+	if err != nil {
+		return err
+	}
+	s.recovery.Migrated, s.recovery.Unreadable = mig.moved, mig.unreadable
+	ids, err := listSegments(s.dir)
+	if err != nil {
+		return err
+	}
+	var segs []*segment
+	for i, id := range ids {
+		seg, err := openSegment(s.dir, id)
+		if errors.Is(err, errTorn) && i == len(ids)-1 {
+			// A crash while the segment was being created: it never
+			// held a frame anyone was answered for.
+			s.recovery.TornWrites++
+			s.recovery.TornBytes += seg.size
+			seg.f.Close()
+			if err := os.Remove(seg.path); err != nil {
+				return err
+			}
+			break
+		}
+		if err != nil {
+			closeSegments(segs)
+			return err
+		}
+		segs = append(segs, seg)
+	}
+	s.st.segs = segs
+	s.st.cacheLimit = max(s.opts.CacheBytes, 0)
+	if err := s.st.load(&s.recovery); err != nil {
+		return err
+	}
+	if len(s.st.segs) == 0 {
+		seg, err := createSegment(s.dir, 1, max(s.st.next, 1))
+		if err != nil {
+			return err
+		}
+		s.st.segs = []*segment{seg}
+		s.st.next = max(s.st.next, 1)
+	}
+	for _, seg := range s.st.segs {
+		s.recovery.Bytes += seg.size
+	}
+	s.recovery.Segments = len(s.st.segs)
+	s.recovery.Pending, s.recovery.Dead = int(s.st.count), s.st.dead
+	return nil
+}
+
+// openSegment opens segment id and checks its magic. A file too short
+// for it, or holding only part of it, is reported as torn (with size set).
+func openSegment(dir string, id uint64) (*segment, error) {
+	path := filepath.Join(dir, segmentName(id))
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	seg := &segment{id: id, path: path, f: f, size: fi.Size()}
+	magic := make([]byte, len(segmentMagic))
+	n, _ := f.ReadAt(magic, 0)
+	if n < len(magic) || string(magic) != segmentMagic {
+		if string(magic[:n]) == segmentMagic[:n] && seg.size < int64(len(segmentMagic))+frameHeader+16 {
+			return seg, fmt.Errorf("%w: segment %s was cut short while being created", errTorn, path)
+		}
+		f.Close()
+		return nil, fmt.Errorf("%s is not a spool segment of this hookbridge (unknown header): move it out of the spool directory", path)
+	}
+	return seg, nil
+}
+
+// Recovery reports what Open found.
+func (s *Store) Recovery() Recovery { return s.recovery }
+
+// Close stops the writer (after it has answered every queued request and
+// written the queued removals) and closes the files. Calling Close again
+// returns nil.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -257,53 +341,30 @@ func (s *Store) Close() error {
 	close(s.reqs)
 	s.mu.Unlock()
 	<-s.writerDone
-	return s.db.Close()
+	return s.closeFiles()
 }
 
-// Append durably adds records as pending, all or nothing. On success it has
-// set each record's Seq (in the caller's slice) and the records are fsynced.
-// It fails with an error wrapping queue.ErrFull, storing nothing, if they would
-// take the pending records over Options.MaxEvents or Options.MaxBytes.
-//
-// Concurrent Appends share one write transaction and so one fsync (group
-// commit): a single writer goroutine takes every request queued while the
-// previous commit ran. There is no timer: an idle store commits at once.
-func (s *Store) Append(records []queue.Record) error {
-	if len(records) == 0 {
-		return nil
+func (s *Store) closeFiles() error {
+	err := closeSegments(s.st.segs)
+	s.st.segs = nil
+	if s.lock != nil {
+		err = errors.Join(err, s.lock.Close()) // releases the lock
+		s.lock = nil
 	}
-	req := &writeReq{
-		sinks: make([]string, len(records)),
-		vals:  make([][]byte, len(records)),
-		done:  make(chan struct{}),
+	return err
+}
+
+func closeSegments(segs []*segment) error {
+	var errs []error
+	for _, seg := range segs {
+		errs = append(errs, seg.f.Close())
 	}
-	// Encode here, in the callers' goroutines, so the single writer only
-	// copies bytes into pages.
-	for i := range records {
-		r := &records[i]
-		if err := checkSink(r.Sink); err != nil {
-			return err
-		}
-		size := r.Size()
-		v := queue.MarshalSized(r, size)
-		if len(v) > bolt.MaxValueSize {
-			return fmt.Errorf("record for sink %q is too large (%d bytes)", r.Sink, len(v))
-		}
-		req.sinks[i] = r.Sink
-		req.vals[i] = v
-		req.size += size
-	}
-	if err := s.submit(req); err != nil {
-		return err
-	}
-	for i := range records {
-		records[i].Seq = req.first + uint64(i)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // submit hands req to the writer and waits for its commit.
-func (s *Store) submit(req *writeReq) error {
+func (s *Store) submit(build func(b *batch) error) error {
+	req := &writeReq{build: build, done: make(chan struct{})}
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
@@ -315,34 +376,24 @@ func (s *Store) submit(req *writeReq) error {
 	return req.err
 }
 
-// appendFill is how full the writer packs the pages it splits: records
-// are appended in key order, so fuller pages are never split again.
-const appendFill = 0.95
-
-// errNothingApplied rolls back a group commit in which every request was
-// refused, so that it costs no fsync.
-var errNothingApplied = errors.New("nothing applied")
-
 // writer is the group-commit loop: it blocks for one request, takes every
-// other one already queued, commits them in one transaction and answers
-// them all. While it commits (and fsyncs), new requests queue up and form
-// the next batch.
-//
-// Removals queued by DoneLater ride along with the next commit; if none
-// comes within removeDelay, they are committed on their own.
+// other one already queued, writes them and the queued removals with one
+// write and one fdatasync, and answers them all. While it commits, new
+// requests queue up and form the next batch. Removals queued by DoneLater
+// ride along with the next commit; if none comes within removeDelay, they
+// are written on their own.
 func (s *Store) writer() {
 	defer close(s.writerDone)
 	batch := make([]*writeReq, 0, maxBatch)
 	var flush <-chan time.Time // armed while removals wait
 	for {
-		var req *writeReq
 		select {
 		case r, ok := <-s.reqs:
 			if !ok {
 				s.commit(nil) // what DoneLater queued before Close
 				return
 			}
-			req = r
+			batch = append(batch[:0], r)
 		case <-s.remKick:
 			if flush == nil {
 				flush = time.After(removeDelay)
@@ -351,9 +402,9 @@ func (s *Store) writer() {
 		case <-flush:
 			flush = nil
 			s.commit(nil)
+			s.maintain()
 			continue
 		}
-		batch = append(batch[:0], req)
 	more:
 		for len(batch) < maxBatch {
 			select {
@@ -371,127 +422,282 @@ func (s *Store) writer() {
 			close(r.done)
 			batch[i] = nil
 		}
+		s.maintain()
 	}
 }
 
-// commit applies batch, and the removals DoneLater queued, in one
-// db.Update, in order. An append that would exceed the limits gets queue.ErrFull
-// and is skipped; the others commit. If the transaction fails, every
-// applied request gets its error (nothing was stored) and the removals
-// wait for the next commit.
-func (s *Store) commit(batch []*writeReq) {
+// commit builds batch, and the queued removals, into frames, writes them
+// at the end of the log and fdatasyncs once. A request whose build fails
+// gets its error and writes nothing; if the write or the sync fails,
+// every request gets that error and the log and the index are taken back
+// to what they were.
+func (s *Store) commit(reqs []*writeReq) {
 	s.remMu.Lock()
-	later := s.queued
+	removed := s.queued
 	s.queued = nil
 	s.remMu.Unlock()
-	if len(batch) == 0 && len(later) == 0 {
+	if len(reqs) == 0 && len(removed) == 0 {
 		return
 	}
-	all := batch // the queued removals first, in the order they came
-	if len(later) > 0 {
-		all = append(later[:len(later):len(later)], batch...)
-	}
-	applied := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		applied = 0
-		m, err := readMeta(tx)
-		if err != nil {
-			return err
-		}
-		pend := tx.Bucket(bucketPending)
-		var buckets map[string]*bolt.Bucket
-		for _, r := range all {
-			r.err = nil
-			if r.removeSink != "" {
-				r.removed = 0
-				n, err := removeFrom(pend, &m, r.removeSink, r.removeSeqs)
-				if errors.Is(err, errGarbled) {
-					// This removal fails (a DoneLater one leaves the
-					// record pending, and reading it fails loudly
-					// elsewhere); the batch goes on.
-					r.err = err
-					continue
-				}
-				if err != nil {
-					return err
-				}
-				if n > 0 {
-					r.removed = n
-					applied++
-				}
-				continue
-			}
-			if err := s.checkLimits(m, int64(len(r.vals)), r.size); err != nil {
-				r.err = err
-				continue
-			}
-			// Keys must stay valid until the commit: one buffer per request.
-			keys := make([]byte, 8*len(r.vals))
-			for i, v := range r.vals {
-				b := buckets[r.sinks[i]]
-				if b == nil {
-					if b, err = pend.CreateBucketIfNotExists([]byte(r.sinks[i])); err != nil {
-						return err
-					}
-					// Seqs only grow: nothing is ever inserted into a
-					// full page, so fill pages up rather than half
-					// (bbolt's default), for fewer pages to write.
-					b.FillPercent = appendFill
-					if buckets == nil {
-						buckets = make(map[string]*bolt.Bucket)
-					}
-					buckets[r.sinks[i]] = b
-				}
-				k := keys[8*i : 8*i+8]
-				binary.BigEndian.PutUint64(k, m.next+uint64(i))
-				if err := b.Put(k, v); err != nil {
-					return err
-				}
-			}
-			r.first = m.next
-			m.next += uint64(len(r.vals))
-			m.count += int64(len(r.vals))
-			m.bytes += r.size
-			applied++
-		}
-		if applied == 0 {
-			return errNothingApplied
-		}
-		return writeMeta(tx, m)
-	})
-	if applied > 0 {
-		s.commits.Add(1)
-	}
-	s.remMu.Lock()
-	if err == nil || errors.Is(err, errNothingApplied) {
-		for _, rm := range later {
-			for _, seq := range rm.removeSeqs {
-				delete(s.removing[rm.removeSink], seq)
-			}
-		}
-	} else {
-		s.queued = append(later, s.queued...) // the next commit retries them
-	}
-	s.remMu.Unlock()
-	if err == nil || errors.Is(err, errNothingApplied) {
+	if s.broken != nil {
+		s.fail(reqs, removed, s.broken)
 		return
 	}
-	err = fmt.Errorf("spool append: %w", err)
-	for _, r := range batch {
+	seg, err := s.roll()
+	if err != nil {
+		s.fail(reqs, removed, err)
+		return
+	}
+	b := &batch{seg: seg, base: seg.size, fb: frameBuilder{buf: s.buf[:0]}}
+	st := &s.st
+	st.mu.Lock()
+	if len(removed) > 0 {
+		b.fb.begin()
+		b.fb.delete(removed)
+		b.fb.end()
+	}
+	for _, r := range reqs {
+		b.fb.begin()
+		if r.err = r.build(b); r.err != nil {
+			b.fb.abort()
+			continue
+		}
+		b.fb.end()
+	}
+	st.mu.Unlock()
+	s.buf = b.fb.buf
+	if len(b.fb.buf) == 0 {
+		return
+	}
+	started := time.Now()
+	err = s.writeAt(seg.f, b.fb.buf, b.base)
+	if err == nil {
+		err = s.datasync(seg.f)
+	}
+	if s.opts.ObserveSync != nil {
+		s.opts.ObserveSync(time.Since(started), len(reqs))
+	}
+	if err != nil {
+		s.undo(seg, b.base, removed)
+		s.fail(reqs, nil, fmt.Errorf("spool write: %w", err))
+		return
+	}
+	seg.size = b.base + int64(len(b.fb.buf))
+	s.commits.Add(1)
+	s.committed.Add(uint64(len(reqs)))
+	if cap(s.buf) > 4<<20 {
+		s.buf = nil // one huge batch should not pin its buffer
+	}
+}
+
+// fail answers every request not yet failed with err, and puts removals
+// back in line for the next commit.
+func (s *Store) fail(reqs []*writeReq, removed []uint64, err error) {
+	for _, r := range reqs {
 		if r.err == nil {
 			r.err = err
 		}
 	}
+	if len(removed) > 0 {
+		s.remMu.Lock()
+		s.queued = append(removed, s.queued...)
+		s.remMu.Unlock()
+	}
 }
 
-// checkLimits reports queue.ErrFull if adding n records of size bytes to the
-// pending ones described by m would exceed the configured limits.
-func (s *Store) checkLimits(m meta, n, size int64) error {
-	if s.opts.MaxEvents > 0 && m.count+n > int64(s.opts.MaxEvents) {
-		return fmt.Errorf("%w: %d events / %d bytes pending (max_events %d)", queue.ErrFull, m.count, m.bytes, s.opts.MaxEvents)
+// undo takes a commit that failed back out: the segment is cut back to
+// base, where the batch began, and the index is rebuilt from the log, as
+// a restart would, with the removals DoneLater queued applied again. The
+// cut needs no fdatasync of its own: the next commit's makes it durable
+// before anything is acknowledged, and should a crash come first, the
+// failed commit's frames may come back, requests that were answered with
+// an error: a duplicate at worst. If the segment cannot be cut back, the
+// store is broken: nothing more is written, and the next start recovers
+// from the log.
+func (s *Store) undo(seg *segment, base int64, removed []uint64) {
+	err := seg.f.Truncate(base)
+	st := &s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err == nil {
+		var r Recovery
+		err = st.load(&r)
 	}
-	if s.opts.MaxBytes > 0 && m.bytes+size > s.opts.MaxBytes {
-		return fmt.Errorf("%w: %d events / %d bytes pending (max_bytes %d)", queue.ErrFull, m.count, m.bytes, s.opts.MaxBytes)
+	if err != nil {
+		s.broken = fmt.Errorf("spool log could not be restored after a failed write (%w): restart hookbridge to recover it", err)
+		return
+	}
+	s.remMu.Lock()
+	s.queued = append(removed, s.queued...)
+	queued := s.queued
+	s.remMu.Unlock()
+	for _, seq := range queued {
+		if e := st.recs[seq]; e != nil && !e.dead {
+			st.drop(e)
+		}
+	}
+}
+
+// roll returns the segment the next commit goes to: the active one, or a
+// new one once the active one is full. If the new one cannot be created
+// (a read-only directory, a full disk) the active one takes the commit.
+func (s *Store) roll() (*segment, error) {
+	st := &s.st
+	st.mu.Lock()
+	active := st.segs[len(st.segs)-1]
+	next := st.next
+	st.mu.Unlock()
+	if active.size < s.opts.SegmentBytes {
+		return active, nil
+	}
+	seg, err := createSegment(s.dir, active.id+1, next)
+	if err != nil {
+		return active, nil // retried at the next commit
+	}
+	st.mu.Lock()
+	st.segs = append(st.segs, seg)
+	st.mu.Unlock()
+	return seg, nil
+}
+
+// maintain runs after each commit: it deletes the oldest segments once
+// none of their records is current, and compacts the oldest segment when
+// it is mostly settled but pinned by a few records, writing those again
+// at the end of the log.
+func (s *Store) maintain() {
+	if s.broken != nil {
+		return
+	}
+	for range 64 { // bounded: appends wait meanwhile
+		s.reclaim()
+		if !s.compact() {
+			return
+		}
+	}
+}
+
+// reclaim deletes the oldest segments that hold no current record.
+func (s *Store) reclaim() {
+	st := &s.st
+	st.mu.Lock()
+	var gone []*segment
+	for len(st.segs) > 1 && st.segs[0].live == 0 {
+		gone = append(gone, st.segs[0])
+		st.segs = st.segs[1:]
+	}
+	st.mu.Unlock()
+	if len(gone) == 0 {
+		return
+	}
+	for _, seg := range gone {
+		seg.f.Close()
+		os.Remove(seg.path)
+	}
+	_ = syncDir(s.dir)
+}
+
+// compact writes the current records of the oldest segment again at the
+// end of the log, a chunk at a time, when at least two more segments
+// follow it and at most half of it is current. It reports whether it
+// moved anything.
+func (s *Store) compact() bool {
+	st := &s.st
+	st.mu.Lock()
+	if len(st.segs) < 3 || st.segs[0].live == 0 || st.segs[0].liveBytes*2 > st.segs[0].size {
+		st.mu.Unlock()
+		return false
+	}
+	head := st.segs[0]
+	st.mu.Unlock()
+	moved := 0
+	req := &writeReq{build: func(b *batch) error {
+		var bytes int64
+		for _, e := range st.recs {
+			if e.seg != head {
+				continue
+			}
+			val, err := st.value(e)
+			if err != nil {
+				return err
+			}
+			st.rewrite(e, b, val)
+			moved++
+			if bytes += int64(len(val)); bytes >= compactChunk {
+				break
+			}
+		}
+		return nil
+	}}
+	s.commit([]*writeReq{req})
+	return req.err == nil && moved > 0
+}
+
+// Append durably adds records as pending, all or nothing. On success it
+// has set each record's Seq (in the caller's slice) and the records are
+// fsynced. It fails with an error wrapping queue.ErrFull, storing nothing,
+// if they would take the pending records over Options.MaxEvents or
+// Options.MaxBytes.
+//
+// Concurrent Appends share one write and one fdatasync (group commit): a
+// single writer goroutine takes every request queued while the previous
+// commit ran. There is no timer: an idle store commits at once.
+func (s *Store) Append(records []queue.Record) error {
+	if len(records) == 0 {
+		return nil
+	}
+	sizes := make([]int64, len(records))
+	var total int64
+	for i := range records {
+		r := &records[i]
+		if err := checkSink(r.Sink); err != nil {
+			return err
+		}
+		sizes[i] = r.Size()
+		if sizes[i] > maxRecord {
+			return fmt.Errorf("record for sink %q is too large (%d bytes)", r.Sink, sizes[i])
+		}
+		total += sizes[i]
+	}
+	var first uint64
+	// The writer encodes the records straight into its buffer: a copy
+	// and an allocation less per record than encoding them here.
+	err := s.submit(func(b *batch) error {
+		st := &s.st
+		if err := s.checkLimits(int64(len(records)), total); err != nil {
+			return err
+		}
+		first = st.next
+		for i := range records {
+			rec := records[i] // the caller's copy is the caller's
+			rec.Seq = first + uint64(i)
+			at, n := b.fb.putRecord(rec.Seq, statePending, &rec, sizes[i])
+			st.put(entry{
+				seq: rec.Seq, list: st.list(rec.Sink), key: rec.Message.Key,
+				nextTry: unixNano(rec.NextTry), received: unixNano(rec.Received), size: sizes[i],
+				seg: b.seg, off: b.at(at), n: n, rec: &rec,
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := range records {
+		records[i].Seq = first + uint64(i)
+	}
+	return nil
+}
+
+// checkLimits reports queue.ErrFull if adding n records of size bytes to
+// the pending ones would exceed the configured limits. The index must be
+// locked.
+func (s *Store) checkLimits(n, size int64) error {
+	st := &s.st
+	if s.opts.MaxEvents > 0 && st.count+n > int64(s.opts.MaxEvents) {
+		return fmt.Errorf("%w: %d events / %d bytes pending (max_events %d)", queue.ErrFull, st.count, st.bytes, s.opts.MaxEvents)
+	}
+	if s.opts.MaxBytes > 0 && st.bytes+size > s.opts.MaxBytes {
+		return fmt.Errorf("%w: %d events / %d bytes pending (max_bytes %d)", queue.ErrFull, st.count, st.bytes, s.opts.MaxBytes)
 	}
 	return nil
 }
@@ -502,115 +708,91 @@ func (s *Store) Pending(sink string, after uint64, n int) ([]queue.Record, error
 	if n <= 0 {
 		return nil, nil
 	}
-	var out []queue.Record
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketPending).Bucket([]byte(sink))
-		if b == nil {
-			return nil
-		}
-		return scan(b, after, n, func(r queue.Record) bool {
-			if s.delivered(sink, r.Seq) {
-				return false
-			}
-			out = append(out, r)
-			return true
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("spool pending %q: %w", sink, err)
-	}
-	return out, nil
+	recs, _, _, err := s.PendingDue(sink, after, n, func(string, time.Time) (bool, bool) { return true, false })
+	return recs, err
 }
 
-// PendingDue pages through sink's pending records with Seq > after, in Seq
-// order, and decodes only those choose takes: it is given each record's
-// task key (which aliases the store: copy it to keep it) and NextTry, and
-// says whether to take the record and whether to stop after it. It looks
-// at most n records and returns the ones taken, the Seq of the last one
-// looked at (to pass as after next time) and how many it looked at. A
-// dispatcher skips most of a backlog (later messages of a task wait for
-// its first), and decoding only what it sends saves copying the rest.
-func (s *Store) PendingDue(sink string, after uint64, n int, choose func(key []byte, nextTry time.Time) (take, stop bool)) (taken []queue.Record, last uint64, looked int, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketPending).Bucket([]byte(sink))
-		if b == nil {
-			return nil
+// PendingDue pages through sink's pending records with Seq > after, in
+// Seq order, and decodes only those choose takes: it is given each
+// record's task key and NextTry, and says whether to take the record and
+// whether to stop after it. It looks at most n records and returns the
+// ones taken, the Seq of the last one looked at (to pass as after next
+// time) and how many it looked at. A dispatcher skips most of a backlog
+// (later messages of a task wait for its first), and decoding only what
+// it sends saves copying the rest.
+func (s *Store) PendingDue(sink string, after uint64, n int, choose func(key string, nextTry time.Time) (take, stop bool)) (taken []queue.Record, last uint64, looked int, err error) {
+	st := &s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	l := st.lists[sink]
+	if l == nil {
+		return nil, 0, 0, nil
+	}
+	i, _ := slices.BinarySearchFunc(l.entries, after+1, func(e *entry, seq uint64) int { return cmpSeq(e.seq, seq) })
+	for ; i < len(l.entries) && looked < n; i++ {
+		e := l.entries[i]
+		if e.gone {
+			continue
 		}
-		c := b.Cursor()
-		for k, v := c.Seek(seqKey(after + 1)); k != nil && looked < n; k, v = c.Next() {
-			if v == nil || len(k) != 8 {
-				continue // not a record (cannot happen in a file written by this package)
+		last = e.seq
+		looked++
+		var nextTry time.Time
+		if e.nextTry != 0 {
+			nextTry = time.Unix(0, e.nextTry)
+		}
+		take, stop := choose(e.key, nextTry)
+		if take {
+			if taken == nil {
+				taken = make([]queue.Record, 0, min(n, 64))
 			}
-			seq := binary.BigEndian.Uint64(k)
-			if s.delivered(sink, seq) {
-				continue
-			}
-			key, nextTry, err := queue.PeekSchedule(v)
+			r, err := st.record(e)
 			if err != nil {
-				return fmt.Errorf("seq %d: %w", seq, err)
+				return nil, 0, 0, fmt.Errorf("spool pending %q: seq %d: %w", sink, e.seq, err)
 			}
-			last = seq
-			looked++
-			take, stop := choose(key, nextTry)
-			if take {
-				r, err := queue.Unmarshal(seq, v)
-				if err != nil {
-					return fmt.Errorf("seq %d: %w", seq, err)
-				}
-				taken = append(taken, r)
-			}
-			if stop {
-				break
-			}
+			taken = append(taken, r)
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, 0, 0, fmt.Errorf("spool pending %q: %w", sink, err)
+		if stop {
+			break
+		}
 	}
 	return taken, last, looked, nil
 }
 
-// scan decodes records of b with Seq > after until f has counted n of
-// them.
-func scan(b *bolt.Bucket, after uint64, n int, f func(queue.Record) (counted bool)) error {
-	c := b.Cursor()
-	for k, v := c.Seek(seqKey(after + 1)); k != nil && n > 0; k, v = c.Next() {
-		if v == nil || len(k) != 8 {
-			continue // not a record (cannot happen in a file written by this package)
-		}
-		seq := binary.BigEndian.Uint64(k)
-		r, err := queue.Unmarshal(seq, v)
-		if err != nil {
-			return fmt.Errorf("seq %d: %w", seq, err)
-		}
-		if f(r) {
-			n--
-		}
+func cmpSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
 	}
-	return nil
+	return 0
 }
 
-// DoneLater removes delivered records of sink, as DropPending removes
-// records, but without waiting: the removal rides along with the next commit (at most
-// removeDelay away), so that under load deleting costs no fsync of its
-// own, and at a low rate no more than one per removeDelay. Until then
-// PendingDue and Pending skip the records. A crash before that commit
-// delivers them again: a duplicate, never a loss.
+// DoneLater removes delivered records of sink, as DropPending does, but
+// without waiting: they leave the index at once, and their removal rides
+// along with the next commit (at most removeDelay away), so that under
+// load deleting costs no fsync of its own, and at a low rate no more than
+// one per removeDelay. A crash before that commit delivers them again: a
+// duplicate, never a loss.
 func (s *Store) DoneLater(sink string, seqs []uint64) {
 	if len(seqs) == 0 {
 		return
 	}
-	s.remMu.Lock()
-	m := s.removing[sink]
-	if m == nil {
-		m = map[uint64]bool{}
-		s.removing[sink] = m
-	}
+	st := &s.st
+	st.mu.Lock()
+	removed := make([]uint64, 0, len(seqs))
 	for _, seq := range seqs {
-		m[seq] = true
+		if e := st.recs[seq]; e != nil && !e.dead && e.list.name == sink {
+			st.drop(e)
+			removed = append(removed, seq)
+		}
 	}
-	s.queued = append(s.queued, &writeReq{removeSink: sink, removeSeqs: seqs})
+	st.mu.Unlock()
+	if len(removed) == 0 {
+		return
+	}
+	s.remMu.Lock()
+	s.queued = append(s.queued, removed...)
 	s.remMu.Unlock()
 	select {
 	case s.remKick <- struct{}{}:
@@ -618,90 +800,50 @@ func (s *Store) DoneLater(sink string, seqs []uint64) {
 	}
 }
 
-// delivered reports whether DoneLater queued sink's seq for removal.
-func (s *Store) delivered(sink string, seq uint64) bool {
-	s.remMu.Lock()
-	defer s.remMu.Unlock()
-	return s.removing[sink][seq]
-}
-
 // DropPending deletes pending records of sink without delivering them (the
 // operator's `spool drop --pending`) and returns how many it deleted.
 func (s *Store) DropPending(sink string, seqs []uint64) (int, error) {
-	n, err := s.removePending(sink, seqs)
+	n := 0
+	err := s.submit(func(b *batch) error {
+		st := &s.st
+		n = 0
+		var gone []uint64
+		for _, seq := range seqs {
+			if e := st.recs[seq]; e != nil && !e.dead && e.list.name == sink {
+				st.drop(e)
+				gone = append(gone, seq)
+			}
+		}
+		b.fb.delete(gone)
+		n = len(gone)
+		return nil
+	})
 	if err != nil {
 		return 0, fmt.Errorf("spool drop pending %q: %w", sink, err)
 	}
 	return n, nil
 }
 
-// removePending deletes the given pending records and their share of the
-// counters, in the writer's next commit.
-func (s *Store) removePending(sink string, seqs []uint64) (int, error) {
-	req := &writeReq{removeSink: sink, removeSeqs: seqs, done: make(chan struct{})}
-	if err := s.submit(req); err != nil {
-		return 0, err
-	}
-	return req.removed, nil
-}
-
-// errGarbled marks a stored record whose size cannot be read.
-var errGarbled = errors.New("garbled record")
-
-// removeFrom deletes seqs from sink's pending bucket within a transaction,
-// updating m, and returns how many were there. A garbled record fails the
-// removal before anything is deleted, so it cannot spoil the other
-// requests sharing the commit.
-func removeFrom(pend *bolt.Bucket, m *meta, sink string, seqs []uint64) (int, error) {
-	b := pend.Bucket([]byte(sink))
-	if b == nil {
-		return 0, nil
-	}
-	sizes := make([]int64, len(seqs))
-	for i, seq := range seqs {
-		sizes[i] = -1
-		if v := b.Get(seqKey(seq)); v != nil {
-			size, err := queue.StoredSize(v)
-			if err != nil {
-				return 0, fmt.Errorf("%w: seq %d: %v", errGarbled, seq, err)
-			}
-			sizes[i] = size
-		}
-	}
-	removed := 0
-	for i, seq := range seqs {
-		if sizes[i] < 0 {
-			continue
-		}
-		if err := b.Delete(seqKey(seq)); err != nil {
-			return removed, err
-		}
-		m.count--
-		m.bytes -= sizes[i]
-		removed++
-	}
-	return removed, nil
-}
-
 // Retry records a failed attempt of a pending record: Attempts is
-// incremented and NextTry and LastError are set. It returns an error wrapping
-// queue.ErrNotFound if the record is not pending.
+// incremented and NextTry and LastError are set. It returns an error
+// wrapping queue.ErrNotFound if the record is not pending.
 func (s *Store) Retry(sink string, seq uint64, nextTry time.Time, lastErr string) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b, r, err := getPending(tx, sink, seq)
+	err := s.submit(func(b *batch) error {
+		st := &s.st
+		e, r, err := st.pending(sink, seq)
 		if err != nil {
 			return err
 		}
 		r.Attempts++
 		r.NextTry = nextTry
 		r.LastError = lastErr
-		size, err := queue.StoredSize(b.Get(seqKey(seq)))
-		if err != nil {
-			return err
-		}
-		// Reuse the stored size: the counters must get back exactly what
-		// Append added.
-		return b.Put(seqKey(seq), queue.MarshalSized(&r, size))
+		// The stored size stays: the counters get back what Append added.
+		val := queue.MarshalSized(&r, e.size)
+		at := b.fb.put(seq, statePending, val)
+		ne := *e
+		ne.nextTry, ne.seg, ne.off, ne.n, ne.rec = unixNano(nextTry), b.seg, b.at(at), len(val), &r
+		st.put(ne)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("spool retry %q seq %d: %w", sink, seq, err)
@@ -709,13 +851,14 @@ func (s *Store) Retry(sink string, seq uint64, nextTry time.Time, lastErr string
 	return nil
 }
 
-// Kill moves a pending record to the dead letters, keeping its Attempts and
-// LastError and setting Reason and Died. If forward is not nil it is appended
-// as a new pending record in the same transaction (its Seq is set on
-// success), so a crash cannot lose the dead letter's forwarding nor forward
-// it twice. Forward records ignore MaxBytes and MaxEvents: a full spool must
-// still be able to dead-letter. Kill returns an error wrapping queue.ErrNotFound if
-// the record is not pending; then nothing is forwarded.
+// Kill makes a pending record a dead letter, keeping its Attempts and
+// LastError and setting Reason and Died. If forward is not nil it is
+// appended as a new pending record in the same frame (its Seq is set on
+// success), so a crash can neither lose the dead letter's forwarding nor
+// forward it twice. Forward records ignore MaxBytes and MaxEvents: a full
+// spool must still be able to dead-letter. Kill returns an error wrapping
+// queue.ErrNotFound if the record is not pending; then nothing is
+// forwarded.
 func (s *Store) Kill(sink string, seq uint64, reason string, forward *queue.Record) error {
 	var fwdVal []byte
 	var fwdSize int64
@@ -725,50 +868,37 @@ func (s *Store) Kill(sink string, seq uint64, reason string, forward *queue.Reco
 		}
 		fwdSize = forward.Size()
 		fwdVal = queue.MarshalSized(forward, fwdSize)
-		if len(fwdVal) > bolt.MaxValueSize {
+		if len(fwdVal) > maxRecord {
 			return fmt.Errorf("record for sink %q is too large (%d bytes)", forward.Sink, len(fwdVal))
 		}
 	}
 	died := s.now()
 	var fwdSeq uint64
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b, r, err := getPending(tx, sink, seq)
-		if err != nil {
-			return err
-		}
-		k := seqKey(seq)
-		size, err := queue.StoredSize(b.Get(k))
-		if err != nil {
-			return err
-		}
-		m, err := readMeta(tx)
+	err := s.submit(func(b *batch) error {
+		st := &s.st
+		e, r, err := st.pending(sink, seq)
 		if err != nil {
 			return err
 		}
 		r.Reason = reason
 		r.Died = died
-		if err := tx.Bucket(bucketDead).Put(k, queue.MarshalSized(&r, size)); err != nil {
-			return err
-		}
-		if err := b.Delete(k); err != nil {
-			return err
-		}
-		m.count--
-		m.bytes -= size
+		val := queue.MarshalSized(&r, e.size)
+		at := b.fb.put(seq, stateDead, val)
+		ne := *e
+		ne.dead, ne.seg, ne.off, ne.n, ne.rec = true, b.seg, b.at(at), len(val), nil
+		st.put(ne)
 		if forward != nil {
-			fb, err := tx.Bucket(bucketPending).CreateBucketIfNotExists([]byte(forward.Sink))
-			if err != nil {
-				return err
-			}
-			fwdSeq = m.next
-			if err := fb.Put(seqKey(fwdSeq), fwdVal); err != nil {
-				return err
-			}
-			m.next++
-			m.count++
-			m.bytes += fwdSize
+			fwdSeq = st.next
+			fwd := *forward
+			fwd.Seq = fwdSeq
+			at := b.fb.put(fwdSeq, statePending, fwdVal)
+			st.put(entry{
+				seq: fwdSeq, list: st.list(fwd.Sink), key: fwd.Message.Key,
+				nextTry: unixNano(fwd.NextTry), received: unixNano(fwd.Received), size: fwdSize,
+				seg: b.seg, off: b.at(at), n: len(fwdVal), rec: &fwd,
+			})
 		}
-		return writeMeta(tx, m)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("spool kill %q seq %d: %w", sink, seq, err)
@@ -785,69 +915,76 @@ func (s *Store) Dead(after uint64, n int) ([]queue.Record, error) {
 	if n <= 0 {
 		return nil, nil
 	}
+	st := &s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var seqs []uint64
+	for seq, e := range st.recs {
+		if e.dead && seq > after {
+			seqs = append(seqs, seq)
+		}
+	}
+	slices.Sort(seqs)
 	var out []queue.Record
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return scan(tx.Bucket(bucketDead), after, n, func(r queue.Record) bool { out = append(out, r); return true })
-	})
-	if err != nil {
-		return nil, fmt.Errorf("spool dead: %w", err)
+	for _, seq := range seqs[:min(n, len(seqs))] {
+		r, err := st.record(st.recs[seq])
+		if err != nil {
+			return nil, fmt.Errorf("spool dead: seq %d: %w", seq, err)
+		}
+		out = append(out, r)
 	}
 	return out, nil
 }
 
-// Replay moves dead letters back to pending for their sink, with Attempts 0,
-// NextTry zero and LastError, Reason and Died cleared, and returns how many
-// it moved (unknown seqs are ignored). A replayed record gets a new Seq: a
-// dispatcher pages with Pending(sink, after, n) and would never look back at
-// an old Seq. Replay ignores MaxBytes and MaxEvents: it is an operator's
-// explicit request.
+// Replay moves dead letters back to pending for their sink, with Attempts
+// 0, NextTry zero and LastError, Reason and Died cleared, and returns how
+// many it moved (unknown seqs are ignored). A replayed record gets a new
+// Seq: a dispatcher pages with Pending(sink, after, n) and would never
+// look back at an old Seq. Replay ignores MaxBytes and MaxEvents: it is an
+// operator's explicit request.
 func (s *Store) Replay(seqs []uint64) (int, error) {
 	moved := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.submit(func(b *batch) error {
+		st := &s.st
 		moved = 0
-		dead := tx.Bucket(bucketDead)
-		pend := tx.Bucket(bucketPending)
-		m, err := readMeta(tx)
-		if err != nil {
-			return err
+		// Read them all first: a record that cannot be read fails the
+		// replay before anything changed.
+		type replay struct {
+			e   *entry
+			rec queue.Record
 		}
+		var todo []replay
+		seen := map[uint64]bool{}
 		for _, seq := range seqs {
-			k := seqKey(seq)
-			v := dead.Get(k)
-			if v == nil {
+			e := st.recs[seq]
+			if e == nil || !e.dead || seen[seq] {
 				continue
 			}
-			size, err := queue.StoredSize(v)
+			seen[seq] = true
+			r, err := st.record(e)
+			if err == nil {
+				err = checkSink(r.Sink)
+			}
 			if err != nil {
 				return fmt.Errorf("seq %d: %w", seq, err)
 			}
-			r, err := queue.Unmarshal(seq, v)
-			if err != nil {
-				return fmt.Errorf("seq %d: %w", seq, err)
-			}
-			if err := checkSink(r.Sink); err != nil {
-				return fmt.Errorf("seq %d: %w", seq, err)
-			}
+			todo = append(todo, replay{e, r})
+		}
+		for _, t := range todo {
+			r := t.rec
 			r.Attempts, r.NextTry, r.LastError, r.Reason, r.Died = 0, time.Time{}, "", "", time.Time{}
-			b, err := pend.CreateBucketIfNotExists([]byte(r.Sink))
-			if err != nil {
-				return err
-			}
-			if err := b.Put(seqKey(m.next), queue.MarshalSized(&r, size)); err != nil {
-				return err
-			}
-			if err := dead.Delete(k); err != nil {
-				return err
-			}
-			m.next++
-			m.count++
-			m.bytes += size
+			val := queue.MarshalSized(&r, t.e.size)
+			b.fb.delete([]uint64{t.e.seq})
+			st.drop(t.e)
+			r.Seq = st.next
+			at := b.fb.put(r.Seq, statePending, val)
+			st.put(entry{
+				seq: r.Seq, list: st.list(r.Sink), key: r.Message.Key, received: unixNano(r.Received),
+				size: t.e.size, seg: b.seg, off: b.at(at), n: len(val), rec: &r,
+			})
 			moved++
 		}
-		if moved == 0 {
-			return nil
-		}
-		return writeMeta(tx, m)
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("spool replay: %w", err)
@@ -859,19 +996,18 @@ func (s *Store) Replay(seqs []uint64) (int, error) {
 // are ignored).
 func (s *Store) Drop(seqs []uint64) (int, error) {
 	dropped := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.submit(func(b *batch) error {
+		st := &s.st
 		dropped = 0
-		dead := tx.Bucket(bucketDead)
+		var gone []uint64
 		for _, seq := range seqs {
-			k := seqKey(seq)
-			if dead.Get(k) == nil {
-				continue
+			if e := st.recs[seq]; e != nil && e.dead {
+				st.drop(e)
+				gone = append(gone, seq)
 			}
-			if err := dead.Delete(k); err != nil {
-				return err
-			}
-			dropped++
 		}
+		b.fb.delete(gone)
+		dropped = len(gone)
 		return nil
 	})
 	if err != nil {
@@ -880,64 +1016,56 @@ func (s *Store) Drop(seqs []uint64) (int, error) {
 	return dropped, nil
 }
 
-// Stats returns the spool's counts from one consistent snapshot.
-//
-// Oldest looks only at the first (lowest Seq) record of each sink: Received
-// grows with Seq except for replayed and forwarded records, which keep the
-// original time, so it is exact for ordinary traffic and cheap always.
+// Stats returns the spool's counts, from the index.
 func (s *Store) Stats() (queue.Stats, error) {
-	st := queue.Stats{BySink: map[string]int{}}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		m, err := readMeta(tx)
-		if err != nil {
-			return err
+	st := &s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	out := queue.Stats{Pending: int(st.count), PendingBytes: st.bytes, Dead: st.dead, BySink: map[string]int{}}
+	for name, l := range st.lists {
+		if l.live == 0 {
+			continue
 		}
-		st.Pending = int(m.count)
-		st.PendingBytes = m.bytes
-		st.Dead = tx.Bucket(bucketDead).Stats().KeyN
-		return forEachSink(tx.Bucket(bucketPending), func(name []byte, b *bolt.Bucket) error {
-			k, v := b.Cursor().First()
-			if k == nil {
-				return nil
+		out.BySink[name] = l.live
+		// Received grows with Seq except for replayed and forwarded
+		// records, which keep the original time: the first is exact for
+		// ordinary traffic, and cheap always.
+		if e := l.first(); e != nil && e.received != 0 {
+			if t := time.Unix(0, e.received); out.Oldest.IsZero() || t.Before(out.Oldest) {
+				out.Oldest = t
 			}
-			r, err := queue.Unmarshal(binary.BigEndian.Uint64(k), v)
-			if err != nil {
-				return fmt.Errorf("sink %q seq %d: %w", name, binary.BigEndian.Uint64(k), err)
-			}
-			if !r.Received.IsZero() && (st.Oldest.IsZero() || r.Received.Before(st.Oldest)) {
-				st.Oldest = r.Received
-			}
-			st.BySink[string(name)] = b.Stats().KeyN
-			return nil
-		})
-	})
-	if err != nil {
-		return queue.Stats{}, fmt.Errorf("spool stats: %w", err)
+		}
 	}
-	return st, nil
+	return out, nil
 }
 
-// getPending returns the bucket of sink and the decoded pending record seq.
-func getPending(tx *bolt.Tx, sink string, seq uint64) (*bolt.Bucket, queue.Record, error) {
-	b := tx.Bucket(bucketPending).Bucket([]byte(sink))
-	if b == nil {
-		return nil, queue.Record{}, queue.ErrNotFound
-	}
-	v := b.Get(seqKey(seq))
-	if v == nil {
-		return nil, queue.Record{}, queue.ErrNotFound
-	}
-	r, err := queue.Unmarshal(seq, v)
-	if err != nil {
-		return nil, queue.Record{}, err
-	}
-	return b, r, nil
+// LogStats describes the log itself.
+type LogStats struct {
+	Segments int
+	Bytes    int64
+	// Commits counts the group commits (one fdatasync each) since Open,
+	// Requests the changes they carried.
+	Commits, Requests uint64
 }
 
-// forEachSink calls f for each sink bucket inside pending.
-func forEachSink(pend *bolt.Bucket, f func(name []byte, b *bolt.Bucket) error) error {
-	return pend.ForEachBucket(func(k []byte) error {
-		return f(k, pend.Bucket(k))
+// LogStats returns the log's size and its commits since Open.
+func (s *Store) LogStats() LogStats {
+	st := &s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	ls := LogStats{Segments: len(st.segs), Commits: s.commits.Load(), Requests: s.committed.Load()}
+	for _, seg := range st.segs {
+		ls.Bytes += seg.size
+	}
+	return ls
+}
+
+// Probe writes and fsyncs a few bytes, to tell whether the log can be
+// written: readiness asks after an append failed.
+func (s *Store) Probe() error {
+	return s.submit(func(b *batch) error {
+		b.fb.next(s.st.next)
+		return nil
 	})
 }
 
@@ -951,70 +1079,9 @@ func checkSink(name string) error {
 	return nil
 }
 
-func seqKey(seq uint64) []byte {
-	k := make([]byte, 8)
-	binary.BigEndian.PutUint64(k, seq)
-	return k
-}
-
-// readMeta reads the counters. Missing keys read as zero (a new file).
-func readMeta(tx *bolt.Tx) (meta, error) {
-	b := tx.Bucket(bucketMeta)
-	get := func(key []byte) (uint64, error) {
-		v := b.Get(key)
-		if v == nil {
-			return 0, nil
-		}
-		if len(v) != 8 {
-			return 0, fmt.Errorf("corrupt spool meta %q", key)
-		}
-		return binary.BigEndian.Uint64(v), nil
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
 	}
-	next, err := get(keyNext)
-	if err != nil {
-		return meta{}, err
-	}
-	count, err := get(keyCount)
-	if err != nil {
-		return meta{}, err
-	}
-	bytes, err := get(keyBytes)
-	if err != nil {
-		return meta{}, err
-	}
-	return meta{next: next, count: int64(count), bytes: int64(bytes)}, nil
-}
-
-// writeMeta stores the counters; it runs in the transaction that changed
-// the records they describe.
-func writeMeta(tx *bolt.Tx, m meta) error {
-	b := tx.Bucket(bucketMeta)
-	for _, kv := range [...]struct {
-		key []byte
-		val uint64
-	}{{keyNext, m.next}, {keyCount, uint64(m.count)}, {keyBytes, uint64(m.bytes)}} {
-		v := make([]byte, 8)
-		binary.BigEndian.PutUint64(v, kv.val)
-		if err := b.Put(kv.key, v); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// Probe writes and fsyncs a few bytes, to tell whether the file can be
-// written: readiness asks after an append failed.
-func (s *Store) Probe() error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return ErrClosed
-	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketMeta)
-		if b == nil {
-			return errors.New("spool file has no meta bucket")
-		}
-		return b.Put(keyProbe, binary.BigEndian.AppendUint64(nil, uint64(s.now().UnixNano())))
-	})
+	return t.UnixNano()
 }

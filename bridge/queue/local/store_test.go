@@ -658,7 +658,7 @@ func TestPendingDue(t *testing.T) {
 	}
 	var seen []string
 	taken := map[string]bool{}
-	choose := func(key []byte, nextTry time.Time) (bool, bool) {
+	choose := func(key string, nextTry time.Time) (bool, bool) {
 		seen = append(seen, fmt.Sprintf("%s@%v", key, !nextTry.IsZero()))
 		if taken[string(key)] || !nextTry.IsZero() {
 			return false, false
@@ -707,7 +707,7 @@ func TestDoneLater(t *testing.T) {
 	if want := []uint64{recs[1].Seq, recs[2].Seq}; !slices.Equal(seqsOf(got), want) {
 		t.Fatalf("Pending right after DoneLater = %v, want %v", seqsOf(got), want)
 	}
-	due, _, _, err := s.PendingDue("bus", 0, 10, func([]byte, time.Time) (bool, bool) { return true, false })
+	due, _, _, err := s.PendingDue("bus", 0, 10, func(string, time.Time) (bool, bool) { return true, false })
 	if err != nil || !slices.Equal(seqsOf(due), seqsOf(got)) {
 		t.Fatalf("PendingDue right after DoneLater = %v, %v", seqsOf(due), err)
 	}
