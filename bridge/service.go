@@ -167,7 +167,8 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Service, err
 	go func() { s.served <- s.server.Serve(s.ln) }()
 	go func() { s.served <- s.admin.Serve(s.adminLn) }()
 	s.logRoutes(g)
-	for _, w := range cfg.Server.MemoryWarnings(config.MemoryLimits()) {
+	limits := config.MemoryLimits()
+	for _, w := range append(cfg.Server.MemoryWarnings(limits), cfg.SpoolMemoryWarnings(limits)...) {
 		log.Warn(w)
 	}
 	log.Info("hookbridge listening", "addr", s.ln.Addr().String(), "admin", s.adminLn.Addr().String(),

@@ -63,7 +63,7 @@ type hbConfig struct {
 	TLSCertFile, TLSKeyFile string        // server.tls.cert_file, key_file
 
 	// LocalSpool: some route delivers through the spool and spool.backend
-	// is local, so hookbridge writes a bbolt file in SpoolDir.
+	// is local, so hookbridge writes its log in SpoolDir.
 	LocalSpool     bool
 	SpoolBackend   string // spool.backend
 	SpoolDir       string // spool.dir
@@ -71,6 +71,10 @@ type hbConfig struct {
 	SpoolReplicas  int    // spool.replicas (jetstream)
 	SpoolURL       string // spool.url (jetstream)
 	SpoolCredsFile string // spool.creds_file (jetstream)
+
+	// WorstCaseMemory is what hookbridge check adds up against the memory
+	// limit: the requests' worst case and the local spool's full index.
+	WorstCaseMemory int64
 
 	SecretFiles [][]string // sources[i].secret_files
 	Sinks       []hbSink   // sinks, in order
@@ -114,6 +118,10 @@ func parseConfig(name string, data []byte, lookupEnv func(string) (string, bool)
 		SpoolReplicas:   c.Spool.JetStream.Replicas,
 		SpoolURL:        c.Spool.JetStream.URL,
 		SpoolCredsFile:  c.Spool.JetStream.CredsFile,
+		WorstCaseMemory: c.Server.WorstCaseMemory() + max(c.SpoolMemory(), 0),
+	}
+	if c.SpoolMemory() < 0 {
+		cfg.WorstCaseMemory = -1 // unbounded
 	}
 	for _, src := range c.Sources {
 		cfg.SecretFiles = append(cfg.SecretFiles, src.SecretFiles)

@@ -32,6 +32,8 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/hookbridge/hookbridge/bridge/queue/local"
 )
 
 // ---------------------------------------------------------------------------
@@ -601,7 +603,7 @@ func TestKubernetesManifests(t *testing.T) {
 			checkPrometheus(t, fmt.Sprintf("%v: pod template", w), w.template.Annotations, adminPort)
 			checkVolumes(t, w, cfg, cfgPath)
 			checkSecretRefs(t, w)
-			checkResources(t, w)
+			checkResources(t, w, cfg)
 
 			// Files the config reads (NATS creds) are mounted.
 			checkMountedFiles(t, w, cfg)
@@ -736,8 +738,10 @@ func checkVolumes(t *testing.T, w workload, cfg *hbConfig, cfgPath string) {
 		case !wr:
 			return fmt.Errorf("is under volume %s, which is not an emptyDir or a PersistentVolumeClaim (ConfigMaps and Secrets are read-only)", m.Name)
 		}
-		if size != nil && cfg.LocalSpool && dir == cfg.SpoolDir && size.Value() <= cfg.SpoolMaxBytes {
-			return fmt.Errorf("is on volume %s of %s (%d bytes), no larger than spool.max_bytes (%d): a full spool would fill the volume (an emptyDir over its sizeLimit gets the pod evicted); lower max_bytes or grow the volume", m.Name, size, size.Value(), cfg.SpoolMaxBytes)
+		// The log holds what waits at most 1.5 times over, plus two
+		// segments, while it reclaims (docs/delivery.md, The local log).
+		if need := cfg.SpoolMaxBytes + cfg.SpoolMaxBytes/2 + 2*local.DefaultSegmentBytes; size != nil && cfg.LocalSpool && dir == cfg.SpoolDir && size.Value() < need {
+			return fmt.Errorf("is on volume %s of %s (%d bytes), smaller than a full spool's log can grow (1.5 × spool.max_bytes %d + two segments = %d): a full spool would fill the volume (an emptyDir over its sizeLimit gets the pod evicted); lower max_bytes or grow the volume", m.Name, size, size.Value(), cfg.SpoolMaxBytes, need)
 		}
 		return nil
 	})
@@ -771,10 +775,21 @@ func checkSecretRefs(t *testing.T, w workload) {
 }
 
 // checkResources: every container's requests fit its limits (the API
-// server rejects the pod otherwise), and an env read from a limit
-// (GOMEMLIMIT from limits.memory) has that limit to read.
-func checkResources(t *testing.T, w workload) {
+// server rejects the pod otherwise), an env read from a limit
+// (GOMEMLIMIT from limits.memory) has that limit to read, and the memory
+// limit holds what hookbridge check adds up: the requests' worst case and
+// a full local spool's index (else hookbridge warns at start, and a long
+// outage ends in the OOM killer).
+func checkResources(t *testing.T, w workload, cfg *hbConfig) {
 	t.Helper()
+	if lim, ok := w.hb.Resources.Limits[corev1.ResourceMemory]; ok {
+		switch {
+		case cfg.WorstCaseMemory < 0:
+			t.Errorf("%v: the local spool is unbounded (no spool.max_events or max_bytes) under limits.memory %s: set spool.max_events", w, lim.String())
+		case cfg.WorstCaseMemory > lim.Value():
+			t.Errorf("%v: worst-case memory %d MiB (requests and a full spool index, as hookbridge check prints) exceeds limits.memory %s: lower spool.max_events or server.max_connections, or raise the limit", w, cfg.WorstCaseMemory>>20, lim.String())
+		}
+	}
 	for _, c := range containers(w.pod) {
 		for _, name := range slices.Sorted(maps.Keys(c.Resources.Requests)) {
 			req := c.Resources.Requests[name]

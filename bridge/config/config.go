@@ -87,10 +87,10 @@ const (
 )
 
 // Spool configures the durable buffer behind delivery: spool: a local
-// bbolt file (backend local, one per replica) or a JetStream stream in the
+// log (backend local, one per replica) or a JetStream stream in the
 // user's NATS (backend jetstream, shared by every replica).
 type Spool struct {
-	// Backend is where the spool lives: "local" (a bbolt file in Dir) or
+	// Backend is where the spool lives: "local" (a log in Dir) or
 	// "jetstream" (a stream at url, shared by every replica). Default
 	// DefaultSpoolBackend.
 	Backend string `yaml:"backend"`

@@ -502,3 +502,53 @@ func TestLoadFourSinks(t *testing.T) {
 		}
 	}
 }
+
+// TestSpoolMemory: a full local spool's index is added to what check
+// prints and warns about; other spools and sync delivery add nothing.
+func TestSpoolMemory(t *testing.T) {
+	spooled := func(mod func(*Config)) *Config {
+		c := &Config{Delivery: DeliverySpool, Routes: []Route{{Name: "all", Delivery: DeliverySpool}}}
+		c.SetDefaults()
+		c.Routes[0].Delivery = DeliverySpool
+		mod(c)
+		return c
+	}
+	const cache = SpoolCacheBytes
+	tests := []struct {
+		name     string
+		cfg      *Config
+		want     int64
+		describe string
+	}{
+		{"defaults: max_events binds", spooled(func(*Config) {}), 1_000_000*SpoolIndexPerMessage + cache,
+			"worst-case spool index memory: 175.8 MiB (1000000 waiting messages × 176 B + 8 MiB kept whole)"},
+		{"max_bytes binds", spooled(func(c *Config) { c.Spool.MaxBytes = 64 << 20 }), (64<<20)/spoolMessageFloor*SpoolIndexPerMessage + cache,
+			"worst-case spool index memory: 52 MiB (262144 waiting messages × 176 B + 8 MiB kept whole)"},
+		{"only max_bytes", spooled(func(c *Config) { c.Spool.MaxEvents = 0; c.Spool.MaxBytes = 1 << 20 }), 4096*SpoolIndexPerMessage + cache, ""},
+		{"unbounded", spooled(func(c *Config) { c.Spool.MaxEvents, c.Spool.MaxBytes = 0, 0 }), -1, ""},
+		{"jetstream spool", spooled(func(c *Config) { c.Spool.Backend = SpoolJetStream }), 0, ""},
+		{"sync delivery", spooled(func(c *Config) { c.Routes[0].Delivery = DeliverySync }), 0, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.cfg.SpoolMemory(); got != tt.want {
+				t.Errorf("SpoolMemory = %d, want %d", got, tt.want)
+			}
+			if tt.describe != "" && tt.cfg.DescribeSpoolMemory() != tt.describe {
+				t.Errorf("DescribeSpoolMemory = %q, want %q", tt.cfg.DescribeSpoolMemory(), tt.describe)
+			}
+		})
+	}
+
+	limits := []MemoryLimit{{"GOMEMLIMIT", 128 << 20}, {"/sys/fs/cgroup/memory.max", 512 << 20}}
+	warn := tests[0].cfg.SpoolMemoryWarnings(limits)
+	if len(warn) != 1 || !strings.HasPrefix(warn[0], "worst-case memory 233.8 MiB (requests 58 MiB + spool index 175.8 MiB) exceeds GOMEMLIMIT (128 MiB): lower spool.max_events") {
+		t.Errorf("warnings %q, want one for GOMEMLIMIT", warn)
+	}
+	if warn := tests[3].cfg.SpoolMemoryWarnings(limits); len(warn) != 2 || !strings.Contains(warn[0], "unbounded") {
+		t.Errorf("unbounded spool: warnings %q", warn)
+	}
+	if warn := tests[4].cfg.SpoolMemoryWarnings(limits); len(warn) != 0 {
+		t.Errorf("jetstream spool: warnings %q", warn)
+	}
+}

@@ -107,3 +107,76 @@ func bytesHuman(n int64) string {
 func trimUnit(v float64, unit string) string {
 	return strings.TrimSuffix(strconv.FormatFloat(v, 'f', 1, 64), ".0") + " " + unit
 }
+
+// The local spool indexes the messages waiting in memory (the log itself
+// is on disk). SpoolIndexPerMessage is what one costs: its index entry,
+// its map slot and list place, and a 36-byte task id; 162 bytes measured,
+// and bridge/queue/local's TestIndexMemory fails should it grow past
+// this. SpoolCacheBytes is what the spool keeps of whole messages
+// besides, so that delivering reads nothing back (local.DefaultCacheBytes,
+// held equal by the same test).
+const (
+	SpoolIndexPerMessage = 176
+	SpoolCacheBytes      = 8 << 20
+)
+
+// spoolMessageFloor is the least a message counts against spool.max_bytes
+// (its record's fixed overhead and a minimal CloudEvent), used to bound
+// the messages waiting when only max_bytes caps them.
+const spoolMessageFloor = 256
+
+// SpoolMemory is the most memory the local spool's index can take when it
+// is full: spool.max_events messages (or as many as spool.max_bytes can
+// hold) at SpoolIndexPerMessage, plus SpoolCacheBytes. It is 0 when no
+// route spools locally, and -1 when neither limit is set (unbounded).
+func (c *Config) SpoolMemory() int64 {
+	if !c.UsesSpool() || c.Spool.Backend != SpoolLocal {
+		return 0
+	}
+	n := int64(c.Spool.MaxEvents)
+	if byBytes := c.Spool.MaxBytes / spoolMessageFloor; c.Spool.MaxBytes > 0 && (n <= 0 || byBytes < n) {
+		n = byBytes
+	}
+	if n <= 0 {
+		return -1
+	}
+	return n*SpoolIndexPerMessage + SpoolCacheBytes
+}
+
+// DescribeSpoolMemory is SpoolMemory as `hookbridge check` prints it, ""
+// without a local spool.
+func (c *Config) DescribeSpoolMemory() string {
+	switch m := c.SpoolMemory(); {
+	case m == 0:
+		return ""
+	case m < 0:
+		return "worst-case spool index memory: unbounded (neither spool.max_events nor spool.max_bytes is set): about 176 B per waiting message"
+	default:
+		return fmt.Sprintf("worst-case spool index memory: %s (%d waiting messages × %d B + %s kept whole)",
+			bytesHuman(m), (m-SpoolCacheBytes)/SpoolIndexPerMessage, SpoolIndexPerMessage, bytesHuman(SpoolCacheBytes))
+	}
+}
+
+// SpoolMemoryWarnings says, for each of limits that the worst-case
+// request memory and the spool's index together exceed, that they do,
+// when the requests alone fit (MemoryWarnings covers those).
+func (c *Config) SpoolMemoryWarnings(limits []MemoryLimit) []string {
+	spool := c.SpoolMemory()
+	if spool == 0 {
+		return nil
+	}
+	var out []string
+	req := c.Server.WorstCaseMemory()
+	for _, l := range limits {
+		switch {
+		case req > l.Bytes:
+		case spool < 0:
+			out = append(out, fmt.Sprintf("the local spool's index is unbounded (no spool.max_events or spool.max_bytes) under %s (%s): a long broker outage can exhaust memory; set spool.max_events",
+				l.Name, bytesHuman(l.Bytes)))
+		case req+spool > l.Bytes:
+			out = append(out, fmt.Sprintf("worst-case memory %s (requests %s + spool index %s) exceeds %s (%s): lower spool.max_events (each waiting message takes about %d B) or raise the limit",
+				bytesHuman(req+spool), bytesHuman(req), bytesHuman(spool), l.Name, bytesHuman(l.Bytes), SpoolIndexPerMessage))
+		}
+	}
+	return out
+}

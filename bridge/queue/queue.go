@@ -3,7 +3,7 @@
 // (package delivery) then takes them out through a Receiver, publishes
 // them and settles each: done, retry later, or dead letter.
 //
-// Two backends implement it: package local (a bbolt file per replica,
+// Two backends implement it: package local (a log on the replica's disk,
 // spool.backend: local) and package jetstream (a JetStream stream shared
 // by every replica, spool.backend: jetstream). Both store records in the
 // format of this package (Marshal, Unmarshal), and both are administered

@@ -37,8 +37,8 @@ type Record struct {
 }
 
 // recordOverhead approximates what a record costs beyond its variable-length
-// message fields: the bbolt key and page bookkeeping, the format header and
-// the time stamps.
+// message fields: the backend's bookkeeping, the format header and the
+// time stamps.
 const recordOverhead = 64
 
 // Size returns the approximate stored size of r: body, attributes, target,
@@ -275,8 +275,8 @@ func peekSchedule(val []byte) (key []byte, nextTry time.Time, err error) {
 }
 
 // decodeRecord parses val (as written by encodeRecord) into a Record with
-// the given seq. The result owns its memory: nothing aliases val, which is
-// only valid during the bbolt transaction.
+// the given seq. The result owns its memory: nothing aliases val, which a
+// backend may reuse.
 func decodeRecord(seq uint64, val []byte) (Record, error) {
 	r := reader{b: val}
 	flags, _ := r.header()

@@ -200,6 +200,7 @@ type report struct {
 	peer          string
 	requests      int64
 	requestsWhat  string
+	disk          *diskReport // the local spool's commits, nil without one
 }
 
 // measure starts the broker, hookbridge and the baselines, warms every
@@ -321,6 +322,10 @@ func measure(ctx context.Context, o *options, stderr io.Writer) (*report, error)
 		return nil, err
 	}
 	before, _ := p.requests()
+	syncBefore, hasSync, err := readSync(ctx, hb.admin)
+	if err != nil {
+		return nil, err
+	}
 	var profiled func() error
 	for i, ds := range rounds {
 		fmt.Fprintf(stderr, "round %d of %d: %d deliveries each…\n", i+1, len(rounds), len(ds))
@@ -337,6 +342,14 @@ func measure(ctx context.Context, o *options, stderr io.Writer) (*report, error)
 	}
 	after, what := p.requests()
 	r.requests, r.requestsWhat = after-before, what
+	if hasSync {
+		syncAfter, _, err := readSync(ctx, hb.admin)
+		if err != nil {
+			return nil, err
+		}
+		d := diskBetween(syncBefore, syncAfter)
+		r.disk = &d
+	}
 	for _, rc := range append(r.baselines(), r.hb) {
 		slices.Sort(rc.res.latencies) // once, over every round, for percentile
 	}
@@ -544,6 +557,9 @@ func (r *report) print(w io.Writer, o *options) {
 	if r.requestsWhat != "" && r.requests > 0 {
 		fmt.Fprintf(w, "batching: %d events in %d %s, %.1f events per request\n",
 			r.hb.res.sent, r.requests, r.requestsWhat, float64(r.hb.res.sent)/float64(r.requests))
+	}
+	if r.disk != nil {
+		fmt.Fprintln(w, r.disk)
 	}
 	if r.memOK {
 		fmt.Fprintf(w, "memory: hookbridge RSS %s idle, %s peak (VmHWM); at most %s anonymous (heap, stacks), beside %s of the binary's mapped pages (sampled every 100ms)",

@@ -118,6 +118,12 @@ func TestLoadChecksEveryAcknowledgedEvent(t *testing.T) {
 			if !regexp.MustCompile(`at most [0-9.]+ MiB anonymous \(heap, stacks\), beside [0-9.]+ MiB of the binary's mapped pages`).MatchString(out) {
 				t.Errorf("report lacks the anonymous/mapped split of hookbridge's memory:\n%s", out)
 			}
+			// The local spool's commits, read from hookbridge's metrics:
+			// at least one, carrying at least one request each.
+			spoolDisk := regexp.MustCompile(`spool disk: [1-9][0-9]* group commits, [0-9.]+ requests per fdatasync; one commit \(write \+ fdatasync\) p50 ≤ \S+, p99 ≤ \S+`)
+			if local := strings.Contains(strings.Join(tc.args, " "), "-delivery spool"); local != spoolDisk.MatchString(out) {
+				t.Errorf("local spool %v, but the report's spool disk line says otherwise:\n%s", local, out)
+			}
 			if tc.batching != "" && !strings.Contains(out, tc.batching) {
 				t.Errorf("report lacks the batching line (%s):\n%s", tc.batching, out)
 			}

@@ -197,7 +197,11 @@ func printCheck(e env, path string, cfg *config.Config, router *route.Router, sc
 	}
 	tw.Flush()
 	fmt.Fprintf(e.stdout, "  %s\n", s.DescribeWorstCase())
-	for _, w := range s.MemoryWarnings(config.MemoryLimits()) {
+	if d := cfg.DescribeSpoolMemory(); d != "" {
+		fmt.Fprintf(e.stdout, "  %s\n", d)
+	}
+	limits := config.MemoryLimits()
+	for _, w := range append(s.MemoryWarnings(limits), cfg.SpoolMemoryWarnings(limits)...) {
 		fmt.Fprintf(e.stdout, "  warning: %s\n", w)
 	}
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/hookbridge/hookbridge/bridge/config"
 	"github.com/hookbridge/hookbridge/bridge/queue"
 )
 
@@ -590,4 +592,43 @@ func BenchmarkRecovery(b *testing.B) {
 	b.ReportMetric(float64(r.Bytes)/(1<<20), "MB")
 	b.ReportMetric(float64(r.Pending), "records")
 	b.ReportMetric(float64(r.Bytes)/(1<<20)/(float64(b.Elapsed().Seconds())/float64(b.N)), "MB/s")
+}
+
+// TestIndexMemory holds the index to what config.SpoolIndexPerMessage
+// promises for each waiting message (hookbridge check adds it up against
+// the memory limit), with a task id as long as Browser Use's.
+func TestIndexMemory(t *testing.T) {
+	if DefaultCacheBytes != config.SpoolCacheBytes {
+		t.Errorf("DefaultCacheBytes %d, config.SpoolCacheBytes %d", DefaultCacheBytes, config.SpoolCacheBytes)
+	}
+	s := open(t, t.TempDir(), Options{CacheBytes: -1})
+	const n = 50000
+	// The index keeps each task id's bytes (a string of its own, as the
+	// event's decoding makes it), so they count; the slice holding them
+	// here does not.
+	keys := make([]string, n)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("0f3c9a2e-8b1d-4c6f-9e7a-%012d", i)
+	}
+	batch := make([]queue.Record, 100)
+	for i := 0; i < n; i += len(batch) {
+		for j := range batch {
+			batch[j] = rec("nats", "x", "body")
+			batch[j].Message.Key = keys[i+j]
+		}
+		if err := s.Append(batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(after.HeapAlloc-before.HeapAlloc) / n
+	t.Logf("%.0f bytes of heap per waiting message", per)
+	if per > config.SpoolIndexPerMessage {
+		t.Errorf("%.0f bytes per waiting message, over config.SpoolIndexPerMessage (%d): update it, and the docs that quote it", per, config.SpoolIndexPerMessage)
+	}
+	runtime.KeepAlive(keys)
 }

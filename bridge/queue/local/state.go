@@ -30,24 +30,27 @@ type state struct {
 	loading    bool // recovery: lists are sorted once at the end
 }
 
-// entry is a current record.
+// entry is a current record. It is kept small: a spool may index a
+// million of them (config.SpoolIndexPerMessage, held to by
+// TestIndexMemory).
 type entry struct {
-	seq      uint64
-	list     *sinkList // its sink's
-	key      string    // its task key
-	nextTry  int64     // unix nanoseconds; 0: due now
-	received int64     // unix nanoseconds; 0: unknown
-	size     int64     // its share of max_bytes
-	seg      *segment  // where its latest version is
-	off      int64     // its offset there
-	n        int       // its encoded length
+	seq     uint64
+	nextTry int64     // unix nanoseconds; 0: due now
+	off     int64     // where its latest version is in seg
+	list    *sinkList // its sink's
+	seg     *segment
 	// rec is the record itself while cached, else nil: it is handed out
 	// as it is (the fields it shares are never written), so delivering
 	// decodes nothing.
 	rec  *queue.Record
+	key  string // its task key
+	size uint32 // its share of max_bytes (a record is at most maxRecord)
+	n    uint32 // its encoded length
 	dead bool
 	gone bool // no longer current: lists skip it
 }
+
+func (e *entry) bytes() int64 { return int64(e.size) }
 
 // sinkList is one sink's pending records in Seq order. Removed records
 // are marked gone and skipped, and swept out once they are many.
@@ -134,7 +137,7 @@ func (st *state) put(ne entry) {
 		if e.dead == ne.dead && (e.dead || e.list == ne.list) {
 			st.release(e)
 			if !e.dead {
-				st.bytes += ne.size - e.size
+				st.bytes += ne.bytes() - e.bytes()
 			}
 			*e = ne
 			st.hold(e)
@@ -151,7 +154,7 @@ func (st *state) put(ne entry) {
 		return
 	}
 	st.count++
-	st.bytes += e.size
+	st.bytes += e.bytes()
 	e.list.insert(e, st.loading)
 }
 
@@ -164,7 +167,7 @@ func (st *state) drop(e *entry) {
 		return
 	}
 	st.count--
-	st.bytes -= e.size
+	st.bytes -= e.bytes()
 	e.list.remove(e)
 }
 
@@ -174,8 +177,8 @@ func (st *state) hold(e *entry) {
 	e.seg.live++
 	e.seg.liveBytes += int64(e.n)
 	if e.rec != nil {
-		if st.cached+e.size <= st.cacheLimit {
-			st.cached += e.size
+		if st.cached+e.bytes() <= st.cacheLimit {
+			st.cached += e.bytes()
 		} else {
 			e.rec = nil
 		}
@@ -187,7 +190,7 @@ func (st *state) release(e *entry) {
 	e.seg.live--
 	e.seg.liveBytes -= int64(e.n)
 	if e.rec != nil {
-		st.cached -= e.size
+		st.cached -= e.bytes()
 		e.rec = nil
 	}
 }
@@ -209,7 +212,7 @@ func (st *state) rewrite(e *entry, b *batch, val []byte) {
 // from its segment.
 func (st *state) value(e *entry) ([]byte, error) {
 	if e.rec != nil {
-		return queue.MarshalSized(e.rec, e.size), nil
+		return queue.MarshalSized(e.rec, e.bytes()), nil
 	}
 	b := make([]byte, e.n)
 	if _, err := e.seg.f.ReadAt(b, e.off); err != nil {
@@ -317,8 +320,8 @@ func (st *state) apply(o op, seg *segment, base int64) error {
 		}
 		st.put(entry{
 			seq: o.seq, list: st.listOf(sum.Sink), key: string(sum.Key),
-			nextTry: unixNano(sum.NextTry), received: unixNano(sum.Received), size: sum.Size,
-			seg: seg, off: base + int64(o.valAt), n: len(o.val), dead: o.state == stateDead,
+			nextTry: unixNano(sum.NextTry), size: uint32(sum.Size),
+			seg: seg, off: base + int64(o.valAt), n: uint32(len(o.val)), dead: o.state == stateDead,
 		})
 	case opDelete:
 		for _, seq := range o.seqs {

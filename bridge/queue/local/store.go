@@ -598,12 +598,13 @@ func (s *Store) reclaim() {
 
 // compact writes the current records of the oldest segment again at the
 // end of the log, a chunk at a time, when at least two more segments
-// follow it and at most half of it is current. It reports whether it
-// moved anything.
+// follow it and at most two thirds of it are current: the log then holds
+// what waits at most 1.5 times over, plus two segments, for writing at
+// most three bytes again per byte it frees.
 func (s *Store) compact() bool {
 	st := &s.st
 	st.mu.Lock()
-	if len(st.segs) < 3 || st.segs[0].live == 0 || st.segs[0].liveBytes*2 > st.segs[0].size {
+	if len(st.segs) < 3 || st.segs[0].live == 0 || st.segs[0].liveBytes*3 > st.segs[0].size*2 {
 		st.mu.Unlock()
 		return false
 	}
@@ -673,8 +674,8 @@ func (s *Store) Append(records []queue.Record) error {
 			at, n := b.fb.putRecord(rec.Seq, statePending, &rec, sizes[i])
 			st.put(entry{
 				seq: rec.Seq, list: st.list(rec.Sink), key: rec.Message.Key,
-				nextTry: unixNano(rec.NextTry), received: unixNano(rec.Received), size: sizes[i],
-				seg: b.seg, off: b.at(at), n: n, rec: &rec,
+				nextTry: unixNano(rec.NextTry), size: uint32(sizes[i]),
+				seg: b.seg, off: b.at(at), n: uint32(n), rec: &rec,
 			})
 		}
 		return nil
@@ -838,10 +839,10 @@ func (s *Store) Retry(sink string, seq uint64, nextTry time.Time, lastErr string
 		r.NextTry = nextTry
 		r.LastError = lastErr
 		// The stored size stays: the counters get back what Append added.
-		val := queue.MarshalSized(&r, e.size)
+		val := queue.MarshalSized(&r, e.bytes())
 		at := b.fb.put(seq, statePending, val)
 		ne := *e
-		ne.nextTry, ne.seg, ne.off, ne.n, ne.rec = unixNano(nextTry), b.seg, b.at(at), len(val), &r
+		ne.nextTry, ne.seg, ne.off, ne.n, ne.rec = unixNano(nextTry), b.seg, b.at(at), uint32(len(val)), &r
 		st.put(ne)
 		return nil
 	})
@@ -868,7 +869,7 @@ func (s *Store) Kill(sink string, seq uint64, reason string, forward *queue.Reco
 		}
 		fwdSize = forward.Size()
 		fwdVal = queue.MarshalSized(forward, fwdSize)
-		if len(fwdVal) > maxRecord {
+		if len(fwdVal) > maxRecord || fwdSize > maxRecord {
 			return fmt.Errorf("record for sink %q is too large (%d bytes)", forward.Sink, len(fwdVal))
 		}
 	}
@@ -882,10 +883,10 @@ func (s *Store) Kill(sink string, seq uint64, reason string, forward *queue.Reco
 		}
 		r.Reason = reason
 		r.Died = died
-		val := queue.MarshalSized(&r, e.size)
+		val := queue.MarshalSized(&r, e.bytes())
 		at := b.fb.put(seq, stateDead, val)
 		ne := *e
-		ne.dead, ne.seg, ne.off, ne.n, ne.rec = true, b.seg, b.at(at), len(val), nil
+		ne.dead, ne.seg, ne.off, ne.n, ne.rec = true, b.seg, b.at(at), uint32(len(val)), nil
 		st.put(ne)
 		if forward != nil {
 			fwdSeq = st.next
@@ -894,8 +895,8 @@ func (s *Store) Kill(sink string, seq uint64, reason string, forward *queue.Reco
 			at := b.fb.put(fwdSeq, statePending, fwdVal)
 			st.put(entry{
 				seq: fwdSeq, list: st.list(fwd.Sink), key: fwd.Message.Key,
-				nextTry: unixNano(fwd.NextTry), received: unixNano(fwd.Received), size: fwdSize,
-				seg: b.seg, off: b.at(at), n: len(fwdVal), rec: &fwd,
+				nextTry: unixNano(fwd.NextTry), size: uint32(fwdSize),
+				seg: b.seg, off: b.at(at), n: uint32(len(fwdVal)), rec: &fwd,
 			})
 		}
 		return nil
@@ -973,14 +974,14 @@ func (s *Store) Replay(seqs []uint64) (int, error) {
 		for _, t := range todo {
 			r := t.rec
 			r.Attempts, r.NextTry, r.LastError, r.Reason, r.Died = 0, time.Time{}, "", "", time.Time{}
-			val := queue.MarshalSized(&r, t.e.size)
+			val := queue.MarshalSized(&r, t.e.bytes())
 			b.fb.delete([]uint64{t.e.seq})
 			st.drop(t.e)
 			r.Seq = st.next
 			at := b.fb.put(r.Seq, statePending, val)
 			st.put(entry{
-				seq: r.Seq, list: st.list(r.Sink), key: r.Message.Key, received: unixNano(r.Received),
-				size: t.e.size, seg: b.seg, off: b.at(at), n: len(val), rec: &r,
+				seq: r.Seq, list: st.list(r.Sink), key: r.Message.Key,
+				size: t.e.size, seg: b.seg, off: b.at(at), n: uint32(len(val)), rec: &r,
 			})
 			moved++
 		}
@@ -1030,10 +1031,16 @@ func (s *Store) Stats() (queue.Stats, error) {
 		// Received grows with Seq except for replayed and forwarded
 		// records, which keep the original time: the first is exact for
 		// ordinary traffic, and cheap always.
-		if e := l.first(); e != nil && e.received != 0 {
-			if t := time.Unix(0, e.received); out.Oldest.IsZero() || t.Before(out.Oldest) {
-				out.Oldest = t
-			}
+		e := l.first()
+		if e == nil {
+			continue
+		}
+		r, err := st.record(e)
+		if err != nil {
+			return queue.Stats{}, fmt.Errorf("spool stats: sink %q seq %d: %w", name, e.seq, err)
+		}
+		if !r.Received.IsZero() && (out.Oldest.IsZero() || r.Received.Before(out.Oldest)) {
+			out.Oldest = time.Unix(0, r.Received.UnixNano()) // the same whether cached or read back
 		}
 	}
 	return out, nil
