@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -229,4 +230,40 @@ func postBody(ctx context.Context, client *http.Client, url, secret, body string
 		return "", fmt.Errorf("answered %s", resp.Status)
 	}
 	return answer.ID, nil
+}
+
+// webhookAnswer is how a webhook was answered.
+type webhookAnswer struct {
+	code   int
+	header http.Header
+	body   string
+	id     string // on 200
+}
+
+// postWebhook posts body signed with secret and returns the answer,
+// whatever its status.
+func postWebhook(t *testing.T, client *http.Client, url, secret, body string) webhookAnswer {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, url, strings.NewReader(body))
+	if err := signature.SignRequest(req, []byte(body), []byte(secret), strconv.FormatInt(time.Now().Unix(), 10)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := webhookAnswer{code: resp.StatusCode, header: resp.Header, body: string(b)}
+	if a.code == http.StatusOK {
+		var ok struct{ ID string }
+		if json.Unmarshal(b, &ok) != nil || ok.ID == "" {
+			t.Fatalf("200 without an event id: %s", b)
+		}
+		a.id = ok.ID
+	}
+	return a
 }
