@@ -12,10 +12,8 @@ package main
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"maps"
 	"math/rand/v2"
 	"net/http"
@@ -36,6 +34,25 @@ import (
 )
 
 const crashSecret = "whsec_crash"
+
+// spoolingBinary builds the binary and writes its config: a local spool
+// delivering to a nats-server in the test process, out of reach of what
+// the test does to the binary. It returns the binary, the config, the
+// webhook URL, the spool directory and the broker's JetStream.
+func spoolingBinary(t *testing.T) (bin, config, url, spoolDir string, js jetstream.JetStream) {
+	t.Helper()
+	dir := t.TempDir()
+	bin = buildBinary(t, dir)
+	spoolDir = filepath.Join(dir, "spool")
+	nats := sinktest.NATS(t)
+	_, js = sinktest.JetStream(t, nats.ClientURL())
+	webhookAddr := sinktest.FreeAddr(t)
+	config = filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(config, []byte(spoolConfig(webhookAddr, spoolDir, nats.ClientURL())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return bin, config, "http://" + webhookAddr + "/webhook", spoolDir, js
+}
 
 // spoolConfig is a serve config on webhookAddr spooling to spoolDir (the
 // local backend) and delivering every event to the JetStream at natsURL,
@@ -85,17 +102,7 @@ func TestKill9LosesNoAcknowledgedEvent(t *testing.T) {
 	t.Logf("seed %d, %d rounds (replay with HOOKBRIDGE_CRASH_SEED=%d HOOKBRIDGE_CRASH_ITERATIONS=%d)", seed, iterations, seed, iterations)
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 
-	dir := t.TempDir()
-	bin := buildBinary(t, dir)
-	spoolDir := filepath.Join(dir, "spool")
-	nats := sinktest.NATS(t)
-	_, js := sinktest.JetStream(t, nats.ClientURL())
-	webhookAddr := sinktest.FreeAddr(t)
-	config := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(config, []byte(spoolConfig(webhookAddr, spoolDir, nats.ClientURL())), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	url := "http://" + webhookAddr + "/webhook"
+	bin, config, url, spoolDir, js := spoolingBinary(t)
 
 	var (
 		mu    sync.Mutex
@@ -374,19 +381,7 @@ func startBinary(t *testing.T, bin, config string) *binaryRun {
 // lines are the complete JSON log lines so far.
 func (p *binaryRun) lines(t *testing.T) []map[string]any {
 	t.Helper()
-	all := p.logs.String()
-	var out []map[string]any
-	for _, line := range strings.Split(all[:strings.LastIndexByte(all, '\n')+1], "\n") {
-		if line == "" {
-			continue
-		}
-		var l map[string]any
-		if err := json.Unmarshal([]byte(line), &l); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", line, err)
-		}
-		out = append(out, l)
-	}
-	return out
+	return jsonLines(t, p.logs.String())
 }
 
 // line is the first log line whose msg starts with prefix, nil if none.
@@ -424,16 +419,7 @@ func (p *binaryRun) get(t *testing.T, path string) string {
 // status returns the status and body of the admin listener's path.
 func (p *binaryRun) status(t *testing.T, path string) (int, string) {
 	t.Helper()
-	resp, err := http.Get("http://" + p.admin + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
+	return httpGet(t, "http://"+p.admin+path)
 }
 
 // kill SIGKILLs it and waits until it is gone.

@@ -26,18 +26,8 @@ import (
 // failure by draining the spool: a removal is a frame appended too, so
 // within a segment the log only grows and reaches the limit regardless.
 func TestDiskFullAnswers503AndRecovers(t *testing.T) {
-	dir := t.TempDir()
-	bin := buildBinary(t, dir)
-	spoolDir := filepath.Join(dir, "spool")
-	nats := sinktest.NATS(t)
-	_, js := sinktest.JetStream(t, nats.ClientURL())
-	webhookAddr := sinktest.FreeAddr(t)
-	config := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(config, []byte(spoolConfig(webhookAddr, spoolDir, nats.ClientURL())), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	bin, config, url, spoolDir, js := spoolingBinary(t)
 	p := startBinary(t, bin, config)
-	url := "http://" + webhookAddr + "/webhook"
 	client := &http.Client{Timeout: 10 * time.Second}
 
 	acked := map[string]int{} // id -> n, answered 200

@@ -116,8 +116,14 @@ func startServe(t *testing.T, path string, extra ...string) *served {
 // lines are serve's complete JSON log lines so far.
 func (s *served) lines(t *testing.T) []map[string]any {
 	t.Helper()
+	return jsonLines(t, s.logs.String())
+}
+
+// jsonLines parses the complete lines of a JSON log (a last line still
+// being written is left out).
+func jsonLines(t *testing.T, all string) []map[string]any {
+	t.Helper()
 	var out []map[string]any
-	all := s.logs.String()
 	for _, line := range strings.Split(all[:strings.LastIndexByte(all, '\n')+1], "\n") {
 		if line == "" {
 			continue
@@ -143,7 +149,22 @@ func (s *served) linesWith(t *testing.T, prefix string) []map[string]any {
 // metrics returns the admin /metrics page.
 func (s *served) metrics(t *testing.T) string {
 	t.Helper()
-	resp, err := http.Get("http://" + s.admin + "/metrics")
+	_, body := httpGet(t, "http://"+s.admin+"/metrics")
+	return body
+}
+
+// httpGet returns the status and body of a GET of url.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	resp, body := roundTrip(t, http.DefaultClient, req)
+	return resp.StatusCode, body
+}
+
+// roundTrip sends req and returns the answer with its whole body.
+func roundTrip(t *testing.T, client *http.Client, req *http.Request) (*http.Response, string) {
+	t.Helper()
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +173,7 @@ func (s *served) metrics(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(b)
+	return resp, string(b)
 }
 
 // answer is serve's 200 answer to a webhook.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -248,19 +247,11 @@ func postWebhook(t *testing.T, client *http.Client, url, secret, body string) we
 	if err := signature.SignRequest(req, []byte(body), []byte(secret), strconv.FormatInt(time.Now().Unix(), 10)); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := webhookAnswer{code: resp.StatusCode, header: resp.Header, body: string(b)}
+	resp, b := roundTrip(t, client, req)
+	a := webhookAnswer{code: resp.StatusCode, header: resp.Header, body: b}
 	if a.code == http.StatusOK {
 		var ok struct{ ID string }
-		if json.Unmarshal(b, &ok) != nil || ok.ID == "" {
+		if json.Unmarshal([]byte(b), &ok) != nil || ok.ID == "" {
 			t.Fatalf("200 without an event id: %s", b)
 		}
 		a.id = ok.ID

@@ -108,7 +108,8 @@ func createSegment(dir string, id, next uint64) (*segment, error) {
 	b = append(b, opNext)
 	b = binary.AppendUvarint(b, next)
 	sealFrame(b[len(segmentMagic):])
-	if _, err := f.WriteAt(b, 0); err == nil {
+	_, err = f.WriteAt(b, 0)
+	if err == nil {
 		err = datasync(f)
 	}
 	if err == nil {

@@ -171,6 +171,19 @@ func (st *state) drop(e *entry) {
 	e.list.remove(e)
 }
 
+// dropSeqs drops the current records of seqs that match and returns
+// their seqs.
+func (st *state) dropSeqs(seqs []uint64, match func(*entry) bool) []uint64 {
+	gone := make([]uint64, 0, len(seqs))
+	for _, seq := range seqs {
+		if e := st.recs[seq]; e != nil && match(e) {
+			st.drop(e)
+			gone = append(gone, seq)
+		}
+	}
+	return gone
+}
+
 // hold counts e in its segment and keeps its record in memory while the
 // cache has room.
 func (st *state) hold(e *entry) {

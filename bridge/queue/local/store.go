@@ -781,13 +781,7 @@ func (s *Store) DoneLater(sink string, seqs []uint64) {
 	}
 	st := &s.st
 	st.mu.Lock()
-	removed := make([]uint64, 0, len(seqs))
-	for _, seq := range seqs {
-		if e := st.recs[seq]; e != nil && !e.dead && e.list.name == sink {
-			st.drop(e)
-			removed = append(removed, seq)
-		}
-	}
+	removed := st.dropSeqs(seqs, pendingFor(sink))
 	st.mu.Unlock()
 	if len(removed) == 0 {
 		return
@@ -804,25 +798,29 @@ func (s *Store) DoneLater(sink string, seqs []uint64) {
 // DropPending deletes pending records of sink without delivering them (the
 // operator's `spool drop --pending`) and returns how many it deleted.
 func (s *Store) DropPending(sink string, seqs []uint64) (int, error) {
-	n := 0
-	err := s.submit(func(b *batch) error {
-		st := &s.st
-		n = 0
-		var gone []uint64
-		for _, seq := range seqs {
-			if e := st.recs[seq]; e != nil && !e.dead && e.list.name == sink {
-				st.drop(e)
-				gone = append(gone, seq)
-			}
-		}
-		b.fb.delete(gone)
-		n = len(gone)
-		return nil
-	})
+	n, err := s.dropLogged(seqs, pendingFor(sink))
 	if err != nil {
 		return 0, fmt.Errorf("spool drop pending %q: %w", sink, err)
 	}
 	return n, nil
+}
+
+// dropLogged removes the current records of seqs that match from the
+// index and the log, in the writer's next commit, and returns how many.
+func (s *Store) dropLogged(seqs []uint64, match func(*entry) bool) (int, error) {
+	n := 0
+	err := s.submit(func(b *batch) error {
+		gone := s.st.dropSeqs(seqs, match)
+		b.fb.delete(gone)
+		n = len(gone)
+		return nil
+	})
+	return n, err
+}
+
+// pendingFor matches the records waiting for sink.
+func pendingFor(sink string) func(*entry) bool {
+	return func(e *entry) bool { return !e.dead && e.list.name == sink }
 }
 
 // Retry records a failed attempt of a pending record: Attempts is
@@ -996,21 +994,7 @@ func (s *Store) Replay(seqs []uint64) (int, error) {
 // Drop deletes dead letters and returns how many it deleted (unknown seqs
 // are ignored).
 func (s *Store) Drop(seqs []uint64) (int, error) {
-	dropped := 0
-	err := s.submit(func(b *batch) error {
-		st := &s.st
-		dropped = 0
-		var gone []uint64
-		for _, seq := range seqs {
-			if e := st.recs[seq]; e != nil && e.dead {
-				st.drop(e)
-				gone = append(gone, seq)
-			}
-		}
-		b.fb.delete(gone)
-		dropped = len(gone)
-		return nil
-	})
+	dropped, err := s.dropLogged(seqs, func(e *entry) bool { return e.dead })
 	if err != nil {
 		return 0, fmt.Errorf("spool drop: %w", err)
 	}
