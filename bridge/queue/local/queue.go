@@ -171,10 +171,12 @@ func (r *receiver) Receive(ctx context.Context, n int) ([]queue.Lease, error) {
 		}
 		if len(due) > 0 {
 			leases := make([]queue.Lease, len(due))
+			held := make([]lease, len(due)) // one allocation for the batch
 			r.mu.Lock()
 			r.open = len(due)
 			for i := range due {
-				leases[i] = &lease{r: r, rec: due[i]}
+				held[i] = lease{r: r, rec: &due[i]}
+				leases[i] = &held[i]
 			}
 			r.mu.Unlock()
 			return leases, nil
@@ -234,7 +236,11 @@ func (r *receiver) collect(n int) (due []queue.Record, next time.Time, err error
 		if looked == 0 {
 			break
 		}
-		due = append(due, recs...)
+		if due == nil {
+			due = recs
+		} else {
+			due = append(due, recs...)
+		}
 		after, scanned = last, scanned+looked
 	}
 	return due, next, nil
@@ -264,11 +270,11 @@ func (r *receiver) settle(done bool, seq uint64) {
 // lease is one record of a receiver's batch.
 type lease struct {
 	r       *receiver
-	rec     queue.Record
+	rec     *queue.Record // in the batch's slice, the receiver's to hand out
 	settled bool
 }
 
-func (l *lease) Record() (*queue.Record, error) { return &l.rec, nil }
+func (l *lease) Record() (*queue.Record, error) { return l.rec, nil }
 
 // Attempt implements queue.Lease: the record counts its failed attempts.
 func (l *lease) Attempt() int { return l.rec.Attempts + 1 }

@@ -276,7 +276,7 @@ func (st *state) load(rep *Recovery) error {
 		seg.live, seg.liveBytes = 0, 0
 		last := i == len(st.segs)-1
 		fr := &frameReader{
-			r:    bufio.NewReaderSize(io.NewSectionReader(seg.f, int64(len(segmentMagic)), seg.size), 1<<20),
+			r:    bufio.NewReaderSize(io.NewSectionReader(seg.f, int64(len(segmentMagic)), seg.size-int64(len(segmentMagic))), 1<<20),
 			off:  int64(len(segmentMagic)),
 			size: seg.size,
 		}

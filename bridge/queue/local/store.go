@@ -88,7 +88,7 @@ const removeDelay = 100 * time.Millisecond
 
 // compactChunk bounds the bytes one compaction step writes again, so that
 // appends never wait long behind it.
-const compactChunk = 4 << 20
+const compactChunk = 1 << 20
 
 // Recovery is what Open found in the log.
 type Recovery struct {
@@ -482,7 +482,9 @@ func (s *Store) commit(reqs []*writeReq) {
 		s.fail(reqs, nil, fmt.Errorf("spool write: %w", err))
 		return
 	}
+	st.mu.Lock() // LogStats reads it
 	seg.size = b.base + int64(len(b.fb.buf))
+	st.mu.Unlock()
 	s.commits.Add(1)
 	s.committed.Add(uint64(len(reqs)))
 	if cap(s.buf) > 4<<20 {
@@ -563,16 +565,15 @@ func (s *Store) roll() (*segment, error) {
 // maintain runs after each commit: it deletes the oldest segments once
 // none of their records is current, and compacts the oldest segment when
 // it is mostly settled but pinned by a few records, writing those again
-// at the end of the log.
+// at the end of the log. One compaction chunk at most per commit, so that
+// appends never wait behind more than one.
 func (s *Store) maintain() {
 	if s.broken != nil {
 		return
 	}
-	for range 64 { // bounded: appends wait meanwhile
+	s.reclaim()
+	if s.compact() {
 		s.reclaim()
-		if !s.compact() {
-			return
-		}
 	}
 }
 
