@@ -744,9 +744,6 @@ func (s *Store) PendingDue(sink string, after uint64, n int, choose func(key str
 		}
 		take, stop := choose(e.key, nextTry)
 		if take {
-			if taken == nil {
-				taken = make([]queue.Record, 0, min(n, 64))
-			}
 			r, err := st.record(e)
 			if err != nil {
 				return nil, 0, 0, fmt.Errorf("spool pending %q: seq %d: %w", sink, e.seq, err)
