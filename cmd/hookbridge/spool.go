@@ -23,7 +23,7 @@ var spoolCmd = &command{
 	actions:   []string{"ls", "replay", "drop"},
 	takesArgs: true,
 	long: `
-Spool works on the durable spool of the config: the local spool file
+Spool works on the durable spool of the config: the local spool's log
 (spool.dir) while serve is stopped, since a running hookbridge locks it;
 or, with spool.backend: jetstream, the shared stream while the replicas
 run (SEQ is then the stream sequence).
