@@ -778,3 +778,44 @@ func FuzzTornTail(f *testing.F) {
 		}
 	})
 }
+
+// TestDrainedBacklogGivesMemoryBack: after a backlog of 100,000 messages
+// is delivered, the index lets go of what it held for them (a Go map
+// keeps its size unless rebuilt).
+func TestDrainedBacklogGivesMemoryBack(t *testing.T) {
+	s := open(t, t.TempDir(), Options{CacheBytes: -1})
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	empty := heap()
+	batch := make([]queue.Record, 1000)
+	var seqs []uint64
+	for range 100 {
+		for j := range batch {
+			batch[j] = rec("bus", "x", "b")
+		}
+		if err := s.Append(batch); err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, seqsOf(batch)...)
+	}
+	full := heap()
+	s.DoneLater("bus", seqs)
+	// Maintenance runs after a commit, once its requests are answered:
+	// the second commit is taken only after the first one's.
+	for range 2 {
+		if err := s.Probe(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drained := heap()
+	t.Logf("heap: empty %d KiB, 100,000 waiting %d KiB, drained %d KiB", empty>>10, full>>10, drained>>10)
+	// Without rebuilding the map, about a fifth stays (measured: 2.6 of
+	// 13.6 MiB); rebuilt, about 2%.
+	if drained-empty > (full-empty)/10 {
+		t.Errorf("the drained index still holds %d KiB of the %d KiB the backlog took", (drained-empty)>>10, (full-empty)>>10)
+	}
+}

@@ -25,9 +25,28 @@ type state struct {
 	bytes int64                // their summed Size()
 	dead  int                  // dead letters
 
-	cached     int64 // bytes of records held in memory (entry.val)
+	cached     int64 // bytes of records held in memory (entry.rec)
 	cacheLimit int64
 	loading    bool // recovery: lists are sorted once at the end
+	// peak is the most records recs held since it was last rebuilt: Go
+	// maps keep their size, so one that held a long outage's backlog is
+	// rebuilt once it is mostly empty (shrink).
+	peak int
+}
+
+// shrink rebuilds recs once it holds an eighth of what it held at its
+// peak, so that a drained backlog gives its memory back.
+func (st *state) shrink() {
+	n := len(st.recs)
+	st.peak = max(st.peak, n)
+	if st.peak < 1<<16 || n*8 > st.peak {
+		return
+	}
+	recs := make(map[uint64]*entry, n)
+	for seq, e := range st.recs {
+		recs[seq] = e
+	}
+	st.recs, st.peak = recs, n
 }
 
 // entry is a current record. It is kept small: a spool may index a
@@ -84,6 +103,9 @@ func (l *sinkList) remove(e *entry) {
 		clear(l.entries[:i])
 		l.entries = l.entries[i:]
 		l.holes -= i
+		if len(l.entries) == 0 {
+			l.entries = nil // a drained backlog's array goes with it
+		}
 	}
 	if l.holes > 64 && l.holes*2 > len(l.entries) {
 		l.sweep()

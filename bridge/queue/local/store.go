@@ -577,10 +577,12 @@ func (s *Store) maintain() {
 	}
 }
 
-// reclaim deletes the oldest segments that hold no current record.
+// reclaim deletes the oldest segments that hold no current record, and
+// shrinks the index after a backlog drained.
 func (s *Store) reclaim() {
 	st := &s.st
 	st.mu.Lock()
+	st.shrink()
 	var gone []*segment
 	for len(st.segs) > 1 && st.segs[0].live == 0 {
 		gone = append(gone, st.segs[0])
