@@ -51,15 +51,7 @@ func (a *Admin) DropPending(_ context.Context, sink string, seqs []uint64) (int,
 
 // PurgePending implements queue.Admin.
 func (a *Admin) PurgePending(ctx context.Context, sink string) (int, error) {
-	recs, err := a.store.Pending(sink, 0, 1<<30)
-	if err != nil {
-		return 0, err
-	}
-	seqs := make([]uint64, len(recs))
-	for i, r := range recs {
-		seqs[i] = r.Seq
-	}
-	return a.store.DropPending(sink, seqs)
+	return a.store.PurgePending(sink)
 }
 
 // Shared implements queue.Admin: no replica delivers while the file is

@@ -805,6 +805,31 @@ func (s *Store) DropPending(sink string, seqs []uint64) (int, error) {
 	return n, nil
 }
 
+// PurgePending deletes every record waiting for sink and returns how
+// many there were, reading none of them.
+func (s *Store) PurgePending(sink string) (int, error) {
+	n := 0
+	err := s.submit(func(b *batch) error {
+		st := &s.st
+		var seqs []uint64
+		if l := st.lists[sink]; l != nil {
+			for _, e := range l.entries {
+				if !e.gone {
+					seqs = append(seqs, e.seq)
+				}
+			}
+		}
+		gone := st.dropSeqs(seqs, pendingFor(sink))
+		b.fb.delete(gone)
+		n = len(gone)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("spool purge pending %q: %w", sink, err)
+	}
+	return n, nil
+}
+
 // dropLogged removes the current records of seqs that match from the
 // index and the log, in the writer's next commit, and returns how many.
 func (s *Store) dropLogged(seqs []uint64, match func(*entry) bool) (int, error) {
