@@ -51,7 +51,7 @@ func openSpool(ctx context.Context, cfg *config.Config, log *slog.Logger, m *met
 		}
 		return s, nil
 	case cfg.UsesSpool():
-		q, err := local.OpenQueue(sp.Dir, local.Options{MaxBytes: sp.MaxBytes, MaxEvents: sp.MaxEvents, ObserveSync: m.SpoolSynced})
+		q, err := local.OpenQueue(sp.Dir, local.Options{MaxBytes: sp.MaxBytes, MaxEvents: sp.MaxEvents, ObserveSync: m.SpoolSynced, Log: log})
 		if err != nil {
 			return nil, fmt.Errorf("spool: %w", err)
 		}

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -393,7 +395,8 @@ func TestAppendWhenTheDiskFails(t *testing.T) {
 // (a read-only directory, a full disk) the log goes on in the one it has.
 func TestNewSegmentCannotBeCreated(t *testing.T) {
 	dir := t.TempDir()
-	s := open(t, dir, Options{SegmentBytes: 512})
+	var logs strings.Builder
+	s := open(t, dir, Options{SegmentBytes: 512, Log: slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))})
 	// A directory where segment 2 would go makes its creation fail, also
 	// for root, whom a read-only mode does not stop.
 	if err := os.Mkdir(filepath.Join(dir, segmentName(2)), 0o700); err != nil {
@@ -407,9 +410,19 @@ func TestNewSegmentCannotBeCreated(t *testing.T) {
 	if files := segmentFiles(t, dir); len(files) != 1 || fileSize(t, files[0]) < 2000 {
 		t.Fatalf("segments %v", files)
 	}
+	// Said once, not at every commit; and said again when it works.
+	if err := os.Remove(filepath.Join(dir, segmentName(2))); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append([]queue.Record{rec("bus", "20", "x")}); err != nil {
+		t.Fatal(err)
+	}
 	s.Close()
+	if n := strings.Count(logs.String(), "cannot start a new log segment"); n != 1 || !strings.Contains(logs.String(), "can be created again") {
+		t.Errorf("logged the failure %d times:\n%s", n, logs.String())
+	}
 	s = open(t, dir, Options{SegmentBytes: 512})
-	if n := len(pendingIDs(t, s, "bus")); n != 20 {
+	if n := len(pendingIDs(t, s, "bus")); n != 21 {
 		t.Fatalf("%d pending after restart", n)
 	}
 }
@@ -818,4 +831,17 @@ func TestDrainedBacklogGivesMemoryBack(t *testing.T) {
 	if drained-empty > (full-empty)/10 {
 		t.Errorf("the drained index still holds %d KiB of the %d KiB the backlog took", (drained-empty)>>10, (full-empty)>>10)
 	}
+}
+
+// syncWriter serializes writes to w: the store logs from its writer
+// goroutine.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(b)
 }

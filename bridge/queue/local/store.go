@@ -22,6 +22,7 @@ package local
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -54,6 +55,9 @@ type Options struct {
 	// ObserveSync, when set, is told how long each group commit's write
 	// and fdatasync took and how many requests it answered.
 	ObserveSync func(took time.Duration, requests int)
+	// Log receives what the store does on its own that an operator
+	// should know: a new segment it could not create. nil discards it.
+	Log *slog.Logger
 }
 
 // Defaults of Options.
@@ -147,7 +151,10 @@ type Store struct {
 	// broken is set when a failed commit could not be taken back out of
 	// the log: nothing more is written until a restart recovers.
 	broken error
-	buf    []byte // the writer's frame buffer, reused
+	// rollFailing is set while new segments cannot be created, so that
+	// the first failure is logged and the recovery too, not every commit.
+	rollFailing bool
+	buf         []byte // the writer's frame buffer, reused
 
 	recovery Recovery
 }
@@ -193,6 +200,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if opts.CacheBytes == 0 {
 		opts.CacheBytes = DefaultCacheBytes
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	lock, err := acquire(dir, opts.OpenTimeout)
 	if err != nil {
@@ -554,7 +564,16 @@ func (s *Store) roll() (*segment, error) {
 	}
 	seg, err := createSegment(s.dir, active.id+1, next)
 	if err != nil {
+		if !s.rollFailing {
+			s.rollFailing = true
+			s.opts.Log.Warn("spool: cannot start a new log segment; writing on in the current one, which grows past spool segment size until the directory takes files again",
+				"dir", s.dir, "segment_bytes", active.size, "err", err)
+		}
 		return active, nil // retried at the next commit
+	}
+	if s.rollFailing {
+		s.rollFailing = false
+		s.opts.Log.Info("spool: new log segments can be created again", "dir", s.dir)
 	}
 	st.mu.Lock()
 	st.segs = append(st.segs, seg)
