@@ -221,18 +221,6 @@ func formatDefault(v reflect.Value) string {
 	return fmt.Sprint(v.Interface())
 }
 
-// shortDuration is d as written in a config: 2m, 168h, 200ms, 0s.
-func shortDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
-
 func TestShortDuration(t *testing.T) {
 	for d, want := range map[time.Duration]string{0: "0s", 200 * time.Millisecond: "200ms", 2 * time.Minute: "2m",
 		168 * time.Hour: "168h", 90 * time.Second: "1m30s", 30 * time.Second: "30s", time.Hour + time.Minute: "1h1m"} {

@@ -74,7 +74,7 @@ type command struct {
 }
 
 func commands() []*command {
-	return []*command{serveCmd, checkCmd, verifyCmd, signCmd, sendCmd, tailCmd, spoolCmd, versionCmd}
+	return []*command{serveCmd, checkCmd, schemaCmd, verifyCmd, signCmd, sendCmd, tailCmd, spoolCmd, versionCmd}
 }
 
 func lookupCommand(name string) *command {

@@ -163,7 +163,7 @@ func TestCheck(t *testing.T) {
 	}
 
 	code, _, stderr = runCmd(t, "", nil, "check", "-config", "../../config.yaml")
-	want := "hookbridge check: ../../config.yaml:30: sources[0].secrets[0]: environment variable BROWSER_USE_WEBHOOK_SECRET is not set: export it (or write ${BROWSER_USE_WEBHOOK_SECRET:-default} for a fallback)\n"
+	want := "hookbridge check: ../../config.yaml:31: sources[0].secrets[0]: environment variable BROWSER_USE_WEBHOOK_SECRET is not set: export it (or write ${BROWSER_USE_WEBHOOK_SECRET:-default} for a fallback)\n"
 	if code != 1 || stderr != want {
 		t.Errorf("unset secret: code %d stderr %q, want 1 and %q", code, stderr, want)
 	}

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -185,6 +186,15 @@ var (
 
 const mechanisms = `"plain", "scram-sha-256" or "scram-sha-512"`
 
+// Mechanisms are the values sasl.mechanism takes besides "" (no SASL).
+var Mechanisms = []string{"plain", "scram-sha-256", "scram-sha-512"}
+
+// AcksValues are the values acks takes, sorted.
+func AcksValues() []string { return slices.Sorted(maps.Keys(acksValues)) }
+
+// CompressionValues are the values compression takes, sorted.
+func CompressionValues() []string { return slices.Sorted(maps.Keys(compressionValues)) }
+
 // Validate reports every problem in c (after SetDefaults) as
 // *sinks.ConfigError values.
 func (c *Config) Validate() error {
@@ -233,12 +243,12 @@ func (c *Config) Validate() error {
 		errs = append(errs, sinks.Problemf("tls.key_file", "a client key needs its certificate: set tls.cert_file too"))
 	}
 	s := c.SASL
-	switch s.Mechanism {
-	case "":
+	switch {
+	case s.Mechanism == "":
 		if s.Username != "" || s.Password != "" {
 			errs = append(errs, sinks.Problemf("sasl.mechanism", "missing: credentials are set; choose %s", mechanisms))
 		}
-	case "plain", "scram-sha-256", "scram-sha-512":
+	case slices.Contains(Mechanisms, s.Mechanism):
 		if s.Username == "" {
 			errs = append(errs, sinks.Problemf("sasl.username", "missing: sasl mechanism %q needs a username", s.Mechanism))
 		}

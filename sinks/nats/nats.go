@@ -22,6 +22,9 @@ import (
 	"github.com/hookbridge/hookbridge/sinks"
 )
 
+// StorageValues are the values stream.storage takes.
+var StorageValues = []string{"file", "memory"}
+
 // Embedded is the URL value that starts an in-process nats-server.
 const Embedded = "embedded"
 
@@ -150,7 +153,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	s := c.Stream
-	if s.Storage != "file" && s.Storage != "memory" {
+	if !slices.Contains(StorageValues, s.Storage) {
 		errs = append(errs, sinks.Problemf("stream.storage", `%q: use "file" or "memory"`, s.Storage))
 	}
 	if s.Replicas < 1 || s.Replicas > 5 {
