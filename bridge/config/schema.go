@@ -238,7 +238,25 @@ func (g *schemaGen) root() *jsonSchema {
 	})
 	defs.add(defTarget, g.target())
 	root.Defs = defs
+	spoolBackends(root.Properties.schemas[slices.Index(root.Properties.names, "spool")])
 	return root
+}
+
+// spoolBackends adds to the spool's schema what validateSpool checks of
+// its backend: the jetstream backend's keys (jetstream.Config's) are
+// refused with backend local, written or left to the default, and
+// jetstream needs url (jetstream.Config.Validate). A backend from ${VAR}
+// is left to the loader.
+func spoolBackends(s *jsonSchema) {
+	onlyNull := &properties{}
+	walkKeys(reflect.TypeFor[jetstream.Config](), nil, func(name string, _ []int) { onlyNull.add(name, nullSchema) })
+	backendIs := func(values ...any) *properties {
+		return &properties{names: []string{"backend"}, schemas: []*jsonSchema{{Enum: values}}}
+	}
+	s.AllOf = append(s.AllOf,
+		&jsonSchema{If: &jsonSchema{Properties: backendIs(SpoolLocal, nil)}, Then: &jsonSchema{Properties: onlyNull}},
+		&jsonSchema{If: &jsonSchema{Properties: backendIs(SpoolJetStream), Required: []string{"backend"}}, Then: &jsonSchema{Required: []string{"url"}}},
+	)
 }
 
 // describe sets s's description and default from the reference row of

@@ -115,23 +115,24 @@ func TestSchemaAcceptsRepoConfigs(t *testing.T) {
 // list or the other.
 func TestSchemaRefusesInvalidConfigs(t *testing.T) {
 	refused := map[string][]string{ // file: what the schema's error names
-		"unknown-top-key.yaml":    {"'servre'"},
-		"nats-unknown-key.yaml":   {"/sinks/0/jetstream_x"},
-		"status-not-list.yaml":    {"/routes/0/status"},
-		"bad-duration.yaml":       {"/sources/0/tolerance"},
-		"unknown-sink-type.yaml":  {"/sinks/0/type"},
-		"content-mode.yaml":       {"/sinks/0/content_mode", "/sinks/1/content_mode"},
-		"no-secret.yaml":          {"/sources/0", "'secrets'"},
-		"nats-missing-url.yaml":   {"/sinks/0", "'url'"},
-		"kafka-sqs-problems.yaml": {"/sinks/0/compression", "'brokers'"},
-		"multiple-problems.yaml":  {"/sinks/0/stream/storage"},
-		"replay-cache-size.yaml":  {"/server/replay_cache_size"},
-		"jetstream-problems.yaml": {"/spool/replicas", "/spool/partitions"},
-		"not-mapping.yaml":        {"want object"},
+		"unknown-top-key.yaml":         {"'servre'"},
+		"nats-unknown-key.yaml":        {"/sinks/0/jetstream_x"},
+		"status-not-list.yaml":         {"/routes/0/status"},
+		"bad-duration.yaml":            {"/sources/0/tolerance"},
+		"unknown-sink-type.yaml":       {"/sinks/0/type"},
+		"content-mode.yaml":            {"/sinks/0/content_mode", "/sinks/1/content_mode"},
+		"no-secret.yaml":               {"/sources/0", "'secrets'"},
+		"nats-missing-url.yaml":        {"/sinks/0", "'url'"},
+		"kafka-sqs-problems.yaml":      {"/sinks/0/compression", "'brokers'"},
+		"multiple-problems.yaml":       {"/sinks/0/stream/storage"},
+		"replay-cache-size.yaml":       {"/server/replay_cache_size"},
+		"jetstream-problems.yaml":      {"/spool/replicas", "/spool/partitions"},
+		"not-mapping.yaml":             {"want object"},
+		"jetstream-keys-on-local.yaml": {"/spool/url", "/spool/partitions"},
 	}
 	loaderOnly := []string{
 		"budgets.yaml", "dead-letter-template.yaml", "duplicate-route.yaml", "duplicate-sink.yaml",
-		"jetstream-keys-on-local.yaml", "unknown-sink-in-route.yaml", "unknown-template-var.yaml",
+		"unknown-sink-in-route.yaml", "unknown-template-var.yaml",
 		"unset-env.yaml", "when-problems.yaml", "write-timeout.yaml", "wrong-target-key.yaml",
 		"yaml-syntax.yaml",
 	}
@@ -264,19 +265,26 @@ func TestSchemaEnumsAreValidations(t *testing.T) {
 				_, lerr := Parse("case.yaml", data, testEnv)
 				loaderRefuses := lerr != nil && strings.Contains(lerr.Error(), ": "+tc.errKey+": ")
 				serr := validateYAML(sch, data)
+				schemaRefuses := serr != nil && strings.Contains(fmt.Sprintf("%#v", serr), "at '"+instancePath(tc.errKey)+"'")
 				switch {
 				case v == "bogus" && !loaderRefuses:
 					t.Errorf("%s: %s: the loader takes it (%v)", key, v, lerr)
-				case v == "bogus" && serr == nil:
-					t.Errorf("%s: %s: the schema takes it", key, v)
+				case v == "bogus" && !schemaRefuses:
+					t.Errorf("%s: %s: the schema takes it (%v)", key, v, serr)
 				case v != "bogus" && loaderRefuses:
 					t.Errorf("%s: %s: the schema lists it, the loader refuses it: %v", key, v, lerr)
-				case v != "bogus" && serr != nil:
+				case v != "bogus" && schemaRefuses:
 					t.Errorf("%s: %s: the schema refuses its own value: %v", key, v, serr)
 				}
 			}
 		})
 	}
+}
+
+// instancePath is the JSON pointer of a key as the loader names it:
+// sinks[0].stream.storage is /sinks/0/stream/storage.
+func instancePath(key string) string {
+	return "/" + strings.NewReplacer("[", "/", "]", "", ".", "/").Replace(key)
 }
 
 // TestSchemaRequiredAndTypes: configs the loader refuses for a missing key,
@@ -304,6 +312,8 @@ func TestSchemaRequiredAndTypes(t *testing.T) {
 		{"number for a list", strings.Replace(withSink("kafka", ""), "brokers: [kafka:9092]", "brokers: 5", 1), []string{"/sinks/0/brokers"}},
 		{"word for a boolean", withSink("nats", ", jetstream: maybe"), []string{"/sinks/0/jetstream"}},
 		{"list for a string", "server: {listen: [a]}\n" + schemaBase, []string{"/server/listen"}},
+		{"jetstream without url", "spool: {backend: jetstream}\n" + schemaBase, []string{"/spool", "'url'"}},
+		{"jetstream key by default local", "spool: {stream: S}\n" + schemaBase, []string{"/spool/stream"}},
 		{"duration without unit", "server: {read_timeout: 30}\n" + schemaBase, []string{"/server/read_timeout"}},
 		{"unknown retry key", strings.Replace(schemaBase, "path: ./events.jsonl", "path: ./events.jsonl, retry: {max_tries: 3}", 1), []string{"'max_tries'"}},
 	}
@@ -325,14 +335,15 @@ func TestSchemaRequiredAndTypes(t *testing.T) {
 		return testEnv(name)
 	}
 	accepted := map[string]string{
-		"nulls":               "server:\n  listen: null\n  tls: null\ndelivery: null\nspool: null\n" + schemaBase,
-		"env in a number":     "server: {max_body_bytes: \"${PORT_BYTES}\", max_buffered_bytes: 33_554_432}\n" + schemaBase,
-		"env in a boolean":    withSink("nats", ", jetstream: \"${JS}\""),
-		"env default":         "server: {listen: \"${LISTEN:-127.0.0.1:8081}\", read_timeout: \"${RT:-40s}\"}\n" + schemaBase,
-		"zero duration":       "sources: [{name: s, secrets: [whsec_x], tolerance: 0}]\n" + schemaBase[strings.Index(schemaBase, "sinks:"):],
-		"durations":           "server: {read_timeout: 1m30s, write_timeout: 90.5s, idle_timeout: 1h}\n" + schemaBase,
-		"when without status": strings.Replace(schemaBase, `status: ["*"]`, `when: status == "finished"`, 1),
-		"every kind":          allKinds(),
+		"nulls":                        "server:\n  listen: null\n  tls: null\ndelivery: null\nspool: null\n" + schemaBase,
+		"env in a number":              "server: {max_body_bytes: \"${PORT_BYTES}\", max_buffered_bytes: 33_554_432}\n" + schemaBase,
+		"env in a boolean":             withSink("nats", ", jetstream: \"${JS}\""),
+		"env default":                  "server: {listen: \"${LISTEN:-127.0.0.1:8081}\", read_timeout: \"${RT:-40s}\"}\n" + schemaBase,
+		"zero duration":                "sources: [{name: s, secrets: [whsec_x], tolerance: 0}]\n" + schemaBase[strings.Index(schemaBase, "sinks:"):],
+		"jetstream keys null on local": "spool: {backend: local, url: null}\n" + schemaBase,
+		"durations":                    "server: {read_timeout: 1m30s, write_timeout: 90.5s, idle_timeout: 1h}\n" + schemaBase,
+		"when without status":          strings.Replace(schemaBase, `status: ["*"]`, `when: status == "finished"`, 1),
+		"every kind":                   allKinds(),
 	}
 	for name, cfg := range accepted {
 		t.Run(name, func(t *testing.T) {
