@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"reflect"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hookbridge/hookbridge/bridge/config/internal/refdoc"
 )
 
 // reference is the configuration reference, which lists every key with
@@ -27,41 +28,17 @@ type referenceRow struct {
 
 func readReference(t *testing.T) map[string]referenceRow {
 	t.Helper()
-	f, err := os.Open(reference)
+	md, err := os.ReadFile(reference)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	rows := map[string]referenceRow{}
-	inTable := false
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		switch {
-		case line == "| key | default | meaning |":
-			inTable = true
-			continue
-		case !strings.HasPrefix(line, "|"):
-			inTable = false
-			continue
-		case !inTable || strings.HasPrefix(line, "|---"):
-			continue
-		}
-		cells := strings.Split(line, " | ")
-		if len(cells) < 3 {
-			t.Errorf("%s:%d: not a key | default | meaning row", reference, n)
-			continue
-		}
-		key := strings.Trim(strings.TrimPrefix(cells[0], "| "), "`")
-		d := cells[1]
-		literal := strings.HasPrefix(d, "`") && strings.HasSuffix(d, "`") && strings.Count(d, "`") == 2
-		if _, dup := rows[key]; dup {
-			t.Errorf("%s:%d: %s is listed twice", reference, n, key)
-		}
-		rows[key] = referenceRow{line: n, key: key, deflt: strings.Trim(d, "`"), literalDeflt: literal}
+	parsed, err := refdoc.Parse(md) // the parser descriptions.go is generated with
+	if err != nil {
+		t.Fatalf("%s: %v", reference, err)
 	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
+	rows := map[string]referenceRow{}
+	for _, r := range parsed {
+		rows[r.Key] = referenceRow{line: r.Line, key: r.Key, deflt: strings.Trim(r.Default, "`"), literalDeflt: r.LiteralDefault}
 	}
 	return rows
 }
