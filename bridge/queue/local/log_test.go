@@ -845,3 +845,47 @@ func (s *syncWriter) Write(b []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.w.Write(b)
 }
+
+// TestFailedCommitInANewSegment: a commit that fails right after the log
+// rolled to a new segment is taken back there, and the log goes on.
+func TestFailedCommitInANewSegment(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{SegmentBytes: 600})
+	for i := range 4 {
+		if err := s.Append([]queue.Record{rec("bus", strconv.Itoa(i), strings.Repeat("x", 100))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := len(segmentFiles(t, dir))
+	realWrite := s.writeAt
+	fail := true
+	s.writeAt = func(f *os.File, b []byte, off int64) error {
+		if fail {
+			return syscall.ENOSPC
+		}
+		return realWrite(f, b, off)
+	}
+	// Enough appends to need a new segment; each fails.
+	for i := range 3 {
+		if err := s.Append([]queue.Record{rec("bus", fmt.Sprintf("lost-%d", i), strings.Repeat("y", 300))}); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("append on a full disk: %v", err)
+		}
+	}
+	fail = false
+	if err := s.Append([]queue.Record{rec("bus", "after", "z")}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"0", "1", "2", "3", "after"}
+	if got := pendingIDs(t, s, "bus"); !slices.Equal(got, want) {
+		t.Fatalf("pending %v, want %v", got, want)
+	}
+	t.Logf("%d segments before the failures, %d after", before, len(segmentFiles(t, dir)))
+	s.Close()
+	s = open(t, dir, Options{SegmentBytes: 600})
+	if got := pendingIDs(t, s, "bus"); !slices.Equal(got, want) {
+		t.Fatalf("after a restart %v, want %v", got, want)
+	}
+	if r := s.Recovery(); r.TornWrites != 0 {
+		t.Errorf("recovery %+v", r)
+	}
+}
