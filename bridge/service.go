@@ -28,6 +28,7 @@ import (
 	"github.com/hookbridge/hookbridge/bridge/metrics"
 	"github.com/hookbridge/hookbridge/bridge/redact"
 	"github.com/hookbridge/hookbridge/bridge/route"
+	"github.com/hookbridge/hookbridge/bridge/telemetry"
 	"github.com/hookbridge/hookbridge/sinks"
 )
 
@@ -52,8 +53,11 @@ type Service struct {
 	spool    *spool // nil unless the config's spool is used
 	gen      atomic.Pointer[generation]
 	budget   *ingress.Budget // what requests in flight may hold, across reloads
-	reloadMu sync.Mutex
-	draining atomic.Bool
+	// telemetry traces webhooks; built once at start (a reload's
+	// telemetry keys but task_id_attribute wait for a restart).
+	telemetry *telemetry.Provider
+	reloadMu  sync.Mutex
+	draining  atomic.Bool
 }
 
 // Options are a Service's settings beside its config.
@@ -69,6 +73,9 @@ type Options struct {
 	// anything built from them can be logged. Secrets are never
 	// forgotten: a rotated-out one stays scrubbed.
 	Scrubber *redact.Scrubber
+	// Version is hookbridge's version, reported as service.version on
+	// spans.
+	Version string
 }
 
 // generation is everything one config builds.
@@ -136,10 +143,14 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Service, err
 			return nil, errors.Join(err, s.spool.closeAll())
 		}
 	}
+	if s.telemetry, err = telemetry.New(ctx, cfg.Telemetry, telemetry.Options{Version: opts.Version}); err != nil {
+		s.closeListeners()
+		return nil, errors.Join(err, s.spool.closeAll())
+	}
 	g, err := s.build(ctx, cfg, nil)
 	if err != nil {
 		s.closeListeners()
-		return nil, errors.Join(err, s.spool.closeAll())
+		return nil, errors.Join(err, s.spool.closeAll(), s.telemetry.Shutdown(ctx))
 	}
 	s.gen.Store(g)
 	if g.spooler != nil {
@@ -172,7 +183,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Service, err
 		log.Warn(w)
 	}
 	log.Info("hookbridge listening", "addr", s.ln.Addr().String(), "admin", s.adminLn.Addr().String(),
-		"delivery", cfg.Delivery, "sources", len(cfg.Sources), "sinks", len(cfg.Sinks))
+		"delivery", cfg.Delivery, "sources", len(cfg.Sources), "sinks", len(cfg.Sinks), "tracing", s.telemetry.Describe())
 	return s, nil
 }
 
@@ -220,7 +231,7 @@ func (s *Service) build(ctx context.Context, cfg *config.Config, prev *generatio
 	}
 	var err error
 	g.ingress, err = ingress.New(cfg, ingress.Options{Router: g.router, Deliverer: d, Metrics: s.metrics,
-		Shared: s.spool.sharedReplay(), Previous: prevIngress, Budget: s.budget, Log: s.log})
+		Shared: s.spool.sharedReplay(), Previous: prevIngress, Budget: s.budget, Tracer: s.telemetry.Tracer(), Log: s.log})
 	if err != nil {
 		return nil, errors.Join(err, closeOpened())
 	}
@@ -383,7 +394,8 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	for name, sk := range g.sinks {
 		errs = append(errs, closeSink(context.WithoutCancel(ctx), name, sk))
 	}
-	return errors.Join(append(errs, s.spool.closeAll())...)
+	// Last, so the spans of the webhooks drained above are flushed.
+	return errors.Join(append(errs, s.spool.closeAll(), s.telemetry.Shutdown(ctx))...)
 }
 
 // closeSink closes a sink, flushing what it holds.

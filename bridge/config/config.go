@@ -35,6 +35,9 @@ type Config struct {
 	Sources  []Source `yaml:"sources"`
 	Sinks    []Sink   `yaml:"sinks"`
 	Routes   []Route  `yaml:"routes"`
+	// Telemetry is the OpenTelemetry tracing of webhooks; off unless an
+	// endpoint or exporter is given here or in the OTEL_* environment.
+	Telemetry Telemetry `yaml:"telemetry"`
 
 	// raw is the file's content as loaded, so a watcher can tell whether
 	// the file changed since, even before it started watching.
@@ -79,6 +82,52 @@ func (c *Config) Secrets() []string {
 // Raw is the file's content as it was loaded; nil for a config built in
 // code.
 func (c *Config) Raw() []byte { return c.raw }
+
+// Telemetry configures tracing (package telemetry). Each key left out
+// falls back to its OTEL_* environment variable, then to the SDK's
+// default: a key written here wins over the environment, so that the file
+// says what runs (write ${OTEL_...} to defer to the environment).
+type Telemetry struct {
+	// Exporter is "otlp" (export spans) or "none" (no tracing);
+	// OTEL_TRACES_EXPORTER when left out. Left out everywhere, tracing is
+	// on only if an endpoint is given.
+	Exporter string `yaml:"exporter"`
+	// Endpoint is the OTLP receiver's base URL, as
+	// OTEL_EXPORTER_OTLP_ENDPOINT (http/protobuf appends /v1/traces).
+	Endpoint string `yaml:"endpoint"`
+	// Protocol is "grpc" or "http/protobuf"; OTEL_EXPORTER_OTLP_PROTOCOL
+	// when left out, then http/protobuf.
+	Protocol string `yaml:"protocol"`
+	// Sampler is an OTEL_TRACES_SAMPLER value; SamplerArg its argument
+	// (the ratio of the traceidratio samplers).
+	Sampler    string   `yaml:"sampler"`
+	SamplerArg *float64 `yaml:"sampler_arg"`
+	// ServiceName is the service.name resource attribute;
+	// OTEL_SERVICE_NAME, then DefaultServiceName.
+	ServiceName string `yaml:"service_name"`
+	// ResourceAttributes are key=value pairs separated by commas, as in
+	// OTEL_RESOURCE_ATTRIBUTES, added to the environment's (a key given
+	// in both takes this value).
+	ResourceAttributes string `yaml:"resource_attributes"`
+	// TaskIDAttribute records each event's task id on its span
+	// (hookbridge.task_id). Off: a task id can identify a user's task.
+	TaskIDAttribute bool `yaml:"task_id_attribute"`
+}
+
+// Telemetry exporters, protocols and samplers: the values of
+// OTEL_TRACES_EXPORTER, OTEL_EXPORTER_OTLP_PROTOCOL and OTEL_TRACES_SAMPLER
+// that hookbridge supports.
+const (
+	ExporterOTLP = "otlp"
+	ExporterNone = "none"
+
+	ProtocolGRPC         = "grpc"
+	ProtocolHTTPProtobuf = "http/protobuf"
+)
+
+// Samplers lists the OTEL_TRACES_SAMPLER values telemetry.sampler takes.
+var Samplers = []string{"always_on", "always_off", "traceidratio",
+	"parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio"}
 
 // Delivery modes.
 const (

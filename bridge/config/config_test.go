@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -154,7 +155,7 @@ when-problems.yaml:21: routes[3].when: route "too-costly": may cost up to 144132
 when-problems.yaml:24: routes[4].when: route "bad-zone": getHours("Europe/Pariss"): unknown time zone Europe/Pariss: use an IANA name such as "Europe/Paris", or an offset such as "+02:00"
 when-problems.yaml:26: routes[5].status: route "neither": no status: list the statuses it takes, "*" for all, or give a when condition
 when-problems.yaml:27: routes[5].to[0].subject: route "neither": target "task.{data.metadata..team}": {data.metadata..team} has an empty key: write {data.<key>[.<key>...]} with no leading, trailing or double dots`,
-		"unknown-top-key.yaml":   `unknown-top-key.yaml:1: servre: unknown key (known keys: server, delivery, spool, sources, sinks, routes)`,
+		"unknown-top-key.yaml":   `unknown-top-key.yaml:1: servre: unknown key (known keys: server, delivery, spool, sources, sinks, routes, telemetry)`,
 		"unset-env.yaml":         `unset-env.yaml:3: sources[0].secrets[0]: environment variable HOOKBRIDGE_UNSET_SECRET is not set: export it (or write ${HOOKBRIDGE_UNSET_SECRET:-default} for a fallback)`,
 		"replay-cache-size.yaml": `replay-cache-size.yaml:2: server.replay_cache_size: -5 is out of range: give 1 to 50000000 ids (34 bytes each), or leave it out for 100000`,
 		"jetstream-keys-on-local.yaml": `jetstream-keys-on-local.yaml:2: server.replay_cache: nats keeps the ids in the NATS of the jetstream spool: set spool.backend: jetstream and spool.url, or use memory
@@ -166,6 +167,12 @@ jetstream-problems.yaml:7: spool.partitions: 5000: use 1 to 1024 lanes per sink 
 jetstream-problems.yaml:8: spool.ack_wait: 5s must be longer than server.publish_timeout (10s): NATS would hand a message to another replica while this one still publishes it
 jetstream-problems.yaml:14: sinks[0].retry.max_age: 72h0m0s is not shorter than spool.max_age 48h0m0s: the stream would drop messages before they are dead-lettered; shorten it or lengthen spool.max_age
 jetstream-problems.yaml:14: sinks[0].name: "bus.main": with spool.backend jetstream a sink name is part of NATS subjects and consumer names: use letters, digits, - and _`,
+		"telemetry-problems.yaml": `telemetry-problems.yaml:14: telemetry.exporter: "jaeger": use otlp (export spans) or none (no tracing)
+telemetry-problems.yaml:15: telemetry.protocol: "grpcs": use grpc or http/protobuf
+telemetry-problems.yaml:16: telemetry.sampler: "sometimes": use one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio`,
+		"telemetry-values.yaml": `telemetry-values.yaml:14: telemetry.endpoint: "otel-collector:4317" is not an http(s) URL: write the OTLP receiver's, e.g. http://otel-collector:4318
+telemetry-values.yaml:15: telemetry.sampler_arg: 1.5 is out of range: give the ratio of traces sampled, 0 to 1
+telemetry-values.yaml:16: telemetry.resource_attributes: "team" is not key=value: write e.g. deployment.environment=prod,team=payments`,
 		"budgets.yaml":          `budgets.yaml:3: server.max_buffered_bytes: 1000 is less than max_body_bytes (1048576): a body of the largest size allowed could never be read`,
 		"write-timeout.yaml":    `write-timeout.yaml:1: server.write_timeout: 30s must be longer than publish_timeout (1m0s): the answer is written after publishing`,
 		"wrong-target-key.yaml": `wrong-target-key.yaml:13: routes[0].to[0].topic: route "all": nats sink "bus" takes its target as subject, not topic`,
@@ -550,5 +557,33 @@ func TestSpoolMemory(t *testing.T) {
 	}
 	if warn := tests[4].cfg.SpoolMemoryWarnings(limits); len(warn) != 0 {
 		t.Errorf("jetstream spool: warnings %q", warn)
+	}
+}
+
+// TestLoadTelemetry: the telemetry block's keys, and none filled in when
+// it is left out: each then falls back to its OTEL_* variable, which a
+// default written here would override (package telemetry).
+func TestLoadTelemetry(t *testing.T) {
+	cfg, err := Load("testdata/config/ok-telemetry.yaml", testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arg := 0.25
+	want := Telemetry{Exporter: "otlp", Endpoint: "http://otel-collector:4318", Protocol: "grpc",
+		Sampler: "parentbased_traceidratio", SamplerArg: &arg, ServiceName: "hookbridge-eu",
+		ResourceAttributes: "deployment.environment=prod,team=payments", TaskIDAttribute: true}
+	if got := cfg.Telemetry; !reflect.DeepEqual(got, want) {
+		t.Errorf("telemetry =\n%+v\nwant\n%+v", got, want)
+	}
+	pairs, err := cfg.Telemetry.Attributes()
+	if err != nil || fmt.Sprint(pairs) != "[[deployment.environment prod] [team payments]]" {
+		t.Errorf("attributes %v, %v", pairs, err)
+	}
+	def, err := Load("testdata/config/ok-defaults.yaml", testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(def.Telemetry, Telemetry{}) {
+		t.Errorf("left out, telemetry = %+v: want nothing filled in", def.Telemetry)
 	}
 }

@@ -49,6 +49,13 @@ const (
 	DefaultPath      = "/webhook"
 	DefaultTolerance = 5 * time.Minute
 
+	// The telemetry fallbacks come after the OTEL_* environment, so
+	// SetDefaults leaves those keys empty and package telemetry applies
+	// them: a default written into the config would win over the
+	// environment.
+	DefaultServiceName       = "hookbridge"
+	DefaultTelemetryProtocol = ProtocolHTTPProtobuf
+
 	DefaultMinBackoff  = 200 * time.Millisecond
 	DefaultMaxBackoff  = 30 * time.Second
 	DefaultRetryMaxAge = 72 * time.Hour

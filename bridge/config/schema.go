@@ -156,6 +156,9 @@ func schemaEnums() map[string][]string {
 		"routes[].delivery":    {DeliverySpool, DeliverySync},
 		"server.replay_cache":  {ReplayMemory, ReplayNATS},
 		"spool.backend":        {SpoolLocal, SpoolJetStream},
+		"telemetry.exporter":   {ExporterOTLP, ExporterNone},
+		"telemetry.protocol":   {ProtocolGRPC, ProtocolHTTPProtobuf},
+		"telemetry.sampler":    Samplers,
 		"spool.storage":        natssink.StorageValues,
 		"nats.stream.storage":  natssink.StorageValues,
 		"kafka.acks":           kafkasink.AcksValues(),
@@ -354,6 +357,8 @@ func (g *schemaGen) value(t reflect.Type, v reflect.Value, key string, required 
 		s = ref(defBoolean)
 	case reflect.Int <= t.Kind() && t.Kind() <= reflect.Uint64:
 		s = ref(defInteger)
+	case t.Kind() == reflect.Float64:
+		s = &jsonSchema{AnyOf: []*jsonSchema{{Type: "number"}, ref(defEnv)}}
 	default:
 		panic(fmt.Sprintf("config schema: %s: no JSON type for %s", key, t))
 	}

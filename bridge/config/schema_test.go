@@ -129,12 +129,13 @@ func TestSchemaRefusesInvalidConfigs(t *testing.T) {
 		"jetstream-problems.yaml":      {"/spool/replicas", "/spool/partitions"},
 		"not-mapping.yaml":             {"want object"},
 		"jetstream-keys-on-local.yaml": {"/spool/url", "/spool/partitions"},
+		"telemetry-problems.yaml":      {"/telemetry/exporter", "/telemetry/protocol", "/telemetry/sampler"},
 	}
 	loaderOnly := []string{
 		"budgets.yaml", "dead-letter-template.yaml", "duplicate-route.yaml", "duplicate-sink.yaml",
 		"unknown-sink-in-route.yaml", "unknown-template-var.yaml",
 		"unset-env.yaml", "when-problems.yaml", "write-timeout.yaml", "wrong-target-key.yaml",
-		"yaml-syntax.yaml",
+		"yaml-syntax.yaml", "telemetry-values.yaml",
 	}
 	sch := compileSchema(t)
 	files, _ := filepath.Glob("testdata/config/*.yaml")
@@ -229,6 +230,9 @@ func TestSchemaEnumsAreValidations(t *testing.T) {
 		"nats.stream.storage": {withSink("nats", ", stream: {storage: %s}"), "sinks[0].stream.storage", enums["nats.stream.storage"]},
 		"kafka.acks":          {withSink("kafka", ", acks: %s"), "sinks[0].acks", enums["kafka.acks"]},
 		"kafka.compression":   {withSink("kafka", ", compression: %s"), "sinks[0].compression", enums["kafka.compression"]},
+		"telemetry.exporter":  {"telemetry: {exporter: %s}\n" + schemaBase, "telemetry.exporter", enums["telemetry.exporter"]},
+		"telemetry.protocol":  {"telemetry: {protocol: %s}\n" + schemaBase, "telemetry.protocol", enums["telemetry.protocol"]},
+		"telemetry.sampler":   {"telemetry: {sampler: %s}\n" + schemaBase, "telemetry.sampler", enums["telemetry.sampler"]},
 		"kafka.sasl.mechanism": {withSink("kafka", ", sasl: {mechanism: %s, username: u, password: p}"),
 			"sinks[0].sasl.mechanism", enums["kafka.sasl.mechanism"]},
 	}

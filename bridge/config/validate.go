@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"slices"
@@ -31,6 +32,7 @@ func (c *Config) Validate() error {
 		add(sinks.Problemf("delivery", "%q: use spool (answer once fsynced locally, deliver in the background) or sync (answer once every sink confirmed)", c.Delivery))
 	}
 	add(c.validateSpool())
+	add(c.Telemetry.validate())
 
 	if len(c.Sources) == 0 {
 		add(sinks.Problemf("sources", "no source: add one with a name, a path and secrets"))
@@ -368,4 +370,53 @@ func (c *Config) readSecretFiles() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validate checks the telemetry keys written in the file; the OTEL_*
+// environment they fall back to is checked when tracing starts.
+func (t *Telemetry) validate() error {
+	var errs []error
+	if t.Exporter != "" && t.Exporter != ExporterOTLP && t.Exporter != ExporterNone {
+		errs = append(errs, sinks.Problemf("telemetry.exporter", "%q: use otlp (export spans) or none (no tracing)", t.Exporter))
+	}
+	if t.Protocol != "" && t.Protocol != ProtocolGRPC && t.Protocol != ProtocolHTTPProtobuf {
+		errs = append(errs, sinks.Problemf("telemetry.protocol", "%q: use grpc or http/protobuf", t.Protocol))
+	}
+	if t.Endpoint != "" {
+		if u, err := url.Parse(t.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, sinks.Problemf("telemetry.endpoint", "%q is not an http(s) URL: write the OTLP receiver's, e.g. http://otel-collector:4318", t.Endpoint))
+		}
+	}
+	if t.Sampler != "" && !slices.Contains(Samplers, t.Sampler) {
+		errs = append(errs, sinks.Problemf("telemetry.sampler", "%q: use one of %s", t.Sampler, strings.Join(Samplers, ", ")))
+	}
+	if a := t.SamplerArg; a != nil && !(*a >= 0 && *a <= 1) {
+		errs = append(errs, sinks.Problemf("telemetry.sampler_arg", "%v is out of range: give the ratio of traces sampled, 0 to 1", *a))
+	}
+	if _, err := t.Attributes(); err != nil {
+		errs = append(errs, sinks.Problemf("telemetry.resource_attributes", "%v", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Attributes parses ResourceAttributes: key=value pairs separated by
+// commas, values percent-decoded as in OTEL_RESOURCE_ATTRIBUTES.
+func (t *Telemetry) Attributes() ([][2]string, error) {
+	var out [][2]string
+	if strings.TrimSpace(t.ResourceAttributes) == "" {
+		return nil, nil
+	}
+	for p := range strings.SplitSeq(t.ResourceAttributes, ",") {
+		k, v, ok := strings.Cut(p, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q is not key=value: write e.g. deployment.environment=prod,team=payments", strings.TrimSpace(p))
+		}
+		dv, err := url.PathUnescape(strings.TrimSpace(v))
+		if err != nil {
+			return nil, fmt.Errorf("%q: the value is not percent-encoded correctly", k)
+		}
+		out = append(out, [2]string{k, dv})
+	}
+	return out, nil
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookbridge/hookbridge/bridge/config"
 	"github.com/hookbridge/hookbridge/bridge/event"
@@ -132,7 +134,7 @@ func signedBodies(b *testing.B, ts string) ([][]byte, []string) {
 
 // newBenchIngress is newTestIngress with one source at /webhook (one
 // secret to try) and the replay cache on or off.
-func newBenchIngress(b *testing.B, d Deliverer, replay bool, m *metrics.Metrics) *Handler {
+func newBenchIngress(b *testing.B, d Deliverer, replay bool, m *metrics.Metrics, tracer trace.Tracer) *Handler {
 	b.Helper()
 	cfg := testConfig(func(cfg *config.Config) {
 		cfg.Sources = []config.Source{{Name: "browser-use", Path: "/webhook", Secrets: []config.Secret{testSecret}}}
@@ -143,7 +145,7 @@ func newBenchIngress(b *testing.B, d Deliverer, replay bool, m *metrics.Metrics)
 			cfg.Server.ReplayWindow = &off
 		}
 	})
-	h, err := New(cfg, Options{Router: route.New(cfg.Rules()), Deliverer: d, Metrics: m, Now: func() time.Time { return testNow }})
+	h, err := New(cfg, Options{Router: route.New(cfg.Rules()), Deliverer: d, Metrics: m, Tracer: tracer, Now: func() time.Time { return testNow }})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -161,7 +163,7 @@ func BenchmarkIngress(b *testing.B) {
 	ts := strconv.FormatInt(testNow.Unix(), 10)
 	bodies, sigs := signedBodies(b, ts)
 
-	serial := func(b *testing.B, replay, withMetrics bool) {
+	serial := func(b *testing.B, replay, withMetrics bool, tracer trace.Tracer) {
 		d := &acceptAll{}
 		var m *metrics.Metrics
 		if withMetrics {
@@ -170,7 +172,7 @@ func BenchmarkIngress(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		h := newBenchIngress(b, d, replay, m)
+		h := newBenchIngress(b, d, replay, m, tracer)
 		r, w := newBenchRequest(ts), newBenchWriter()
 		b.SetBytes(int64(len(bodies[0])))
 		b.ReportAllocs()
@@ -186,14 +188,21 @@ func BenchmarkIngress(b *testing.B) {
 			b.Fatalf("%d requests, %d accepted, %d delivered", i, got, d.n.Load())
 		}
 	}
-	b.Run("accepted", func(b *testing.B) { serial(b, true, false) })
-	b.Run("replay-off", func(b *testing.B) { serial(b, false, false) })
-	b.Run("metrics", func(b *testing.B) { serial(b, true, true) })
+	b.Run("accepted", func(b *testing.B) { serial(b, true, false, nil) })
+	b.Run("replay-off", func(b *testing.B) { serial(b, false, false, nil) })
+	b.Run("metrics", func(b *testing.B) { serial(b, true, true, nil) })
+	// Telemetry on: every webhook sampled, its three spans batched as in
+	// production and handed to an exporter that drops them.
+	b.Run("traced", func(b *testing.B) {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
+		defer func() { _ = tp.Shutdown(context.Background()) }()
+		serial(b, true, false, tp.Tracer("bench"))
+	})
 	// Concurrent webhooks share the sync.Pools, the Verifier's pool and the
 	// replay cache's mutex.
 	b.Run("parallel", func(b *testing.B) {
 		d := &acceptAll{}
-		h := newBenchIngress(b, d, true, nil)
+		h := newBenchIngress(b, d, true, nil, nil)
 		b.SetBytes(int64(len(bodies[0])))
 		b.ReportAllocs()
 		var next atomic.Uint64
@@ -212,3 +221,9 @@ func BenchmarkIngress(b *testing.B) {
 		}
 	})
 }
+
+// discardExporter drops the spans it is given.
+type discardExporter struct{}
+
+func (discardExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardExporter) Shutdown(context.Context) error                             { return nil }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookbridge/hookbridge/bridge/config"
 	"github.com/hookbridge/hookbridge/bridge/event"
@@ -77,7 +78,9 @@ type Handler struct {
 	maxDigits    int
 	publishLimit time.Duration
 	retryAfter   string
-	budget       *Budget // nil: no budget (a handler tested alone)
+	budget       *Budget      // nil: no budget (a handler tested alone)
+	tracer       trace.Tracer // nil: no spans, and no cost (trace.go)
+	taskIDAttr   bool         // telemetry.task_id_attribute
 
 	metrics  *metrics.Metrics
 	noSource [numResults]prometheus.Counter // answers to a path no source has
@@ -136,6 +139,9 @@ type Options struct {
 	// Budget bounds the requests in flight; the service shares one
 	// across reloads. nil bounds nothing.
 	Budget *Budget
+	// Tracer, when not nil, traces each webhook (trace.go); nil traces
+	// nothing and costs nothing.
+	Tracer trace.Tracer
 	// Log receives a line per refused and per unrouted webhook.
 	Log *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -173,6 +179,8 @@ func New(cfg *config.Config, opts Options) (*Handler, error) {
 		retryAfter:   strconv.Itoa(int((cfg.Server.RetryAfter + time.Second - 1) / time.Second)),
 		metrics:      opts.Metrics,
 		budget:       opts.Budget,
+		tracer:       opts.Tracer,
+		taskIDAttr:   cfg.Telemetry.TaskIDAttribute,
 	}
 	h.rejects = newRejectLog(opts.Log, opts.Now)
 	var prevConds *conditionLog
@@ -232,13 +240,23 @@ func (h *Handler) Shed(w http.ResponseWriter, r *http.Request) {
 
 // shed answers 503 with Retry-After and msg, counted as overloaded.
 func (h *Handler) shed(w http.ResponseWriter, r *http.Request, src *source, msg string) {
-	h.count(src, ResultOverloaded)
+	h.count(w, src, ResultOverloaded)
 	w.Header().Set("Retry-After", h.retryAfter)
 	WriteError(w, http.StatusServiceUnavailable, msg)
 }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.tracer != nil {
+		h.serveTraced(w, r)
+		return
+	}
+	h.serve(w, r)
+}
+
+// serve answers r; traced, w is a *tracedWriter and r's context holds its
+// server span.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 	src, ok := h.sources[r.URL.Path]
 	if !ok {
 		h.reject(w, r, nil, ResultNotFound, http.StatusNotFound, fmt.Sprintf("no webhook source at path %q", clip(r.URL.Path)))
@@ -263,6 +281,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer br.done()
 	body := br.p
 
+	var vspan trace.Span
+	if h.tracer != nil {
+		_, vspan = h.startChild(w, r.Context(), SpanVerify)
+	}
 	ts, msg := singleHeader(r, signature.HeaderTimestamp)
 	var sig string
 	if msg == "" {
@@ -293,14 +315,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, r, src, ResultStale, http.StatusForbidden, msg)
 		return
 	}
+	endChild(vspan, false, ResultAccepted)
 
 	ev, err := event.Normalize(src.name, ts, received, c, event.ParseTrace(r.Header.Get("Traceparent"), r.Header.Get("Tracestate")))
 	if err != nil {
 		h.reject(w, r, src, ResultNoStatus, http.StatusUnprocessableEntity, err.Error())
 		return
 	}
+	if h.tracer != nil {
+		h.noteEvent(w, ev)
+	}
 	if ev.Test {
-		h.count(src, ResultTest)
+		h.count(w, src, ResultTest)
 		h.log.Info("test delivery verified", "source", src.name, "id", ev.ID)
 		writeAccepted(w, ev.ID, 0, true)
 		return
@@ -315,14 +341,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch cl.outcome {
 	case claimDuplicate:
 		// Browser Use retrying, or someone replaying: it is kept already.
-		h.count(src, ResultDuplicate)
+		h.count(w, src, ResultDuplicate)
 		h.log.Debug("repeat of an accepted event; not published again", "source", src.name, "id", ev.ID)
 		writeAnswer(w, ev.ID, 0, `,"duplicate":true`)
 		return
 	case claimWait:
 		// An earlier copy is still being delivered and this one's time
 		// ran out: not kept yet, so not a duplicate either.
-		h.count(src, ResultUnavailable)
+		h.count(w, src, ResultUnavailable)
 		h.log.Info("an earlier copy of the event outlasted this one's publish_timeout; answered 503 so the sender retries", "source", src.name, "id", ev.ID)
 		w.Header().Set("Retry-After", h.retryAfter)
 		WriteError(w, http.StatusServiceUnavailable, "an earlier copy of this event is still being delivered; retry later")
@@ -333,22 +359,39 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.conds.failed(src.name, ev, routing.Failed)
 	}
 	deliveries, routes := routing.Deliveries, routing.Routes
+	if h.tracer != nil {
+		h.noteRouted(w, len(routes), len(deliveries), len(routing.Failed))
+	}
 	if len(deliveries) == 0 {
 		h.settle(src, cl, ev.ID, true)
-		h.count(src, ResultUnrouted)
+		h.count(w, src, ResultUnrouted)
 		h.log.Info("event matched no route", "source", src.name, "id", ev.ID, "status", ev.Status)
 		writeAccepted(w, ev.ID, 0, false)
 		return
 	}
-	if err := h.deliver(ctx, src, cl, ev, deliveries); err != nil {
+	dctx, dspan := ctx, trace.Span(nil)
+	if h.tracer != nil {
+		dctx, dspan = h.startChild(w, ctx, SpanDeliver)
+	}
+	err = h.deliver(dctx, src, cl, ev, deliveries)
+	if dspan != nil {
+		res := ResultAccepted
+		if errors.Is(err, queue.ErrFull) {
+			res = ResultSpoolFull
+		} else if err != nil {
+			res = ResultUnavailable
+		}
+		endChild(dspan, err != nil, res)
+	}
+	if err != nil {
 		// Never remembered: the sender's retry (or a copy waiting now)
 		// must be delivered.
 		h.settle(src, cl, ev.ID, false)
 		w.Header().Set("Retry-After", h.retryAfter)
 		if errors.Is(err, queue.ErrFull) {
-			h.count(src, ResultSpoolFull)
+			h.count(w, src, ResultSpoolFull)
 		} else {
-			h.count(src, ResultUnavailable)
+			h.count(w, src, ResultUnavailable)
 		}
 		h.log.Warn("event not delivered; answered 503 so the sender retries",
 			"source", src.name, "id", ev.ID, "status", ev.Status, "err", err)
@@ -356,7 +399,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.settle(src, cl, ev.ID, true)
-	h.count(src, ResultAccepted)
+	h.count(w, src, ResultAccepted)
 	if h.metrics != nil {
 		status := ev.Status
 		if !h.router.Names(status) {
@@ -541,8 +584,12 @@ func (h *Handler) rejectTooLarge(w http.ResponseWriter, r *http.Request, src *so
 	h.reject(w, r, src, ResultTooLarge, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than the limit of %d bytes", h.maxBody))
 }
 
-// count records one answer; src is nil when no source has the path.
-func (h *Handler) count(src *source, res Result) {
+// count records one answer (and its result on a traced request's span);
+// src is nil when no source has the path.
+func (h *Handler) count(w http.ResponseWriter, src *source, res Result) {
+	if h.tracer != nil {
+		h.noteResult(w, res)
+	}
 	h.results[res].Add(1)
 	if src == nil {
 		h.noSource[res].Inc()
@@ -552,7 +599,7 @@ func (h *Handler) count(src *source, res Result) {
 }
 
 func (h *Handler) reject(w http.ResponseWriter, r *http.Request, src *source, res Result, status int, msg string) {
-	h.count(src, res)
+	h.count(w, src, res)
 	name := ""
 	if src != nil {
 		name = src.name

@@ -153,6 +153,7 @@ func TestCheck(t *testing.T) {
 		"delivery: spool (spool in ./data/spool, at most 1073741824 bytes and 1000000 messages)",
 		"STATUS ROUTE SINK TARGET DELIVERY paused all-statuses bus task.paused spool paused alerting bus alerts.task.paused spool " +
 			"stopped all-statuses bus task.stopped spool stopped alerting bus alerts.task.stopped spool * all-statuses bus task.{status} spool",
+		"tracing: off",
 	} {
 		if !strings.Contains(folded, want) {
 			t.Errorf("check output lacks %q:\n%s", want, stdout)
@@ -212,5 +213,20 @@ func TestHelp(t *testing.T) {
 		if code != 0 || !strings.HasPrefix(stdout, "usage: hookbridge "+c.name) {
 			t.Errorf("%s -h: %d %q", c.name, code, stdout)
 		}
+	}
+}
+
+// TestCheckTracing: check says where spans go, from the environment
+// (the default config has no telemetry block), and refuses an OTEL_*
+// value hookbridge cannot honour.
+func TestCheckTracing(t *testing.T) {
+	env := map[string]string{"BROWSER_USE_WEBHOOK_SECRET": "whsec_x", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+	code, stdout, stderr := runCmd(t, "", env, "check", "-config", "../../config.yaml")
+	if code != 0 || !strings.Contains(stdout, "tracing: OTLP grpc to the OTEL_EXPORTER_OTLP_ENDPOINT") {
+		t.Errorf("code %d, stdout:\n%s\nstderr %s", code, stdout, stderr)
+	}
+	env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/json"
+	if code, _, stderr = runCmd(t, "", env, "check", "-config", "../../config.yaml"); code == 0 || !strings.Contains(stderr, `protocol "http/json"`) {
+		t.Errorf("http/json: code %d, stderr %s", code, stderr)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/hookbridge/hookbridge/bridge/redact"
 	"github.com/hookbridge/hookbridge/bridge/route"
 	"github.com/hookbridge/hookbridge/bridge/signature"
+	"github.com/hookbridge/hookbridge/bridge/telemetry"
 )
 
 const defaultConfig = "config.yaml"
@@ -79,7 +80,7 @@ Browser Use retries.`,
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
-			svc, err := bridge.Start(ctx, cfg, bridge.Options{Log: log, SkipProbe: *skipProbe, Scrubber: scrub})
+			svc, err := bridge.Start(ctx, cfg, bridge.Options{Log: log, SkipProbe: *skipProbe, Scrubber: scrub, Version: buildVersion()})
 			if err != nil {
 				return fail(e, "serve", scrub.Error(err))
 			}
@@ -164,13 +165,17 @@ each problem, when it is not.`,
 				}
 				return exitOK
 			}
-			printCheck(e, *configFile, cfg, router, scrub)
+			tracing, err := telemetry.Describe(cfg.Telemetry, func(k string) string { v, _ := e.lookupEnv(k); return v })
+			if err != nil {
+				return fail(e, "check", scrub.Error(err))
+			}
+			printCheck(e, *configFile, cfg, router, tracing, scrub)
 			return exitOK
 		}
 	},
 }
 
-func printCheck(e env, path string, cfg *config.Config, router *route.Router, scrub *redact.Scrubber) {
+func printCheck(e env, path string, cfg *config.Config, router *route.Router, tracing string, scrub *redact.Scrubber) {
 	s := cfg.Server
 	fmt.Fprintf(e.stdout, "%s is valid.\n\ndelivery: %s", path, cfg.Delivery)
 	switch sp := cfg.Spool; {
@@ -182,6 +187,7 @@ func printCheck(e env, path string, cfg *config.Config, router *route.Router, sc
 	default:
 		fmt.Fprintf(e.stdout, " (spool in %s, at most %d bytes and %d messages)", sp.Dir, sp.MaxBytes, sp.MaxEvents)
 	}
+	fmt.Fprintf(scrubbedWriter{e.stdout, scrub}, "\ntracing: %s", tracing)
 	fmt.Fprint(e.stdout, "\n\nserver:\n")
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	for _, kv := range [][2]any{
@@ -349,4 +355,13 @@ var versionCmd = &command{
 			return exitOK
 		}
 	},
+}
+
+// buildVersion is the module version hookbridge was built as, "" if
+// unknown (service.version on spans).
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return ""
 }
