@@ -71,7 +71,7 @@ func TestScaleOutSurvivesReplicaAndNodeLoss(t *testing.T) {
 	// Replica 1, the one that crashes, reaches the sink through a proxy
 	// that will hang, so that it dies with publishes in flight.
 	hung := sinktest.StartProxy(t, servers[0].Addr().String())
-	var logBuf syncBuf
+	var logBuf sinktest.Buffer
 	defer func() {
 		if t.Failed() {
 			t.Log(logBuf.String())
@@ -198,23 +198,6 @@ func TestScaleOutSurvivesReplicaAndNodeLoss(t *testing.T) {
 	checkDelivered(t, status, acked)
 	checkDelivered(t, audit, acked)
 	sinktest.WaitFor(t, "the spool stream to empty", func() bool { return sinktest.StreamCount(js, "HOOKBRIDGE_SPOOL") == 0 })
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestGracefulStopHandsOver: a replica stopped while its sink hangs hands

@@ -230,12 +230,6 @@ func (r *reader) header() (flags byte, size int64) {
 	return flags, int64(sz)
 }
 
-func storedSize(val []byte) (int64, error) {
-	r := reader{b: val}
-	_, size := r.header()
-	return size, r.err
-}
-
 // schedule is the part of a record after its header and up to its task
 // key: everything a dispatcher decides on. The byte fields alias the
 // input.
@@ -262,16 +256,6 @@ func (r *reader) schedule(flags byte) schedule {
 	s.target = r.bytes("target")
 	s.key = r.bytes("key")
 	return s
-}
-
-func peekSchedule(val []byte) (key []byte, nextTry time.Time, err error) {
-	r := reader{b: val}
-	flags, _ := r.header()
-	s := r.schedule(flags)
-	if r.err != nil {
-		return nil, time.Time{}, r.err
-	}
-	return s.key, s.nextTry, nil
 }
 
 // decodeRecord parses val (as written by encodeRecord) into a Record with
@@ -335,15 +319,6 @@ func AppendMarshal(b []byte, r *Record, size int64) []byte { return appendRecord
 // Unmarshal decodes what Marshal made; seq becomes the record's Seq. The
 // result owns its memory.
 func Unmarshal(seq uint64, b []byte) (Record, error) { return decodeRecord(seq, b) }
-
-// StoredSize returns the size an encoded record was counted with, without
-// decoding the rest.
-func StoredSize(b []byte) (int64, error) { return storedSize(b) }
-
-// PeekSchedule reads what a dispatcher decides on, an encoded record's
-// task key and when it is next due, without decoding (and copying) the
-// rest. key aliases b.
-func PeekSchedule(b []byte) (key []byte, nextTry time.Time, err error) { return peekSchedule(b) }
 
 // Summary is what a backend indexes of an encoded record without
 // decoding it: enough to count it, order it and schedule it. Its byte

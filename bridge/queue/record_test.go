@@ -66,7 +66,7 @@ func TestDecodeGarbage(t *testing.T) {
 			b := bytes.Clone(good)
 			b[i] = x
 			decodeRecord(1, b)
-			storedSize(b)
+			Summarize(b)
 		}
 	}
 }
@@ -80,8 +80,8 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		// What decodes must re-encode to a value that decodes the same.
-		size, _ := storedSize(b)
-		again, err := decodeRecord(1, encodeRecord(&rec, size))
+		sum, _ := Summarize(b)
+		again, err := decodeRecord(1, encodeRecord(&rec, sum.Size))
 		if err != nil || !reflect.DeepEqual(again.Message, rec.Message) {
 			t.Fatalf("round trip: %v", err)
 		}

@@ -73,7 +73,7 @@ routes:
 	}
 	cmd := exec.Command(bin, "serve", "-config", cfgPath)
 	cmd.Env = append(os.Environ(), "GOMEMLIMIT=off") // the bound must hold without the GC's help
-	var logs syncBuffer
+	var logs sinktest.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

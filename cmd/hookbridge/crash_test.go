@@ -339,7 +339,7 @@ const tornMsg = "spool: cut off the end of the log"
 // binaryRun is the real binary serving, logging JSON.
 type binaryRun struct {
 	cmd    *exec.Cmd
-	logs   *syncBuffer
+	logs   *sinktest.Buffer
 	exited chan struct{} // closed once it exited
 	admin  string        // the admin listener's address
 }
@@ -348,7 +348,7 @@ type binaryRun struct {
 // until it listens; it is killed when the test ends if still running.
 func startBinary(t *testing.T, bin, config string) *binaryRun {
 	t.Helper()
-	p := &binaryRun{logs: &syncBuffer{}, exited: make(chan struct{})}
+	p := &binaryRun{logs: &sinktest.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(bin, "serve", "-config", config, "-log-format", "json")
 	p.cmd.Env = append(os.Environ(), "BROWSER_USE_WEBHOOK_SECRET="+crashSecret)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs

@@ -42,7 +42,7 @@ routes:
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var logs syncBuffer
+	var logs sinktest.Buffer
 	done := make(chan int, 1)
 	// A long -watch: the reload must come from the signal.
 	go func() {
@@ -53,7 +53,7 @@ routes:
 
 	url := "http://" + webhookAddr + "/webhook"
 	sendWith := func(secret string) string {
-		var out, errw syncBuffer
+		var out, errw sinktest.Buffer
 		run(ctx, []string{"send", "-url", url, "-secret", secret}, env{stdin: strings.NewReader(""), stdout: &out, stderr: &errw,
 			lookupEnv: func(string) (string, bool) { return "", false }})
 		return strings.SplitN(out.String(), "\n", 2)[0]

@@ -71,7 +71,7 @@ sinks:
 // test ends.
 type served struct {
 	url, admin string // the webhook URL and the admin address
-	logs       syncBuffer
+	logs       sinktest.Buffer
 }
 
 // startServe runs serve -config path -log-format json with extra flags

@@ -208,7 +208,7 @@ routes: [{name: all, status: ["*"], to: [{sink: bus, subject: "task.{status}"}]}
 // replica is one running hookbridge process.
 type replica struct {
 	cmd  *exec.Cmd
-	logs syncBuffer
+	logs sinktest.Buffer
 	done chan struct{} // closed once it exited, with its exit in err
 	err  error
 }

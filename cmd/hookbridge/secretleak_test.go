@@ -219,7 +219,7 @@ func TestSecretLeak(t *testing.T) {
 	// --- serve, with debug logs, on the config above ---
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var serveOut, serveErr syncBuffer
+	var serveOut, serveErr sinktest.Buffer
 	serveDone := make(chan int, 1)
 	go func() {
 		serveDone <- run(ctx, []string{"serve", "-config", cfgPath, "-log-level", "debug", "-watch", "50ms"},
@@ -682,7 +682,7 @@ func testSecretLeakForms(t *testing.T) {
 				vars := map[string]string{"BROWSER_USE_WEBHOOK_SECRET": "whsec_forms_test", "LEAK_SECRET": sec.value}
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a bound, not an assertion
 				defer cancel()
-				var out, errb syncBuffer
+				var out, errb sinktest.Buffer
 				args := append([]string{sc.cmd, "-config", p}, sc.args...)
 				if sc.cmd == "serve" {
 					args = append(args, "-log-level", "debug", "-watch", "20ms")

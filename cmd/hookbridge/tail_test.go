@@ -22,7 +22,7 @@ import (
 
 // tailer is a hookbridge tail running in-process until the test stops it.
 type tailer struct {
-	out, errw syncBuffer
+	out, errw sinktest.Buffer
 	done      chan int
 	cancel    context.CancelFunc
 }

@@ -1,37 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"maps"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
-
-// syncBuffer is a bytes.Buffer safe for a command writing while the test
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestTour runs the README's tour in-process on the shipped config.yaml
 // (only its ports and storage moved): serve, tail, send.
@@ -59,18 +38,18 @@ func TestTour(t *testing.T) {
 	vars := map[string]string{"BROWSER_USE_WEBHOOK_SECRET": "whsec_tour"}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	e := func(out, errw *syncBuffer) env {
+	e := func(out, errw *sinktest.Buffer) env {
 		return env{stdin: strings.NewReader(""), stdout: out, stderr: errw,
 			lookupEnv: func(k string) (string, bool) { v, ok := vars[k]; return v, ok }}
 	}
 
-	var serveOut, serveErr syncBuffer
+	var serveOut, serveErr sinktest.Buffer
 	serveDone := make(chan int, 1)
 	go func() { serveDone <- run(ctx, []string{"serve", "-config", path}, e(&serveOut, &serveErr)) }()
 	sinktest.WaitFor(t, "serve to listen", func() bool { return strings.Contains(serveErr.String(), "hookbridge listening") })
 
 	tailCtx, stopTail := context.WithCancel(ctx)
-	var tailOut, tailErr syncBuffer
+	var tailOut, tailErr sinktest.Buffer
 	tailDone := make(chan int, 1)
 	go func() { tailDone <- run(tailCtx, []string{"tail", "-config", path}, e(&tailOut, &tailErr)) }()
 	sinktest.WaitFor(t, "tail to subscribe", func() bool {
@@ -88,12 +67,12 @@ func TestTour(t *testing.T) {
 		{"send", "-url", url, "-status", "paused", "-task-id", "t-paused", "-flat"},
 		{"send", "-url", url, "-test"},
 	} {
-		var out, errw syncBuffer
+		var out, errw sinktest.Buffer
 		if code := run(ctx, args, e(&out, &errw)); code != 0 || !strings.HasPrefix(out.String(), "200 OK\n{\"id\":") {
 			t.Fatalf("%v: code %d stdout %q stderr %q", args, code, out.String(), errw.String())
 		}
 	}
-	var out, errw syncBuffer
+	var out, errw sinktest.Buffer
 	if code := run(ctx, []string{"send", "-url", url, "-secret", "wrong"}, e(&out, &errw)); code != 1 || !strings.HasPrefix(out.String(), "403 Forbidden\n") {
 		t.Errorf("send with a wrong secret: code %d stdout %q", code, out.String())
 	}

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/hookbridge/hookbridge/bridge/config"
 	"github.com/hookbridge/hookbridge/bridge/queue"
+	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
 
 // segmentFiles returns the paths of dir's segments, oldest first.
@@ -395,8 +395,8 @@ func TestAppendWhenTheDiskFails(t *testing.T) {
 // (a read-only directory, a full disk) the log goes on in the one it has.
 func TestNewSegmentCannotBeCreated(t *testing.T) {
 	dir := t.TempDir()
-	var logs strings.Builder
-	s := open(t, dir, Options{SegmentBytes: 512, Log: slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))})
+	var logs sinktest.Buffer // the store logs from its writer goroutine
+	s := open(t, dir, Options{SegmentBytes: 512, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	// A directory where segment 2 would go makes its creation fail, also
 	// for root, whom a read-only mode does not stop.
 	if err := os.Mkdir(filepath.Join(dir, segmentName(2)), 0o700); err != nil {
@@ -830,62 +830,5 @@ func TestDrainedBacklogGivesMemoryBack(t *testing.T) {
 	// 13.6 MiB); rebuilt, about 2%.
 	if drained-empty > (full-empty)/10 {
 		t.Errorf("the drained index still holds %d KiB of the %d KiB the backlog took", (drained-empty)>>10, (full-empty)>>10)
-	}
-}
-
-// syncWriter serializes writes to w: the store logs from its writer
-// goroutine.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(b []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(b)
-}
-
-// TestFailedCommitInANewSegment: a commit that fails right after the log
-// rolled to a new segment is taken back there, and the log goes on.
-func TestFailedCommitInANewSegment(t *testing.T) {
-	dir := t.TempDir()
-	s := open(t, dir, Options{SegmentBytes: 600})
-	for i := range 4 {
-		if err := s.Append([]queue.Record{rec("bus", strconv.Itoa(i), strings.Repeat("x", 100))}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	before := len(segmentFiles(t, dir))
-	realWrite := s.writeAt
-	fail := true
-	s.writeAt = func(f *os.File, b []byte, off int64) error {
-		if fail {
-			return syscall.ENOSPC
-		}
-		return realWrite(f, b, off)
-	}
-	// Enough appends to need a new segment; each fails.
-	for i := range 3 {
-		if err := s.Append([]queue.Record{rec("bus", fmt.Sprintf("lost-%d", i), strings.Repeat("y", 300))}); !errors.Is(err, syscall.ENOSPC) {
-			t.Fatalf("append on a full disk: %v", err)
-		}
-	}
-	fail = false
-	if err := s.Append([]queue.Record{rec("bus", "after", "z")}); err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"0", "1", "2", "3", "after"}
-	if got := pendingIDs(t, s, "bus"); !slices.Equal(got, want) {
-		t.Fatalf("pending %v, want %v", got, want)
-	}
-	t.Logf("%d segments before the failures, %d after", before, len(segmentFiles(t, dir)))
-	s.Close()
-	s = open(t, dir, Options{SegmentBytes: 600})
-	if got := pendingIDs(t, s, "bus"); !slices.Equal(got, want) {
-		t.Fatalf("after a restart %v, want %v", got, want)
-	}
-	if r := s.Recovery(); r.TornWrites != 0 {
-		t.Errorf("recovery %+v", r)
 	}
 }

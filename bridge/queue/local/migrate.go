@@ -113,7 +113,7 @@ func writeMigration(db *bolt.DB, path string) (migration, error) {
 	}
 	defer f.Close()
 	var m migration
-	fb := frameBuilder{buf: []byte(segmentMagic)}
+	fb := frameBuilder{start: -1}
 	flush := func() error {
 		if _, err := f.Write(fb.buf); err != nil {
 			return err
@@ -128,9 +128,7 @@ func writeMigration(db *bolt.DB, path string) (migration, error) {
 				next = binary.BigEndian.Uint64(v)
 			}
 		}
-		fb.begin()
-		fb.next(max(next, 1))
-		fb.end()
+		fb.buf = segmentStart(max(next, 1))
 		add := func(k, v []byte, state byte) error {
 			if len(k) != 8 {
 				return nil // not a record
@@ -150,7 +148,6 @@ func writeMigration(db *bolt.DB, path string) (migration, error) {
 			}
 			return nil
 		}
-		fb.start = -1
 		if pend := tx.Bucket([]byte("pending")); pend != nil {
 			err := pend.ForEachBucket(func(name []byte) error {
 				return pend.Bucket(name).ForEach(func(k, v []byte) error { return add(k, v, statePending) })

@@ -104,10 +104,7 @@ func createSegment(dir string, id, next uint64) (*segment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create spool segment: %w", err)
 	}
-	b := append([]byte(segmentMagic), make([]byte, frameHeader)...)
-	b = append(b, opNext)
-	b = binary.AppendUvarint(b, next)
-	sealFrame(b[len(segmentMagic):])
+	b := segmentStart(next)
 	_, err = f.WriteAt(b, 0)
 	if err == nil {
 		err = datasync(f)
@@ -121,6 +118,16 @@ func createSegment(dir string, id, next uint64) (*segment, error) {
 		return nil, fmt.Errorf("create spool segment %s: %w", path, err)
 	}
 	return &segment{id: id, path: path, f: f, size: int64(len(b))}, nil
+}
+
+// segmentStart is how every segment begins: the magic, then a frame
+// holding the next seq to assign.
+func segmentStart(next uint64) []byte {
+	fb := frameBuilder{buf: []byte(segmentMagic)}
+	fb.begin()
+	fb.next(next)
+	fb.end()
+	return fb.buf
 }
 
 // sealFrame fills in the header of the frame that frame holds (header

@@ -154,6 +154,10 @@ type Store struct {
 	// rollFailing is set while new segments cannot be created, so that
 	// the first failure is logged and the recovery too, not every commit.
 	rollFailing bool
+	// compactTodo holds the records of compacting, the oldest segment,
+	// still to write again (the writer's own).
+	compacting  *segment
+	compactTodo []*entry
 	buf         []byte // the writer's frame buffer, reused
 
 	recovery Recovery
@@ -453,11 +457,7 @@ func (s *Store) commit(reqs []*writeReq) {
 		s.fail(reqs, removed, s.broken)
 		return
 	}
-	seg, err := s.roll()
-	if err != nil {
-		s.fail(reqs, removed, err)
-		return
-	}
+	seg := s.roll()
 	b := &batch{seg: seg, base: seg.size, fb: frameBuilder{buf: s.buf[:0]}}
 	st := &s.st
 	st.mu.Lock()
@@ -480,7 +480,7 @@ func (s *Store) commit(reqs []*writeReq) {
 		return
 	}
 	started := time.Now()
-	err = s.writeAt(seg.f, b.fb.buf, b.base)
+	err := s.writeAt(seg.f, b.fb.buf, b.base)
 	if err == nil {
 		err = s.datasync(seg.f)
 	}
@@ -553,14 +553,14 @@ func (s *Store) undo(seg *segment, base int64, removed []uint64) {
 // roll returns the segment the next commit goes to: the active one, or a
 // new one once the active one is full. If the new one cannot be created
 // (a read-only directory, a full disk) the active one takes the commit.
-func (s *Store) roll() (*segment, error) {
+func (s *Store) roll() *segment {
 	st := &s.st
 	st.mu.Lock()
 	active := st.segs[len(st.segs)-1]
 	next := st.next
 	st.mu.Unlock()
 	if active.size < s.opts.SegmentBytes {
-		return active, nil
+		return active
 	}
 	seg, err := createSegment(s.dir, active.id+1, next)
 	if err != nil {
@@ -569,7 +569,7 @@ func (s *Store) roll() (*segment, error) {
 			s.opts.Log.Warn("spool: cannot start a new log segment; writing on in the current one, which grows past spool segment size until the directory takes files again",
 				"dir", s.dir, "segment_bytes", active.size, "err", err)
 		}
-		return active, nil // retried at the next commit
+		return active // retried at the next commit
 	}
 	if s.rollFailing {
 		s.rollFailing = false
@@ -578,7 +578,7 @@ func (s *Store) roll() (*segment, error) {
 	st.mu.Lock()
 	st.segs = append(st.segs, seg)
 	st.mu.Unlock()
-	return seg, nil
+	return seg
 }
 
 // maintain runs after each commit: it deletes the oldest segments once
@@ -631,13 +631,25 @@ func (s *Store) compact() bool {
 		return false
 	}
 	head := st.segs[0]
+	if s.compacting != head || len(s.compactTodo) == 0 {
+		// Find head's records once, not at every chunk: the index may
+		// hold a long outage's backlog.
+		s.compacting, s.compactTodo = head, s.compactTodo[:0]
+		for _, e := range st.recs {
+			if e.seg == head {
+				s.compactTodo = append(s.compactTodo, e)
+			}
+		}
+	}
 	st.mu.Unlock()
 	moved := 0
 	req := &writeReq{build: func(b *batch) error {
 		var bytes int64
-		for _, e := range st.recs {
-			if e.seg != head {
-				continue
+		for len(s.compactTodo) > 0 && bytes < compactChunk {
+			e := s.compactTodo[0]
+			s.compactTodo = s.compactTodo[1:]
+			if st.recs[e.seq] != e || e.seg != head {
+				continue // settled, or written again, since the scan
 			}
 			val, err := st.value(e)
 			if err != nil {
@@ -645,9 +657,7 @@ func (s *Store) compact() bool {
 			}
 			st.rewrite(e, b, val)
 			moved++
-			if bytes += int64(len(val)); bytes >= compactChunk {
-				break
-			}
+			bytes += int64(len(val))
 		}
 		return nil
 	}}
