@@ -178,8 +178,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Service, err
 	go func() { s.served <- s.server.Serve(s.ln) }()
 	go func() { s.served <- s.admin.Serve(s.adminLn) }()
 	s.logRoutes(g)
-	limits := config.MemoryLimits()
-	for _, w := range append(cfg.Server.MemoryWarnings(limits), cfg.SpoolMemoryWarnings(limits)...) {
+	for _, w := range cfg.MemoryWarnings(config.MemoryLimits()) {
 		log.Warn(w)
 	}
 	log.Info("hookbridge listening", "addr", s.ln.Addr().String(), "admin", s.adminLn.Addr().String(),

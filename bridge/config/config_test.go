@@ -548,14 +548,14 @@ func TestSpoolMemory(t *testing.T) {
 	}
 
 	limits := []MemoryLimit{{"GOMEMLIMIT", 128 << 20}, {"/sys/fs/cgroup/memory.max", 512 << 20}}
-	warn := tests[0].cfg.SpoolMemoryWarnings(limits)
+	warn := tests[0].cfg.MemoryWarnings(limits)
 	if len(warn) != 1 || !strings.HasPrefix(warn[0], "worst-case memory 233.8 MiB (requests 58 MiB + spool index 175.8 MiB) exceeds GOMEMLIMIT (128 MiB): lower spool.max_events") {
 		t.Errorf("warnings %q, want one for GOMEMLIMIT", warn)
 	}
-	if warn := tests[3].cfg.SpoolMemoryWarnings(limits); len(warn) != 2 || !strings.Contains(warn[0], "unbounded") {
+	if warn := tests[3].cfg.MemoryWarnings(limits); len(warn) != 2 || !strings.Contains(warn[0], "unbounded") {
 		t.Errorf("unbounded spool: warnings %q", warn)
 	}
-	if warn := tests[4].cfg.SpoolMemoryWarnings(limits); len(warn) != 0 {
+	if warn := tests[4].cfg.MemoryWarnings(limits); len(warn) != 0 {
 		t.Errorf("jetstream spool: warnings %q", warn)
 	}
 }

@@ -157,15 +157,15 @@ func (c *Config) DescribeSpoolMemory() string {
 	}
 }
 
-// SpoolMemoryWarnings says, for each of limits that the worst-case
-// request memory and the spool's index together exceed, that they do,
-// when the requests alone fit (MemoryWarnings covers those).
-func (c *Config) SpoolMemoryWarnings(limits []MemoryLimit) []string {
+// MemoryWarnings says, for each of limits, whether the worst-case
+// request memory exceeds it (Server.MemoryWarnings), or else whether the
+// requests and a full local spool's index together do.
+func (c *Config) MemoryWarnings(limits []MemoryLimit) []string {
+	out := c.Server.MemoryWarnings(limits)
 	spool := c.SpoolMemory()
 	if spool == 0 {
-		return nil
+		return out
 	}
-	var out []string
 	req := c.Server.WorstCaseMemory()
 	for _, l := range limits {
 		switch {

@@ -206,8 +206,7 @@ func printCheck(e env, path string, cfg *config.Config, router *route.Router, tr
 	if d := cfg.DescribeSpoolMemory(); d != "" {
 		fmt.Fprintf(e.stdout, "  %s\n", d)
 	}
-	limits := config.MemoryLimits()
-	for _, w := range append(s.MemoryWarnings(limits), cfg.SpoolMemoryWarnings(limits)...) {
+	for _, w := range cfg.MemoryWarnings(config.MemoryLimits()) {
 		fmt.Fprintf(e.stdout, "  warning: %s\n", w)
 	}
 
