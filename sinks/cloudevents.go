@@ -56,6 +56,31 @@ func IsTraceAttr(name string) bool {
 	return name == "traceparent" || name == "tracestate"
 }
 
+// TraceHeaders returns the W3C trace context a sink sends in its
+// broker's own trace headers, "traceparent" then "tracestate": m.Trace
+// when set, else the event's traceparent and tracestate attributes (the
+// sender's context, passed along when hookbridge does not trace). A sink
+// skips an entry whose Value is empty. It allocates nothing.
+func (m *Message) TraceHeaders() [2]Attr {
+	h := [2]Attr{{Name: "traceparent"}, {Name: "tracestate"}}
+	if m.Trace.Parent != "" {
+		h[0].Value, h[1].Value = m.Trace.Parent, m.Trace.State
+		return h
+	}
+	for _, a := range m.Attrs {
+		switch a.Name {
+		case "traceparent":
+			h[0].Value = a.Value
+		case "tracestate":
+			h[1].Value = a.Value
+		}
+	}
+	if h[0].Value == "" {
+		h[1].Value = "" // a tracestate means nothing without its parent
+	}
+	return h
+}
+
 // Untrimmed reports whether no attribute value has spaces at either end.
 // The CloudEvents SDKs' binary readers trim them from id, type, subject
 // and datacontenttype, and nats.go from every header: a sink in binary

@@ -38,6 +38,19 @@ type Message struct {
 	Attrs []Attr
 	// Body is the structured CloudEvent, JSON.
 	Body []byte
+	// Trace is the W3C trace context of this publish, which a sink sends
+	// in its broker's own trace headers ("traceparent", "tracestate";
+	// see TraceHeaders): when hookbridge traces, its producer span's. It
+	// is not the event's traceparent attribute, which names the trace the
+	// event started in and is never changed on the way (the CloudEvents
+	// distributed-tracing extension); the two differ once hookbridge is a
+	// hop of its own. Empty, sinks send the attribute's values there.
+	Trace TraceContext
+}
+
+// TraceContext is a W3C trace context: a traceparent and its tracestate.
+type TraceContext struct {
+	Parent, State string
 }
 
 // Attr is one CloudEvents context attribute.
@@ -168,6 +181,10 @@ type Kind struct {
 	// NewConfig returns a new, empty configuration of the kind: the
 	// config loader decodes the sink's own keys into it.
 	NewConfig func() Config
+	// System is the kind's messaging.system in OpenTelemetry's semantic
+	// conventions ("kafka", "aws_sqs", "gcp_pubsub"), or its Name where
+	// they list none. Producer spans carry it.
+	System string
 }
 
 // SecretHolder is implemented by a kind's Config that holds credentials

@@ -12,6 +12,7 @@ import (
 var Kind = sinks.Kind{
 	Name:      "file",
 	NewConfig: func() sinks.Config { return new(Config) },
+	System:    "file",
 }
 
 // DefaultTarget implements sinks.Config: a file sink has no targets.

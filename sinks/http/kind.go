@@ -14,6 +14,7 @@ var Kind = sinks.Kind{
 	Name:      "http",
 	TargetKey: "url",
 	NewConfig: func() sinks.Config { return new(Config) },
+	System:    "http",
 }
 
 // DefaultTarget implements sinks.Config: the sink's url.

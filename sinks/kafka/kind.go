@@ -14,6 +14,7 @@ var Kind = sinks.Kind{
 	Name:      "kafka",
 	TargetKey: "topic",
 	NewConfig: func() sinks.Config { return new(Config) },
+	System:    "kafka",
 }
 
 // DefaultTarget implements sinks.Config: the sink's topic.

@@ -14,6 +14,7 @@ var Kind = sinks.Kind{
 	Name:      "nats",
 	TargetKey: "subject",
 	NewConfig: func() sinks.Config { return new(Config) },
+	System:    "nats",
 }
 
 // DefaultTarget implements sinks.Config: the sink's subject.

@@ -15,6 +15,7 @@ var Kind = sinks.Kind{
 	Name:      "pubsub",
 	TargetKey: "topic",
 	NewConfig: func() sinks.Config { return new(Config) },
+	System:    "gcp_pubsub",
 }
 
 // DefaultTarget implements sinks.Config: the sink's topic.

@@ -15,6 +15,7 @@ var Kind = sinks.Kind{
 	Name:      "rabbitmq",
 	TargetKey: "routing_key",
 	NewConfig: func() sinks.Config { return new(Config) },
+	System:    "rabbitmq",
 }
 
 // DefaultTarget implements sinks.Config: the sink's routing key.

@@ -15,6 +15,7 @@ var Kind = sinks.Kind{
 	Name:      "redis",
 	TargetKey: "stream",
 	NewConfig: func() sinks.Config { return new(Config) },
+	System:    "redis",
 }
 
 // DefaultTarget implements sinks.Config: the sink's stream.

@@ -13,6 +13,7 @@ var Kind = sinks.Kind{
 	Name:      "sqs",
 	TargetKey: "queue_url",
 	NewConfig: func() sinks.Config { return new(Config) },
+	System:    "aws_sqs",
 }
 
 // DefaultTarget implements sinks.Config: the sink's queue.
