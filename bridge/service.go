@@ -216,12 +216,13 @@ func (s *Service) build(ctx context.Context, cfg *config.Config, prev *generatio
 		opened = append(opened, sc.Name)
 		g.sinks[sc.Name], g.counted[sc.Name] = sk, s.metrics.Instrument(sc.Name, sk)
 	}
-	var d ingress.Deliverer = delivery.NewSync(g.counted)
+	tracing := delivery.NewTracing(s.telemetry.Tracer(), cfg)
+	var d ingress.Deliverer = delivery.NewSync(g.counted, tracing)
 	if s.spool.delivers() {
 		// Like the queue, the dispatchers outlive a reload to sync
 		// delivery: what the queue still holds goes out.
 		g.spooler = delivery.NewSpool(s.spool.queue, cfg.Sinks, g.counted, delivery.Options{
-			PublishTimeout: cfg.Server.PublishTimeout, Metrics: s.metrics, Log: s.log})
+			PublishTimeout: cfg.Server.PublishTimeout, Metrics: s.metrics, Log: s.log, Tracing: tracing})
 		d = g.spooler
 	}
 	var prevIngress *ingress.Handler

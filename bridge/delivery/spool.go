@@ -49,6 +49,8 @@ type Options struct {
 	Log *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Tracing makes the producer spans of publishes; nil makes none.
+	Tracing *Tracing
 }
 
 // NewSpool builds a dispatcher for each of the configured sinks over q,
@@ -60,7 +62,7 @@ func NewSpool(q queue.Queue, configured []config.Sink, open map[string]sinks.Sin
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Spool{queue: q, sync: NewSync(open), dispatchers: map[string]*dispatcher{}, opts: opts}
+	s := &Spool{queue: q, sync: NewSync(open, opts.Tracing), dispatchers: map[string]*dispatcher{}, opts: opts}
 	for _, sc := range configured {
 		d := &dispatcher{name: sc.Name, sink: open[sc.Name], receiver: q.Receiver(sc.Name), retry: sc.Retry,
 			log: opts.Log.With("sink", sc.Name), spool: s}
@@ -79,12 +81,16 @@ func (s *Spool) Deliver(ctx context.Context, ev *event.Event, deliveries []route
 	var now []route.Delivery
 	records := make([]queue.Record, 0, len(deliveries))
 	received := s.opts.Now()
+	var tc sinks.TraceContext
+	if s.opts.Tracing != nil {
+		tc = queuedTrace(ctx) // the publishes, later, continue this span
+	}
 	for _, d := range deliveries {
 		if d.Sync {
 			now = append(now, d)
 			continue
 		}
-		records = append(records, queue.Record{Sink: d.Sink, Message: messageOf(ev, d), Received: received})
+		records = append(records, queue.Record{Sink: d.Sink, Message: messageOf(ev, d), Received: received, Trace: tc})
 	}
 	if len(records) > 0 {
 		if err := s.queue.Append(ctx, records); err != nil {
@@ -249,7 +255,7 @@ func (d *dispatcher) deliver(ctx context.Context, leases []queue.Lease) {
 	if len(recs) == 0 {
 		return
 	}
-	err := d.publish(context.WithoutCancel(ctx), recs)
+	err := d.publish(context.WithoutCancel(ctx), recs, held)
 	now := d.spool.opts.Now()
 	for i, l := range held {
 		r := recs[i]
@@ -276,8 +282,8 @@ func (d *dispatcher) deliver(ctx context.Context, leases []queue.Lease) {
 }
 
 // publish is one Publish of recs' messages to the sink, within the
-// publish timeout.
-func (d *dispatcher) publish(ctx context.Context, recs []*queue.Record) error {
+// publish timeout; leases are recs' own, for their attempt numbers.
+func (d *dispatcher) publish(ctx context.Context, recs []*queue.Record, leases []queue.Lease) error {
 	if d.sink == nil {
 		return errors.New("no such sink in the config")
 	}
@@ -287,6 +293,16 @@ func (d *dispatcher) publish(ctx context.Context, recs []*queue.Record) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.spool.opts.PublishTimeout)
 	defer cancel()
+	if t := d.spool.opts.Tracing; t != nil {
+		// A record's publishes continue its webhook's trace, however
+		// much later and wherever they run.
+		parent := func(i int) context.Context { return continuing(ctx, recs[i]) }
+		attempts := make([]int, len(leases))
+		for i, l := range leases {
+			attempts[i] = l.Attempt()
+		}
+		return t.publish(ctx, d.name, d.sink, msgs, parent, attempts)
+	}
 	return d.sink.Publish(ctx, msgs)
 }
 
@@ -298,7 +314,7 @@ func (d *dispatcher) kill(l queue.Lease, r *queue.Record, reason string) {
 	var forward *queue.Record
 	if d.deadSink != "" && r != nil && !r.DeadLetter {
 		m := deadLetterCopy(r.Message, d.deadTarget, d.name, reason)
-		forward = &queue.Record{Sink: d.deadSink, Message: m, Received: d.spool.opts.Now(), DeadLetter: true}
+		forward = &queue.Record{Sink: d.deadSink, Message: m, Received: d.spool.opts.Now(), DeadLetter: true, Trace: r.Trace}
 	}
 	if err := l.Kill(reason, forward); err != nil {
 		d.log.Error("could not dead-letter a message; it stays in the spool and is tried again", "err", err)

@@ -21,12 +21,15 @@ import (
 // once, and returns when all of them confirmed or one failed: the event is
 // kept only once Deliver returns nil.
 type Sync struct {
-	sinks map[string]sinks.Sink
+	sinks   map[string]sinks.Sink
+	tracing *Tracing
 }
 
 // NewSync returns a Sync over the named sinks, which it does not close.
-func NewSync(s map[string]sinks.Sink) *Sync {
-	return &Sync{sinks: s}
+// tracing (nil: none) makes the producer spans of its publishes, children
+// of the span in Deliver's context.
+func NewSync(s map[string]sinks.Sink, tracing *Tracing) *Sync {
+	return &Sync{sinks: s, tracing: tracing}
 }
 
 // NotConfirmed reports the sinks that did not confirm an event.
@@ -70,6 +73,10 @@ func (d *Sync) Deliver(ctx context.Context, ev *event.Event, deliveries []route.
 		s, ok := d.sinks[batches[i].name]
 		if !ok {
 			errs[i] = errors.New("no such sink")
+			return
+		}
+		if d.tracing != nil {
+			errs[i] = d.tracing.publish(ctx, batches[i].name, s, batches[i].msgs, func(int) context.Context { return ctx }, nil)
 			return
 		}
 		errs[i] = s.Publish(ctx, batches[i].msgs)

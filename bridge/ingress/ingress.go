@@ -317,7 +317,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	endChild(vspan, false, ResultAccepted)
 
-	ev, err := event.Normalize(src.name, ts, received, c, event.ParseTrace(r.Header.Get("Traceparent"), r.Header.Get("Tracestate")))
+	tc := event.ParseTrace(r.Header.Get("Traceparent"), r.Header.Get("Tracestate"))
+	if h.tracer != nil && tc.Parent == "" {
+		tc = startingTrace(r.Context())
+	}
+	ev, err := event.Normalize(src.name, ts, received, c, tc)
 	if err != nil {
 		h.reject(w, r, src, ResultNoStatus, http.StatusUnprocessableEntity, err.Error())
 		return

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookbridge/hookbridge/bridge/event"
+	"github.com/hookbridge/hookbridge/bridge/telemetry"
 )
 
 // This file traces webhooks (Options.Tracer). Each one gets a server span
@@ -172,6 +173,16 @@ func (h *Handler) noteRouted(w http.ResponseWriter, routes, targets, failed int)
 		tw.span.AddEvent(EventRouted, trace.WithAttributes(AttrRoutes.Int(routes), AttrTargets.Int(targets),
 			attribute.Int("hookbridge.conditions_failed", failed)))
 	}
+}
+
+// startingTrace is the trace an event starts in when its webhook came
+// without a traceparent: the server span's, which ctx holds. The
+// CloudEvents distributed-tracing extension lets a hop add the starting
+// trace when the source gave none; where the source gave one, the event
+// keeps it, and this hop's context travels in the broker's own headers.
+func startingTrace(ctx context.Context) event.Trace {
+	parent, state := telemetry.W3C(trace.SpanContextFromContext(ctx))
+	return event.Trace{Parent: parent, State: state}
 }
 
 // endChild ends sp (nil: untraced), an error if failed, with res as its

@@ -160,13 +160,20 @@ func TestTraceAccepted(t *testing.T) {
 	}
 }
 
-// TestTraceNewTrace: with no traceparent the server span is a root.
+// TestTraceNewTrace: with no traceparent the server span is a root, and
+// the event starts in its trace: the CloudEvents distributed-tracing
+// extension lets a hop add the starting trace the source did not give.
 func TestTraceNewTrace(t *testing.T) {
-	h, rec := newTracedIngress(t, &ctxRecorder{}, nil)
+	d := &ctxRecorder{}
+	h, rec := newTracedIngress(t, d, nil)
 	h.ServeHTTP(httptest.NewRecorder(), signedRequest(t, "/webhook", testSecret, strconv.FormatInt(testNow.Unix(), 10), tracedBody))
 	server := byName(t, rec)["POST /webhook"]
 	if server == nil || server.Parent().IsValid() || !server.SpanContext().IsValid() {
 		t.Fatalf("server span %v: want a new root", server)
+	}
+	sc := server.SpanContext()
+	if want := "00-" + sc.TraceID().String() + "-" + sc.SpanID().String() + "-01"; d.traceparent[0] != want {
+		t.Errorf("event traceparent %q, want the server span's %q", d.traceparent[0], want)
 	}
 }
 

@@ -34,6 +34,12 @@ type Record struct {
 	Reason string
 	// Died is when a dead letter died (set by Kill).
 	Died time.Time
+	// Trace is the W3C trace context the record's delivery continues: the
+	// span that queued it (a webhook's hookbridge.deliver span), empty
+	// when it was queued untraced. It travels with the record, so a
+	// publish from the spool hours later, or from another replica,
+	// belongs to the webhook's trace.
+	Trace sinks.TraceContext
 }
 
 // recordOverhead approximates what a record costs beyond its variable-length
@@ -47,7 +53,7 @@ const recordOverhead = 64
 // record's share of Options.MaxBytes stays the same from Append to Done.
 func (r *Record) Size() int64 {
 	m := &r.Message
-	n := int64(recordOverhead + len(m.Body) + len(m.Target) + len(m.Key) + len(m.ID))
+	n := int64(recordOverhead + len(m.Body) + len(m.Target) + len(m.Key) + len(m.ID) + len(r.Trace.Parent) + len(r.Trace.State))
 	for _, a := range m.Attrs {
 		n += int64(len(a.Name) + len(a.Value))
 	}
@@ -66,7 +72,12 @@ const (
 	flagReceived
 	flagNextTry
 	flagDied
-	flagsKnown = flagDeadLetter | flagReceived | flagNextTry | flagDied
+	// flagTrace: the record carries a trace context (Record.Trace), after
+	// its reason. Records written before tracing existed lack the flag
+	// and decode as before; a build older than this one refuses a record
+	// that has it (an unknown flag), rather than drop its trace silently.
+	flagTrace
+	flagsKnown = flagDeadLetter | flagReceived | flagNextTry | flagDied | flagTrace
 )
 
 // errCorrupt is returned (wrapped) for values that are not a complete record
@@ -79,11 +90,12 @@ var errCorrupt = errors.New("corrupt spool record")
 // time, so removal subtracts exactly what was added even if the formula
 // changes later), uvarint attempts, varint unix-nano times for the flagged
 // times (received, next try, died), then length-prefixed strings sink,
-// target, key, id, last error, reason, uvarint attribute count with
+// target, key, id, last error, reason, the flagged trace context
+// (traceparent, tracestate), uvarint attribute count with
 // length-prefixed name/value pairs, and finally the length-prefixed body.
 // It is binary rather than JSON because Append is on the webhook hot path.
 func encodeRecord(r *Record, size int64) []byte {
-	capacity := size + int64(len(r.Sink)+len(r.LastError)+len(r.Reason)) + 16*binary.MaxVarintLen64
+	capacity := size + int64(len(r.Sink)+len(r.LastError)+len(r.Reason)) + 18*binary.MaxVarintLen64
 	for range r.Message.Attrs {
 		capacity += 2 * binary.MaxVarintLen64
 	}
@@ -106,6 +118,9 @@ func appendRecord(b []byte, r *Record, size int64) []byte {
 	if !r.Died.IsZero() {
 		flags |= flagDied
 	}
+	if r.Trace.Parent != "" {
+		flags |= flagTrace
+	}
 	b = append(b, formatV1, flags)
 	b = binary.AppendUvarint(b, uint64(size))
 	b = binary.AppendUvarint(b, uint64(max(r.Attempts, 0)))
@@ -120,6 +135,10 @@ func appendRecord(b []byte, r *Record, size int64) []byte {
 	}
 	for _, s := range [...]string{r.Sink, m.Target, m.Key, m.ID, r.LastError, r.Reason} {
 		b = appendString(b, s)
+	}
+	if flags&flagTrace != 0 {
+		b = appendString(b, r.Trace.Parent)
+		b = appendString(b, r.Trace.State)
 	}
 	b = binary.AppendUvarint(b, uint64(len(m.Attrs)))
 	for _, a := range m.Attrs {
@@ -276,6 +295,12 @@ func decodeRecord(seq uint64, val []byte) (Record, error) {
 	rec.Message.ID = r.string("id")
 	rec.LastError = r.string("last error")
 	rec.Reason = r.string("reason")
+	if flags&flagTrace != 0 {
+		rec.Trace = sinks.TraceContext{Parent: r.string("traceparent"), State: r.string("tracestate")}
+		if r.err == nil && rec.Trace.Parent == "" {
+			r.fail("traceparent")
+		}
+	}
 	n := r.uvarint("attribute count")
 	// Every attribute takes at least two bytes, which bounds the allocation
 	// for a garbled count.

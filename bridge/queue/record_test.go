@@ -71,8 +71,50 @@ func TestDecodeGarbage(t *testing.T) {
 	}
 }
 
+// TestTraceContextTravels: a record's trace context survives the
+// encoding; a record without one encodes exactly as before tracing
+// existed (no flag, no bytes), so old and new records read alike.
+func TestTraceContextTravels(t *testing.T) {
+	plain := testRecord("body")
+	traced := testRecord("body")
+	traced.Trace = sinks.TraceContext{Parent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", State: "rojo=00f067aa0ba902b7"}
+
+	got, err := Unmarshal(1, Marshal(&traced))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Trace != traced.Trace {
+		t.Errorf("trace context %+v, want %+v", got.Trace, traced.Trace)
+	}
+	if traced.Size() != plain.Size()+int64(len(traced.Trace.Parent)+len(traced.Trace.State)) {
+		t.Errorf("Size %d does not count the trace context (untraced %d)", traced.Size(), plain.Size())
+	}
+
+	old := Marshal(&plain)
+	if old[1]&flagTrace != 0 {
+		t.Fatalf("an untraced record has the trace flag: %x", old[:2])
+	}
+	if got, err := Unmarshal(1, old); err != nil || got.Trace != (sinks.TraceContext{}) {
+		t.Errorf("untraced record: trace %+v, err %v", got.Trace, err)
+	}
+	// The flag with an empty traceparent is not a record this build wrote.
+	bad := plain
+	bad.Trace = sinks.TraceContext{Parent: "x"}
+	b := Marshal(&bad)
+	i := bytes.Index(b, []byte("\x01x"))
+	if i < 0 {
+		t.Fatal("traceparent not found in the encoding")
+	}
+	b = append(b[:i:i], append([]byte{0}, b[i+2:]...)...)
+	if _, err := Unmarshal(1, b); !errors.Is(err, errCorrupt) {
+		t.Errorf("empty traceparent under the flag: err %v", err)
+	}
+}
+
 func FuzzDecode(f *testing.F) {
 	r := testRecord("body")
+	f.Add(encodeRecord(&r, r.Size()))
+	r.Trace = sinks.TraceContext{Parent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
 	f.Add(encodeRecord(&r, r.Size()))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rec, err := decodeRecord(1, b)
@@ -82,7 +124,7 @@ func FuzzDecode(f *testing.F) {
 		// What decodes must re-encode to a value that decodes the same.
 		sum, _ := Summarize(b)
 		again, err := decodeRecord(1, encodeRecord(&rec, sum.Size))
-		if err != nil || !reflect.DeepEqual(again.Message, rec.Message) {
+		if err != nil || !reflect.DeepEqual(again.Message, rec.Message) || again.Trace != rec.Trace {
 			t.Fatalf("round trip: %v", err)
 		}
 	})

@@ -2,6 +2,7 @@ package route_test
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -417,6 +418,48 @@ func TestZoneFunctionsAgreeWithCEL(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// TestTemplatePatternMatchesExpansions: every expansion of a template,
+// however hostile the values, matches its Pattern, and Private says which
+// templates may show a task id or payload.
+func TestTemplatePatternMatchesExpansions(t *testing.T) {
+	tests := []struct {
+		template          string
+		private, withTask bool // Private(false), Private(true)
+		other             string
+	}{
+		{"task.{status}", false, false, "task.a.b"},
+		{"{source}-{status}", false, false, "x"},
+		{"t.{task_id}", true, false, "t."},
+		{"team.{data.metadata.team}.{status}", true, true, "team..finished"},
+		{"fixed.subject", false, false, "fixed.subjects"},
+		{"https://x.test/{status}?a=(b)", false, false, "https://x.test/a?a=b"},
+	}
+	envelopes := []string{
+		envelope("finished", `, "metadata": {"team": "ops"}`),
+		envelope("a.b*>{}\x7f", `, "metadata": {"team": "`+strings.Repeat("é", 200)+`"}`),
+		`{"task_id": "", "status": ""}`,
+	}
+	for _, tt := range tests {
+		tmpl, err := route.ParseTemplate(tt.template)
+		if err != nil {
+			t.Fatal(err)
+		}
+		re := regexp.MustCompile(tmpl.Pattern())
+		for _, body := range envelopes {
+			if got := tmpl.Expand(normalize(t, body)); !re.MatchString(got) {
+				t.Errorf("%q: expansion %q does not match %s", tt.template, got, tmpl.Pattern())
+			}
+		}
+		if re.MatchString(tt.other) {
+			t.Errorf("%q: %q matches %s", tt.template, tt.other, tmpl.Pattern())
+		}
+		if tmpl.Private(false) != tt.private || tmpl.Private(true) != tt.withTask {
+			t.Errorf("%q: Private(false), Private(true) = %v, %v; want %v, %v", tt.template,
+				tmpl.Private(false), tmpl.Private(true), tt.private, tt.withTask)
 		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/hookbridge/hookbridge/bridge/event"
@@ -128,6 +130,36 @@ func (t Template) Static() bool {
 		}
 	}
 	return true
+}
+
+// Private reports whether an expansion of the template may show what a
+// trace must not: a {data...} member, part of the payload, or the task
+// id unless taskIDs (telemetry.task_id_attribute) allows it.
+func (t Template) Private(taskIDs bool) bool {
+	for _, p := range t.parts {
+		if p.field == fieldData || (p.field == fieldTaskID && !taskIDs) {
+			return true
+		}
+	}
+	return false
+}
+
+// Pattern returns a regular expression (RE2 syntax, anchored) that
+// matches every expansion of the template: a variable's value is 1 to
+// MaxValueBytes bytes of [A-Za-z0-9_-]. Tracing uses it to tell which
+// template a queued message's target came from.
+func (t Template) Pattern() string {
+	var b strings.Builder
+	b.WriteByte('^')
+	for _, p := range t.parts {
+		if p.field == fieldNone {
+			b.WriteString(regexp.QuoteMeta(p.literal))
+		} else {
+			b.WriteString(`[A-Za-z0-9_-]{1,` + strconv.Itoa(MaxValueBytes) + `}`)
+		}
+	}
+	b.WriteByte('$')
+	return b.String()
 }
 
 // Expand fills the template's variables from ev.

@@ -124,6 +124,15 @@ func (p *Provider) Tracer() trace.Tracer {
 	return p.tp.Tracer(ScopeName)
 }
 
+// W3C returns sc as a W3C traceparent and tracestate, "" and "" when sc
+// is not valid: what a message or a queued record carries of a span.
+func W3C(sc trace.SpanContext) (traceparent, tracestate string) {
+	if !sc.IsValid() {
+		return "", ""
+	}
+	return "00-" + sc.TraceID().String() + "-" + sc.SpanID().String() + "-" + sc.TraceFlags().String(), sc.TraceState().String()
+}
+
 // Describe says what p exports, for the start-up log line.
 func (p *Provider) Describe() string {
 	if p == nil || p.desc == "" {

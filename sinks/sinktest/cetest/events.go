@@ -236,7 +236,7 @@ func (refuser) Close(context.Context) error { return nil }
 func deliver(t testing.TB, ev *event.Event) sinks.Message {
 	t.Helper()
 	k := &keeper{}
-	if err := delivery.NewSync(map[string]sinks.Sink{"keep": k}).Deliver(context.Background(), ev, []route.Delivery{{Sink: "keep"}}); err != nil {
+	if err := delivery.NewSync(map[string]sinks.Sink{"keep": k}, nil).Deliver(context.Background(), ev, []route.Delivery{{Sink: "keep"}}); err != nil {
 		t.Fatal(err)
 	}
 	return k.kept()[0]

@@ -1,0 +1,259 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"regexp"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/hookbridge/hookbridge/bridge/config"
+	"github.com/hookbridge/hookbridge/bridge/queue"
+	"github.com/hookbridge/hookbridge/bridge/route"
+	"github.com/hookbridge/hookbridge/bridge/telemetry"
+	"github.com/hookbridge/hookbridge/sinks"
+)
+
+// This file makes the producer spans of publishes, as OpenTelemetry's
+// messaging conventions lay them out:
+//
+//   - a publish of one message is one "send <destination>" span of kind
+//     producer, a child of the span that handed the message over (the
+//     webhook's hookbridge.deliver span, read back from the queued record
+//     when the spool publishes it later or on another replica), and its
+//     context is the one the message carries in the broker's trace
+//     headers;
+//   - a publish of a batch is one "create <destination>" producer span per
+//     message, each a child of its own webhook's span and the context its
+//     message carries, plus one "send" span of kind client for the batch
+//     with messaging.batch.message_count and a link to every create span:
+//     a batch mixes webhooks, so it has no single parent.
+//
+// The event's traceparent attribute is left as it is: it names the trace
+// the event started in (the CloudEvents distributed-tracing extension),
+// where the broker's trace headers name this hop.
+//
+// What a span never holds: a message's body, key (the task id) or
+// attributes, an error's text (a broker's may quote its URL and
+// credentials), and a destination expanded from a template that may show
+// a payload member or, unless telemetry.task_id_attribute is on, a task
+// id: for those the template is recorded instead.
+
+// Attribute keys of hookbridge's own on producer spans.
+const (
+	AttrSink    = attribute.Key("hookbridge.sink")    // the sink's name
+	AttrAttempt = attribute.Key("hookbridge.attempt") // 1 for the first publish of a queued message
+)
+
+// Operation names, for span names and messaging.operation.name.
+const (
+	opSend   = "send"
+	opCreate = "create"
+)
+
+// traceContext is the W3C Trace Context propagator, used explicitly
+// rather than through the global one.
+var traceContext propagation.TraceContext
+
+// Tracing makes producer spans around publishes. A nil *Tracing traces
+// nothing, and costs one nil check per publish.
+type Tracing struct {
+	tracer trace.Tracer
+	sinks  map[string]*sinkTracing // by sink name
+}
+
+// sinkTracing is what the spans of one sink say about where it publishes.
+type sinkTracing struct {
+	system        attribute.KeyValue
+	defaultTarget string
+	private       []privateTemplate // templates whose expansions stay out of traces
+}
+
+type privateTemplate struct {
+	template string
+	match    *regexp.Regexp
+}
+
+// NewTracing returns the tracing of cfg's sinks' publishes to tracer, nil
+// when tracer is nil (tracing off).
+func NewTracing(tracer trace.Tracer, cfg *config.Config) *Tracing {
+	if tracer == nil {
+		return nil
+	}
+	t := &Tracing{tracer: tracer, sinks: map[string]*sinkTracing{}}
+	taskIDs := cfg.Telemetry.TaskIDAttribute
+	for _, sc := range cfg.Sinks {
+		system := sc.Kind.System
+		if system == "" {
+			system = sc.Type
+		}
+		st := &sinkTracing{system: semconv.MessagingSystemKey.String(system)}
+		if sc.Options != nil {
+			st.defaultTarget = sc.Options.DefaultTarget()
+		}
+		for _, tt := range cfg.TargetTemplates(sc.Name) {
+			rt, ok := tt.(route.Template)
+			if ok && rt.Private(taskIDs) {
+				st.private = append(st.private, privateTemplate{template: rt.String(), match: regexp.MustCompile(rt.Pattern())})
+			}
+		}
+		t.sinks[sc.Name] = st
+	}
+	return t
+}
+
+// destination returns the span-name part and the attribute for target:
+// messaging.destination.name, or messaging.destination.template when the
+// target may be an expansion of a private template.
+func (st *sinkTracing) destination(target string) (string, attribute.KeyValue) {
+	if target == "" {
+		target = st.defaultTarget
+	}
+	for _, p := range st.private {
+		if p.match.MatchString(target) {
+			return p.template, semconv.MessagingDestinationTemplate(p.template)
+		}
+	}
+	if target == "" {
+		return "", attribute.KeyValue{}
+	}
+	return target, semconv.MessagingDestinationName(target)
+}
+
+// publish publishes msgs to s, the sink called name, inside producer
+// spans. parent returns the context message i continues (its webhook's
+// span); attempts, when not nil, are the messages' attempt numbers (a
+// queued message's, from 1).
+func (t *Tracing) publish(ctx context.Context, name string, s sinks.Sink, msgs []sinks.Message, parent func(i int) context.Context, attempts []int) error {
+	st := t.sinks[name]
+	if st == nil {
+		st = &sinkTracing{system: semconv.MessagingSystemKey.String("unknown")}
+	}
+	common := []attribute.KeyValue{st.system, AttrSink.String(name)}
+	out := make([]sinks.Message, len(msgs))
+	copy(out, msgs)
+
+	if len(msgs) == 1 {
+		dest, destAttr := st.destination(msgs[0].Target)
+		attrs := append(common, semconv.MessagingOperationName(opSend), semconv.MessagingOperationTypeSend,
+			semconv.MessagingMessageID(msgs[0].ID))
+		if destAttr.Valid() {
+			attrs = append(attrs, destAttr)
+		}
+		if attempts != nil {
+			attrs = append(attrs, AttrAttempt.Int(attempts[0]))
+		}
+		_, span := t.tracer.Start(parent(0), spanName(opSend, dest), trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(attrs...))
+		out[0].Trace = contextOf(span)
+		err := s.Publish(ctx, out)
+		endPublish(span, err)
+		return err
+	}
+
+	creates := make([]trace.Span, len(msgs))
+	links := make([]trace.Link, len(msgs))
+	batchDest, batchAttr := "", attribute.KeyValue{}
+	for i := range msgs {
+		dest, destAttr := st.destination(msgs[i].Target)
+		if i == 0 || (dest == batchDest && destAttr == batchAttr) {
+			batchDest, batchAttr = dest, destAttr
+		} else {
+			batchDest, batchAttr = "", attribute.KeyValue{} // mixed: the batch names none
+		}
+		attrs := append(common[:len(common):len(common)], semconv.MessagingOperationName(opCreate),
+			semconv.MessagingOperationTypeCreate, semconv.MessagingMessageID(msgs[i].ID))
+		if destAttr.Valid() {
+			attrs = append(attrs, destAttr)
+		}
+		if attempts != nil {
+			attrs = append(attrs, AttrAttempt.Int(attempts[i]))
+		}
+		_, creates[i] = t.tracer.Start(parent(i), spanName(opCreate, dest), trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(attrs...))
+		out[i].Trace = contextOf(creates[i])
+		links[i] = trace.Link{SpanContext: creates[i].SpanContext()}
+	}
+	attrs := append(common, semconv.MessagingOperationName(opSend), semconv.MessagingOperationTypeSend,
+		semconv.MessagingBatchMessageCount(len(msgs)))
+	if batchAttr.Valid() {
+		attrs = append(attrs, batchAttr)
+	}
+	_, send := t.tracer.Start(ctx, spanName(opSend, batchDest), trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithLinks(links...), trace.WithAttributes(attrs...))
+	err := s.Publish(ctx, out)
+	for i, sp := range creates {
+		endPublish(sp, sinks.MessageErr(err, i))
+	}
+	endPublish(send, err)
+	return err
+}
+
+func spanName(op, dest string) string {
+	if dest == "" {
+		return op
+	}
+	return op + " " + dest
+}
+
+// endPublish ends a producer span with the publish's outcome: on a
+// failure, error.type says what kind (never the error's text) and the
+// status is Error.
+func endPublish(span trace.Span, err error) {
+	if err != nil {
+		span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
+		span.SetStatus(codes.Error, "publish failed")
+	}
+	span.End()
+}
+
+// errorType is error.type for a failed publish: a low-cardinality class.
+func errorType(err error) string {
+	var be *sinks.BatchError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case sinks.IsPermanent(err):
+		return "permanent"
+	case errors.As(err, &be):
+		return "batch_partly_failed"
+	}
+	return "_OTHER"
+}
+
+// contextOf is span's W3C trace context, for a message's trace headers
+// or a queued record.
+func contextOf(span trace.Span) sinks.TraceContext {
+	return traceContextOf(span.SpanContext())
+}
+
+func traceContextOf(sc trace.SpanContext) sinks.TraceContext {
+	parent, state := telemetry.W3C(sc)
+	return sinks.TraceContext{Parent: parent, State: state}
+}
+
+// queuedTrace is the trace context a record queued from ctx carries: the
+// span ctx holds (the webhook's hookbridge.deliver span), or none.
+func queuedTrace(ctx context.Context) sinks.TraceContext {
+	return traceContextOf(trace.SpanContextFromContext(ctx))
+}
+
+// continuing returns ctx with the remote span context of a queued
+// record's trace as its parent: the record's own when it has one, else the
+// event's traceparent attribute (a record queued while tracing was off
+// still joins the sender's trace), else none, a new trace.
+func continuing(ctx context.Context, r *queue.Record) context.Context {
+	tc := r.Trace
+	if tc.Parent == "" {
+		h := r.Message.TraceHeaders()
+		tc = sinks.TraceContext{Parent: h[0].Value, State: h[1].Value}
+	}
+	if tc.Parent == "" {
+		return ctx
+	}
+	return traceContext.Extract(ctx, propagation.MapCarrier{"traceparent": tc.Parent, "tracestate": tc.State})
+}
