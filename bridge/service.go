@@ -53,11 +53,8 @@ type Service struct {
 	spool    *spool // nil unless the config's spool is used
 	gen      atomic.Pointer[generation]
 	budget   *ingress.Budget // what requests in flight may hold, across reloads
-	// telemetry traces webhooks; built once at start (a reload's
-	// telemetry keys but task_id_attribute wait for a restart).
-	telemetry *telemetry.Provider
-	reloadMu  sync.Mutex
-	draining  atomic.Bool
+	reloadMu sync.Mutex
+	draining atomic.Bool
 }
 
 // Options are a Service's settings beside its config.
@@ -86,6 +83,10 @@ type generation struct {
 	sinks   map[string]sinks.Sink // as opened: what a reload carries over and closes
 	counted map[string]sinks.Sink // the same, counted in metrics: what delivery publishes to
 	spooler *delivery.Spool       // nil without a spool
+	// telemetry traces the generation's webhooks and publishes: the
+	// previous generation's when the telemetry block is unchanged but
+	// for task_id_attribute, a new provider otherwise.
+	telemetry *telemetry.Provider
 
 	// mu is held for reading by every request served by this generation;
 	// a reload takes it for writing to wait for them before closing what
@@ -143,14 +144,10 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Service, err
 			return nil, errors.Join(err, s.spool.closeAll())
 		}
 	}
-	if s.telemetry, err = telemetry.New(ctx, cfg.Telemetry, telemetry.Options{Version: opts.Version}); err != nil {
-		s.closeListeners()
-		return nil, errors.Join(err, s.spool.closeAll())
-	}
 	g, err := s.build(ctx, cfg, nil)
 	if err != nil {
 		s.closeListeners()
-		return nil, errors.Join(err, s.spool.closeAll(), s.telemetry.Shutdown(ctx))
+		return nil, errors.Join(err, s.spool.closeAll())
 	}
 	s.gen.Store(g)
 	if g.spooler != nil {
@@ -182,7 +179,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (*Service, err
 		log.Warn(w)
 	}
 	log.Info("hookbridge listening", "addr", s.ln.Addr().String(), "admin", s.adminLn.Addr().String(),
-		"delivery", cfg.Delivery, "sources", len(cfg.Sources), "sinks", len(cfg.Sinks), "tracing", s.telemetry.Describe())
+		"delivery", cfg.Delivery, "sources", len(cfg.Sources), "sinks", len(cfg.Sinks), "tracing", g.telemetry.Describe())
 	return s, nil
 }
 
@@ -196,11 +193,22 @@ func (s *Service) build(ctx context.Context, cfg *config.Config, prev *generatio
 		cfg.SkipProbes()
 	}
 	g := &generation{cfg: cfg, router: route.New(cfg.Rules()), sinks: map[string]sinks.Sink{}, counted: map[string]sinks.Sink{}}
+	if prev != nil && sameExport(prev.cfg.Telemetry, cfg.Telemetry) {
+		g.telemetry = prev.telemetry
+	} else {
+		var err error
+		if g.telemetry, err = telemetry.New(ctx, cfg.Telemetry, telemetry.Options{Version: s.opts.Version}); err != nil {
+			return nil, err
+		}
+	}
 	var opened []string
 	closeOpened := func() error {
 		var errs []error
 		for _, name := range opened {
 			errs = append(errs, closeSink(context.WithoutCancel(ctx), name, g.sinks[name]))
+		}
+		if prev == nil || g.telemetry != prev.telemetry {
+			errs = append(errs, g.telemetry.Shutdown(context.WithoutCancel(ctx)))
 		}
 		return errors.Join(errs...)
 	}
@@ -216,7 +224,7 @@ func (s *Service) build(ctx context.Context, cfg *config.Config, prev *generatio
 		opened = append(opened, sc.Name)
 		g.sinks[sc.Name], g.counted[sc.Name] = sk, s.metrics.Instrument(sc.Name, sk)
 	}
-	tracing := delivery.NewTracing(s.telemetry.Tracer(), cfg)
+	tracing := delivery.NewTracing(g.telemetry.Tracer(), cfg)
 	var d ingress.Deliverer = delivery.NewSync(g.counted, tracing)
 	if s.spool.delivers() {
 		// Like the queue, the dispatchers outlive a reload to sync
@@ -231,11 +239,23 @@ func (s *Service) build(ctx context.Context, cfg *config.Config, prev *generatio
 	}
 	var err error
 	g.ingress, err = ingress.New(cfg, ingress.Options{Router: g.router, Deliverer: d, Metrics: s.metrics,
-		Shared: s.spool.sharedReplay(), Previous: prevIngress, Budget: s.budget, Tracer: s.telemetry.Tracer(), Log: s.log})
+		Shared: s.spool.sharedReplay(), Previous: prevIngress, Budget: s.budget, Tracer: g.telemetry.Tracer(), Log: s.log})
 	if err != nil {
 		return nil, errors.Join(err, closeOpened())
 	}
 	return g, nil
+}
+
+// sameExport reports whether two telemetry blocks export the same way:
+// equal but for task_id_attribute, which a generation applies on its
+// own.
+func sameExport(a, b config.Telemetry) bool {
+	if (a.SamplerArg == nil) != (b.SamplerArg == nil) || (a.SamplerArg != nil && *a.SamplerArg != *b.SamplerArg) {
+		return false
+	}
+	a.SamplerArg, b.SamplerArg = nil, nil
+	a.TaskIDAttribute = b.TaskIDAttribute
+	return a == b
 }
 
 // sameSink returns the counted sink of g for sc if its type and options
@@ -327,6 +347,12 @@ func (s *Service) Reload(ctx context.Context, cfg *config.Config) error {
 			closeErrs = append(closeErrs, closeSink(context.WithoutCancel(ctx), name, sk))
 		}
 	}
+	if g.telemetry != old.telemetry {
+		// The old generation's requests and dispatchers are done: flush
+		// their spans to where they were going.
+		closeErrs = append(closeErrs, old.telemetry.Shutdown(context.WithoutCancel(ctx)))
+		s.log.Info("tracing changed", "tracing", g.telemetry.Describe())
+	}
 	s.metrics.Reloaded(true)
 	if len(restart) > 0 {
 		s.log.Warn("config reloaded, but these settings take effect only at the next start", "keys", strings.Join(restart, ", "))
@@ -395,7 +421,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		errs = append(errs, closeSink(context.WithoutCancel(ctx), name, sk))
 	}
 	// Last, so the spans of the webhooks drained above are flushed.
-	return errors.Join(append(errs, s.spool.closeAll(), s.telemetry.Shutdown(ctx))...)
+	return errors.Join(append(errs, s.spool.closeAll(), g.telemetry.Shutdown(ctx))...)
 }
 
 // closeSink closes a sink, flushing what it holds.

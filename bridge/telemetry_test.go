@@ -66,3 +66,83 @@ telemetry: {endpoint: "` + receiver.URL + `", protocol: http/protobuf}
 		}
 	}
 }
+
+// TestReloadSwitchesTracing: a reload applies the telemetry block. Turned
+// on, the next webhooks are traced; turned off again, the spans of the
+// traced generation are flushed to the receiver as it retires, and the
+// webhooks after that are not traced.
+func TestReloadSwitchesTracing(t *testing.T) {
+	// Spans stay batched until a flush, however slow the machine: what
+	// reaches the receiver is what the reloads flushed.
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
+	var mu sync.Mutex
+	var bodies [][]byte
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, b)
+		mu.Unlock()
+	}))
+	defer receiver.Close()
+	exported := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return bytes.Count(bytes.Join(bodies, nil), []byte("POST /webhook"))
+	}
+	base := `
+server: {listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0"}
+delivery: sync
+sources: [{name: browser-use, path: /webhook, secrets: ["` + busSecret + `"]}]
+sinks: [{name: audit, type: file, path: ` + filepath.Join(t.TempDir(), "events.jsonl") + `}]
+routes: [{name: all, status: ["*"], to: [{sink: audit}]}]
+`
+	parse := func(extra string) *config.Config {
+		cfg, err := config.Parse("reload.yaml", []byte(base+extra), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	svc, err := Start(context.Background(), parse(""), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Shutdown(context.Background())
+	url := "http://" + svc.Addr().String() + "/webhook"
+	post := func(n int) {
+		t.Helper()
+		if code, _ := postEvent(t, http.DefaultClient, url, "reload-task", n); code != 200 {
+			t.Fatalf("webhook %d answered %d", n, code)
+		}
+	}
+
+	post(1) // off
+	on := parse(`telemetry: {endpoint: "` + receiver.URL + `", protocol: http/protobuf}`)
+	if err := svc.Reload(context.Background(), on); err != nil {
+		t.Fatal(err)
+	}
+	post(2)
+	post(3)
+	// task_id_attribute alone keeps the provider (and its batch).
+	onWithTasks := parse(`telemetry: {endpoint: "` + receiver.URL + `", protocol: http/protobuf, task_id_attribute: true}`)
+	if err := svc.Reload(context.Background(), onWithTasks); err != nil {
+		t.Fatal(err)
+	}
+	if got := exported(); got != 0 {
+		t.Errorf("%d server spans exported by a reload that kept the exporter, want 0 (still batched)", got)
+	}
+	post(4)
+	if err := svc.Reload(context.Background(), parse("")); err != nil { // off again: flushes
+		t.Fatal(err)
+	}
+	if got := exported(); got != 3 {
+		t.Errorf("%d server spans exported when tracing was turned off, want the 3 traced webhooks'", got)
+	}
+	post(5)
+	if err := svc.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := exported(); got != 3 {
+		t.Errorf("%d server spans exported in all, want 3: webhooks 1 and 5 came while tracing was off", got)
+	}
+}

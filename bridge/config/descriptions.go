@@ -84,7 +84,7 @@ var referenceRows = map[string]referenceEntry{
 	"telemetry.sampler_arg":              {"The ratio of traces a traceidratio sampler keeps, 0 to 1.", false},
 	"telemetry.service_name":             {"The service.name resource attribute.", false},
 	"telemetry.resource_attributes":      {"More resource attributes, key=value pairs separated by commas (values percent-encoded), added to the environment's; a key in both takes this value.", false},
-	"telemetry.task_id_attribute":        {"Record each event's task id on its span as hookbridge.task_id. Off by default: a task id can identify a user's task.", true},
+	"telemetry.task_id_attribute":        {"Record each event's task id on its span as hookbridge.task_id, and destinations made from {task_id} as they are on producer spans (else as the template). Off by default: a task id can identify a user's task.", true},
 	"nats.url":                           {"embedded (start an in-process nats-server with JetStream) or one or more comma-separated nats:// (or tls://) server URLs.", false},
 	"nats.jetstream":                     {"true: publish through JetStream, wait for the PubAck, and set Nats-Msg-Id to <event id>:<subject>, so a redelivered webhook is stored once per subject. false: core NATS, flushed before confirming.", true},
 	"nats.subject":                       {"The subject for targets that name none; may be a template.", false},
