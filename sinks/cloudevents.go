@@ -48,14 +48,6 @@ func (m ContentMode) Check(key string) error {
 	return Problemf(key, "%q is not a content mode: use %q (the whole CloudEvent as the body) or %q (data as the body, attributes as headers)", string(m), Structured, Binary)
 }
 
-// IsTraceAttr reports whether the attribute name is one of the W3C trace
-// context's (the CloudEvents distributed-tracing extension). Sinks also
-// send those under their own names, "traceparent" and "tracestate", in
-// either mode, where tracers look for them.
-func IsTraceAttr(name string) bool {
-	return name == "traceparent" || name == "tracestate"
-}
-
 // TraceHeaders returns the W3C trace context a sink sends in its
 // broker's own trace headers, "traceparent" then "tracestate": m.Trace
 // when set, else the event's traceparent and tracestate attributes (the

@@ -104,6 +104,51 @@ func TestContentModeCheck(t *testing.T) {
 	}
 }
 
+// TestTraceHeaders: the publish's trace context wins over the event's
+// attributes, which are the fallback; a tracestate without a traceparent
+// is dropped; and finding them allocates nothing, since every sink calls
+// it once per message.
+func TestTraceHeaders(t *testing.T) {
+	const (
+		eventParent   = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+		publishParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-01"
+	)
+	attrs := func(a ...string) []Attr {
+		var out []Attr
+		for i := 0; i < len(a); i += 2 {
+			out = append(out, Attr{Name: a[i], Value: a[i+1]})
+		}
+		return out
+	}
+	tests := []struct {
+		name          string
+		m             Message
+		parent, state string
+	}{
+		{"nothing", Message{Attrs: attrs("id", "e1")}, "", ""},
+		{"the event's", Message{Attrs: attrs("id", "e1", "traceparent", eventParent, "tracestate", "a=1")}, eventParent, "a=1"},
+		{"the event's, no tracestate", Message{Attrs: attrs("traceparent", eventParent)}, eventParent, ""},
+		{"the event's tracestate alone", Message{Attrs: attrs("tracestate", "a=1")}, "", ""},
+		{"the publish's wins", Message{Attrs: attrs("traceparent", eventParent, "tracestate", "a=1"), Trace: TraceContext{Parent: publishParent, State: "b=2"}}, publishParent, "b=2"},
+		// The publish's context is a whole: the event's tracestate
+		// belongs to the event's parent, not to the publish's.
+		{"the publish's, no tracestate", Message{Attrs: attrs("traceparent", eventParent, "tracestate", "a=1"), Trace: TraceContext{Parent: publishParent}}, publishParent, ""},
+		{"the publish's on an untraced event", Message{Attrs: attrs("id", "e1"), Trace: TraceContext{Parent: publishParent, State: "b=2"}}, publishParent, "b=2"},
+		{"a publish tracestate alone is no context", Message{Attrs: attrs("traceparent", eventParent, "tracestate", "a=1"), Trace: TraceContext{State: "b=2"}}, eventParent, "a=1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := [2]Attr{{"traceparent", tt.parent}, {"tracestate", tt.state}}
+			if got := tt.m.TraceHeaders(); got != want {
+				t.Errorf("TraceHeaders() = %v, want %v", got, want)
+			}
+			if n := testing.AllocsPerRun(100, func() { _ = tt.m.TraceHeaders() }); n != 0 {
+				t.Errorf("TraceHeaders allocates %v times, want none", n)
+			}
+		})
+	}
+}
+
 // BenchmarkMessageData finds data in a typical structured body: eight
 // attributes, then a 130-byte payload.
 func BenchmarkMessageData(b *testing.B) {

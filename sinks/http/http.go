@@ -501,7 +501,10 @@ func (s *Sink) send(ctx context.Context, m *sinks.Message) error {
 	return s.outcome(where, u, resp)
 }
 
-// request builds m's body and headers in the sink's content mode.
+// request builds m's body and headers in the sink's content mode. In
+// either mode the plain "traceparent" and "tracestate" headers carry the
+// publish's trace context (Message.Trace, the producer span's when
+// hookbridge traces), else the event's.
 //
 // A binary request whose attribute a header cannot carry as it is goes
 // structured, which its content-type says: the HTTP binding requires
@@ -535,9 +538,11 @@ func (s *Sink) request(m *sinks.Message, where string) ([]byte, http.Header, err
 	} else {
 		h["content-type"] = []string{sinks.StructuredContentType}
 	}
-	for _, a := range m.Attrs {
-		if sinks.IsTraceAttr(a.Name) {
-			// W3C trace context under its own name, where tracers look.
+	// The W3C trace context under its own names, where tracers look: the
+	// publish's (see sinks.Message.Trace), while ce-traceparent stays the
+	// event's.
+	for _, a := range m.TraceHeaders() {
+		if a.Value != "" {
 			h[a.Name] = []string{a.Value}
 		}
 	}

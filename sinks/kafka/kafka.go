@@ -625,7 +625,9 @@ var structuredContentType = []byte(sinks.StructuredContentType)
 // the value with content-type application/cloudevents+json; binary, data
 // as the value, datacontenttype as content-type and every other attribute
 // as a "ce_" header. Header values are the attributes' UTF-8 text. The key
-// is the task id either way.
+// is the task id either way. In either mode the plain "traceparent" and
+// "tracestate" headers carry the publish's trace context (Message.Trace,
+// the producer span's when hookbridge traces), else the event's.
 func record(m *sinks.Message, topic string, mode sinks.ContentMode) (kafkago.Message, error) {
 	km := kafkago.Message{Topic: topic, Value: m.Body}
 	if mode == sinks.Binary {
@@ -646,9 +648,11 @@ func record(m *sinks.Message, topic string, mode sinks.ContentMode) (kafkago.Mes
 		km.Headers = make([]kafkago.Header, 1, 3)
 		km.Headers[0] = kafkago.Header{Key: "content-type", Value: structuredContentType}
 	}
-	for _, a := range m.Attrs {
-		if sinks.IsTraceAttr(a.Name) {
-			// W3C trace context under its own name, where tracers look.
+	// The W3C trace context under its own names, where tracers look: the
+	// publish's (see sinks.Message.Trace), while ce_traceparent stays the
+	// event's.
+	for _, a := range m.TraceHeaders() {
+		if a.Value != "" {
 			km.Headers = append(km.Headers, kafkago.Header{Key: a.Name, Value: []byte(a.Value)})
 		}
 	}

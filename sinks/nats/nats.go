@@ -517,6 +517,9 @@ func (s *Sink) Publish(ctx context.Context, batch []sinks.Message) error {
 // msg lays m out on subj in the sink's content mode. Header names are
 // lower case, as the CloudEvents SDKs read them: nats.go keeps a header's
 // case, and the SDKs look up "ce-specversion" and "content-type" exactly.
+// In either mode the plain "traceparent" and "tracestate" headers carry
+// the publish's trace context (Message.Trace, the producer span's when
+// hookbridge traces), else the event's.
 //
 // A binary message whose attribute a NATS header cannot carry as it is
 // (nats.go trims a value's surrounding spaces and turns CR and LF into
@@ -567,9 +570,11 @@ func (s *Sink) msg(m *sinks.Message, subj string) (*natsgo.Msg, error) {
 	} else {
 		set(contentTypeHeader, sinks.StructuredContentType)
 	}
-	for _, a := range m.Attrs {
-		if sinks.IsTraceAttr(a.Name) {
-			// W3C trace context under its own name, where tracers look.
+	// The W3C trace context under its own names, where tracers look: the
+	// publish's (see sinks.Message.Trace), while ce-traceparent stays the
+	// event's.
+	for _, a := range m.TraceHeaders() {
+		if a.Value != "" {
 			set(a.Name, a.Value)
 		}
 	}

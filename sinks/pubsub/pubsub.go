@@ -9,11 +9,13 @@
 //
 //   - structured: the data is the CloudEvent JSON, unchanged, and the
 //     attribute "Content-Type" is "application/cloudevents+json;
-//     charset=utf-8", beside "traceparent" and "tracestate" when the
-//     event has them.
+//     charset=utf-8", beside "traceparent" and "tracestate": the
+//     publish's trace context (Message.Trace, the producer span's when
+//     hookbridge traces), else the event's.
 //   - binary: the data is the event's data, "Content-Type" its
 //     datacontenttype, and every other attribute a message attribute
-//     "ce-<name>", plus "traceparent" and "tracestate". An event
+//     "ce-<name>" (ce-traceparent stays the event's), plus
+//     "traceparent" and "tracestate" as in structured mode. An event
 //     Pub/Sub cannot carry so (an attribute value over 1024 bytes, or
 //     one the SDK would alter) goes structured instead, as its
 //     Content-Type says.
@@ -478,10 +480,12 @@ func maxMessageSize(topic string) int {
 //
 //   - structured: the CloudEvent JSON as the data; attribute
 //     Content-Type application/cloudevents+json; charset=utf-8, plus
-//     traceparent and tracestate when the event has them.
+//     traceparent and tracestate: the publish's trace context
+//     (Message.Trace, the producer span's when hookbridge traces), else
+//     the event's, when there is one.
 //   - binary: the event's data as the data; attribute Content-Type =
 //     datacontenttype and one attribute ce-<name> for every other
-//     CloudEvents attribute, plus traceparent and tracestate.
+//     CloudEvents attribute, plus traceparent and tracestate as above.
 //
 // A binary message whose attributes Pub/Sub cannot carry (over 1024
 // bytes) or a reader would alter (spaces at the ends) goes structured
@@ -521,13 +525,21 @@ func (s *Sink) buildMessage(m *sinks.Message) (*pubsub.Message, error) {
 }
 
 // addTraceContext adds the W3C trace context under its own names,
-// traceparent and tracestate, where tracers look, in either mode.
+// traceparent and tracestate, where tracers look, in either mode: the
+// publish's (see sinks.Message.Trace), while ce-traceparent stays the
+// event's. A value Pub/Sub cannot carry is left out, not refused.
 func addTraceContext(msg *pubsub.Message, m *sinks.Message) {
-	for _, a := range m.Attrs {
-		if sinks.IsTraceAttr(a.Name) && a.Value != "" && len(a.Value) <= maxAttrValue && utf8.ValidString(a.Value) {
+	for _, a := range m.TraceHeaders() {
+		if carries(a) {
 			msg.Attributes[a.Name] = a.Value
 		}
 	}
+}
+
+// carries reports whether a trace header goes as a message attribute:
+// set, and within what Pub/Sub takes.
+func carries(a sinks.Attr) bool {
+	return a.Value != "" && len(a.Value) <= maxAttrValue && utf8.ValidString(a.Value)
 }
 
 // The binding's attribute names, as the CloudEvents SDK for Go spells
@@ -538,9 +550,16 @@ const (
 )
 
 // binaryFits reports whether m's attributes fit Pub/Sub message
-// attributes in binary mode unchanged.
+// attributes in binary mode unchanged, beside the trace headers.
 func binaryFits(m *sinks.Message) bool {
-	if len(m.Attrs) > maxAttrs || !sinks.Untrimmed(m.Attrs) {
+	// Every attribute, plus the trace headers addTraceContext adds.
+	n := len(m.Attrs)
+	for _, a := range m.TraceHeaders() {
+		if carries(a) {
+			n++
+		}
+	}
+	if n > maxAttrs || !sinks.Untrimmed(m.Attrs) {
 		return false
 	}
 	for _, a := range m.Attrs {

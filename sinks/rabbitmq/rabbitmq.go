@@ -24,8 +24,9 @@
 //     AMQP cannot carry so (a datacontenttype over 255 bytes) goes
 //     structured, as its content_type says.
 //
-// In both modes the W3C trace context also travels as the headers
-// "traceparent" and "tracestate", where tracers look for them.
+// In both modes the headers "traceparent" and "tracestate", where
+// tracers look, carry the publish's trace context (Message.Trace, the
+// producer span's when hookbridge traces), else the event's.
 package rabbitmq
 
 import (
@@ -846,9 +847,12 @@ func (s *Sink) publishing(m *sinks.Message) (*amqp.Publishing, error) {
 		p.Body = m.Body
 		p.ContentType = sinks.StructuredContentType
 	}
-	for _, a := range m.Attrs {
-		if sinks.IsTraceAttr(a.Name) {
-			p.Headers[a.Name] = a.Value // where tracers look
+	// The W3C trace context under its own names, where tracers look: the
+	// publish's (see sinks.Message.Trace), while cloudEvents:traceparent
+	// stays the event's.
+	for _, a := range m.TraceHeaders() {
+		if a.Value != "" {
+			p.Headers[a.Name] = a.Value
 		}
 	}
 	return p, nil

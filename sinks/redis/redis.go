@@ -6,14 +6,17 @@
 // stream, or to the sink's stream when the target names none. Redis has no
 // CloudEvents binding; the entry's fields follow the sink's content_mode:
 //
-//   - structured: one field, "event", holding the CloudEvent JSON (plus
-//     "traceparent" and "tracestate" when the event has them, where
-//     tracers look);
+//   - structured: one field, "event", holding the CloudEvent JSON, plus
+//     "traceparent" and "tracestate", where tracers look: the publish's
+//     trace context (Message.Trace, the producer span's when hookbridge
+//     traces), else the event's, when there is one;
 //   - binary: one field per attribute, named as the attribute
 //     ("specversion", "id", "source", "type", "subject", "time",
 //     "datacontenttype", extensions...), then "data", the event's data
 //     byte for byte (left out when the event has none). Fields are binary
-//     safe, so every event goes binary, unlike NATS or SQS.
+//     safe, so every event goes binary, unlike NATS or SQS. The
+//     "traceparent" and "tracestate" fields are then the event's
+//     attributes: a field has one value, and that is the attribute's.
 //
 // A batch is one pipeline, one round trip; Publish returns nil only once
 // Redis answered every XADD with the entry's id. A message whose XADD
@@ -397,13 +400,18 @@ func (s *Sink) wrapScrubbed(err error) error {
 func (s *Sink) values(m *sinks.Message) ([]any, error) {
 	if s.cfg.ContentMode != sinks.Binary {
 		values := []any{EventField, m.Body}
-		for _, a := range m.Attrs {
-			if sinks.IsTraceAttr(a.Name) {
+		// The W3C trace context under its own names, where tracers look:
+		// the publish's (see sinks.Message.Trace), else the event's.
+		for _, a := range m.TraceHeaders() {
+			if a.Value != "" {
 				values = append(values, a.Name, a.Value)
 			}
 		}
 		return values, nil
 	}
+	// Binary fields are the attributes themselves: "traceparent" is the
+	// event's, which no other value may replace, and there is no field
+	// left for the publish's trace context.
 	data, err := m.Data()
 	if err != nil {
 		return nil, err

@@ -9,7 +9,8 @@
 //   - structured: the body is the CloudEvent JSON, unchanged, and the
 //     String message attribute "content-type" is
 //     "application/cloudevents+json; charset=utf-8", beside "traceparent"
-//     and "tracestate" when the event has them.
+//     and "tracestate": the publish's trace context (Message.Trace, the
+//     producer span's when hookbridge traces), else the event's.
 //   - binary: the body is the event's data, "content-type" its
 //     datacontenttype, and every other attribute a String attribute
 //     "ce_<name>". An event SQS cannot carry so (more than 10
@@ -543,7 +544,8 @@ func (s *Sink) leave() {
 //
 //   - structured: the CloudEvent JSON as the body; attribute content-type
 //     application/cloudevents+json; charset=utf-8, plus traceparent and
-//     tracestate when the event has them.
+//     tracestate: the publish's trace context (Message.Trace, the producer
+//     span's when hookbridge traces), else the event's, when there is one.
 //   - binary: data as the body; attribute content-type = datacontenttype
 //     and one attribute ce_<name> for every other CloudEvents attribute.
 //
@@ -591,9 +593,10 @@ func (s *Sink) buildEntry(i int, m *sinks.Message, fifo bool) (entry, error) {
 		if err := add("content-type", sinks.StructuredContentType); err != nil {
 			return entry{}, err
 		}
-		for _, a := range m.Attrs {
-			if sinks.IsTraceAttr(a.Name) && a.Value != "" {
-				// W3C trace context under its own name, where tracers look.
+		// The W3C trace context under its own names, where tracers look:
+		// the publish's (see sinks.Message.Trace), else the event's.
+		for _, a := range m.TraceHeaders() {
+			if a.Value != "" {
 				if err := add(a.Name, a.Value); err != nil {
 					return entry{}, err
 				}
