@@ -84,7 +84,8 @@ func TestInterop(t *testing.T) {
 // what the SDK reads: structured carries Content-Type and the W3C trace
 // context only, binary a ce- attribute per attribute but
 // datacontenttype, which is Content-Type, and the W3C trace context
-// under its own names too.
+// under its own names too, the publish's when it has one
+// (cetest.CheckTraceHeaders).
 func checkAttributes(t *testing.T, c cetest.Case, mode sinks.ContentMode, attrs map[string]string) {
 	t.Helper()
 	ce := 0
@@ -100,11 +101,7 @@ func checkAttributes(t *testing.T, c cetest.Case, mode sinks.ContentMode, attrs 
 	if attrs["Content-Type"] != want || ce != wantCE {
 		t.Errorf("%s: Content-Type %q and %d ce- attributes, want %q and %d: %v", c.Name, attrs["Content-Type"], ce, want, wantCE, attrs)
 	}
-	for _, name := range []string{"traceparent", "tracestate"} {
-		if got := attrs[name]; got != c.Msg.Attr(name) {
-			t.Errorf("%s: %s mode: attribute %s %q, want %q", c.Name, mode, name, got, c.Msg.Attr(name))
-		}
-	}
+	cetest.CheckTraceHeaders(t, c, func(name string) (string, bool) { v, ok := attrs[name]; return v, ok })
 }
 
 // The names of the SDK's Pub/Sub binding: the attributes' prefix and

@@ -128,13 +128,23 @@ func TestSecrets(t *testing.T) {
 // TestContentModes publishes one event in each mode and reads the entry
 // as a consumer does, with XRANGE: structured holds the CloudEvent whole
 // in "event"; binary holds one field per attribute, then "data" byte for
-// byte. The W3C trace context has fields of its own in both.
+// byte. Structured has fields of its own for the W3C trace context, the
+// publish's when it has one, the event's else; in binary the
+// "traceparent" and "tracestate" fields are the event's attributes,
+// whatever the publish's context.
 func TestContentModes(t *testing.T) {
+	const (
+		eventParent   = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+		eventState    = "rojo=00f067aa0ba902b7"
+		publishParent = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"
+		publishState  = "hookbridge=00f067aa0ba902b7,rojo=00f067aa0ba902b7"
+	)
 	ctx := context.Background()
 	url, _, _ := sinktest.Redis(t)
 	cl := sinktest.RedisClient(t, url)
 	m := sinktest.Event("modes", "task-1", "ev-1")
-	m.Attrs = append(m.Attrs, sinks.Attr{Name: "traceparent", Value: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+	m.Attrs = append(m.Attrs, sinks.Attr{Name: "traceparent", Value: eventParent}, sinks.Attr{Name: "tracestate", Value: eventState})
+	publish := sinks.TraceContext{Parent: publishParent, State: publishState}
 	data, err := m.Data()
 	if err != nil {
 		t.Fatal(err)
@@ -143,23 +153,32 @@ func TestContentModes(t *testing.T) {
 	for _, a := range m.Attrs {
 		binary[a.Name] = a.Value
 	}
+	binaryFields := []string{"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "status", "traceparent", "tracestate", "data"}
+	structuredFields := []string{"event", "traceparent", "tracestate"}
 	tests := []struct {
+		name   string
 		mode   sinks.ContentMode
+		trace  sinks.TraceContext
 		fields []string
 		values map[string]any
 	}{
-		{sinks.Structured, []string{"event", "traceparent"}, map[string]any{"event": string(m.Body), "traceparent": m.Attr("traceparent")}},
-		{sinks.Binary, []string{"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "status", "traceparent", "data"}, binary},
+		{"structured", sinks.Structured, sinks.TraceContext{}, structuredFields,
+			map[string]any{"event": string(m.Body), "traceparent": eventParent, "tracestate": eventState}},
+		{"structured, published under a span", sinks.Structured, publish, structuredFields,
+			map[string]any{"event": string(m.Body), "traceparent": publishParent, "tracestate": publishState}},
+		{"binary", sinks.Binary, sinks.TraceContext{}, binaryFields, binary},
+		{"binary, published under a span", sinks.Binary, publish, binaryFields, binary},
 	}
 	for _, tt := range tests {
-		t.Run(string(tt.mode), func(t *testing.T) {
+		t.Run(tt.name, func(t *testing.T) {
 			s, err := New(ctx, Config{URL: url, ContentMode: tt.mode}, nil, discard)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer s.Close(ctx)
 			msg := m
-			msg.Target = "modes." + string(tt.mode)
+			msg.Trace = tt.trace
+			msg.Target = "modes." + tt.name
 			if err := s.Publish(ctx, []sinks.Message{msg}); err != nil {
 				t.Fatal(err)
 			}

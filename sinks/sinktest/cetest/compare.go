@@ -149,3 +149,28 @@ func Read(t testing.TB, name string, msg binding.MessageReader, want binding.Enc
 	}
 	return ev
 }
+
+// CheckTraceHeaders fails t unless the broker's own trace headers of
+// what a sink published for c, which header looks up by name (absent:
+// false), carry the publish's trace context (c.Msg.Trace) when it has
+// one, else the event's traceparent and tracestate attributes, and are
+// absent when empty. The event's traceparent attribute, which Check
+// compares, stays the event's. The rule is spelt out here rather than
+// taken from c.Msg.TraceHeaders, which the sinks use, so that a sink and
+// its test cannot be wrong together.
+func CheckTraceHeaders(t testing.TB, c Case, header func(name string) (string, bool)) {
+	t.Helper()
+	parent, state := c.Msg.Attr("traceparent"), c.Msg.Attr("tracestate")
+	if c.Msg.Trace.Parent != "" {
+		parent, state = c.Msg.Trace.Parent, c.Msg.Trace.State
+	}
+	for _, want := range []sinks.Attr{{Name: "traceparent", Value: parent}, {Name: "tracestate", Value: state}} {
+		got, ok := header(want.Name)
+		switch {
+		case want.Value == "" && ok:
+			t.Errorf("%s: trace header %s %q, want none", c.Name, want.Name, got)
+		case want.Value != "" && got != want.Value:
+			t.Errorf("%s: trace header %s %q, want %q", c.Name, want.Name, got, want.Value)
+		}
+	}
+}

@@ -70,12 +70,24 @@ const (
 	Tracestate  = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
 )
 
+// PublishTraceparent and PublishTracestate are the trace context of the
+// publish of the event traced through a traced hookbridge: its producer
+// span's, a child in the event's trace. Sinks send it in the broker's
+// own trace headers, while the event's traceparent attribute stays
+// Traceparent.
+const (
+	PublishTraceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-01"
+	PublishTracestate  = "hookbridge=b7ad6b7169203331,rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
+)
+
 // webhook is one delivery as Browser Use sends it: a raw body, the
-// signed timestamp header and the trace headers.
+// signed timestamp header and the trace headers; and publish, the trace
+// context hookbridge publishes it under when it traces.
 type webhook struct {
 	name, body, ts string
 	trace          event.Trace
 	taskID         string
+	publish        sinks.TraceContext
 }
 
 // The bodies are written as Browser Use's Python sender writes them
@@ -143,6 +155,17 @@ var webhooks = []webhook{
 		body: `{"status": "stopped", "reason": "quota ✗", "limits": {"max": 1.0}}`,
 		ts:   "1764158401",
 	},
+	{
+		// Traced by its sender and by hookbridge: the broker's trace
+		// headers carry hookbridge's producer span, the traceparent
+		// attribute still the sender's.
+		name:    "envelope, traced, published under hookbridge's span",
+		body:    `{"type": "agent.task.status_update", "timestamp": "2025-05-25T09:22:25.000002+00:00", "payload": {"session_id": "cd9cc7bf-e3af-4181-80a2-73f083bc94b4", "task_id": "9d3e5a1c-0000-4000-8000-000000000002", "status": "finished", "metadata": {"hop": true}}}`,
+		ts:      "1748164945",
+		trace:   event.ParseTrace(Traceparent, Tracestate),
+		taskID:  "9d3e5a1c-0000-4000-8000-000000000002",
+		publish: sinks.TraceContext{Parent: PublishTraceparent, State: PublishTracestate},
+	},
 }
 
 // testDelivery is the dashboard's test delivery. It is verified and
@@ -166,7 +189,11 @@ func Cases(t testing.TB) []Case {
 		if ev.Test {
 			t.Fatalf("%s: normalized as a test delivery", w.name)
 		}
-		cases = append(cases, Case{Name: w.name, Msg: deliver(t, ev), TaskID: w.taskID})
+		msg := deliver(t, ev)
+		// delivery.Sync runs untraced here: set the publish's context as
+		// hookbridge's producer span would.
+		msg.Trace = w.publish
+		cases = append(cases, Case{Name: w.name, Msg: msg, TaskID: w.taskID})
 		events = append(events, ev)
 	}
 	if ev := normalize(t, testDelivery, "1748164942", event.Trace{}); !ev.Test {

@@ -30,6 +30,14 @@ func TestCasesCover(t *testing.T) {
 	has("a traceparent", attr("traceparent"))
 	has("a tracestate", attr("tracestate"))
 	has("a browseruseenvelope", attr("browseruseenvelope"))
+	has("a publish trace context beside the event's", func(c Case) bool {
+		h := c.Msg.TraceHeaders()
+		return c.Msg.Attr("traceparent") == Traceparent && c.Msg.Attr("tracestate") == Tracestate &&
+			h[0].Value == PublishTraceparent && h[1].Value == PublishTracestate
+	})
+	has("the event's trace context alone", func(c Case) bool {
+		return c.Msg.Trace == (sinks.TraceContext{}) && c.Msg.TraceHeaders()[0].Value == Traceparent
+	})
 	has("no subject", func(c Case) bool { return !attr("subject")(c) })
 	has("an empty attribute", func(c Case) bool {
 		return slices.ContainsFunc(c.Msg.Attrs, func(a sinks.Attr) bool { return a.Value == "" })
