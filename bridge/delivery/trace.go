@@ -128,27 +128,32 @@ func (st *sinkTracing) destination(target string) (string, attribute.KeyValue) {
 // spans. parent returns the context message i continues (its webhook's
 // span); attempts, when not nil, are the messages' attempt numbers (a
 // queued message's, from 1).
+//
+// Attributes and links are added only to spans that record: with a ratio
+// sampler most spans do not, and they then cost a span context and the
+// trace header, not the attributes.
 func (t *Tracing) publish(ctx context.Context, name string, s sinks.Sink, msgs []sinks.Message, parent func(i int) context.Context, attempts []int) error {
 	st := t.sinks[name]
 	if st == nil {
-		st = &sinkTracing{system: semconv.MessagingSystemKey.String("unknown")}
+		st = &sinkTracing{system: semconv.MessagingSystemKey.String(name)}
 	}
-	common := []attribute.KeyValue{st.system, AttrSink.String(name)}
 	out := make([]sinks.Message, len(msgs))
 	copy(out, msgs)
+	attempt := func(i int) attribute.KeyValue {
+		if attempts == nil {
+			return attribute.KeyValue{}
+		}
+		return AttrAttempt.Int(attempts[i])
+	}
 
 	if len(msgs) == 1 {
 		dest, destAttr := st.destination(msgs[0].Target)
-		attrs := append(common, semconv.MessagingOperationName(opSend), semconv.MessagingOperationTypeSend,
-			semconv.MessagingMessageID(msgs[0].ID))
-		if destAttr.Valid() {
-			attrs = append(attrs, destAttr)
+		_, span := t.tracer.Start(parent(0), spanName(opSend, dest), trace.WithSpanKind(trace.SpanKindProducer))
+		if span.IsRecording() {
+			span.SetAttributes(st.system, AttrSink.String(name), semconv.MessagingOperationName(opSend),
+				semconv.MessagingOperationTypeSend, semconv.MessagingMessageID(msgs[0].ID))
+			setValid(span, destAttr, attempt(0))
 		}
-		if attempts != nil {
-			attrs = append(attrs, AttrAttempt.Int(attempts[0]))
-		}
-		_, span := t.tracer.Start(parent(0), spanName(opSend, dest), trace.WithSpanKind(trace.SpanKindProducer),
-			trace.WithAttributes(attrs...))
 		out[0].Trace = contextOf(span)
 		err := s.Publish(ctx, out)
 		endPublish(span, err)
@@ -156,7 +161,6 @@ func (t *Tracing) publish(ctx context.Context, name string, s sinks.Sink, msgs [
 	}
 
 	creates := make([]trace.Span, len(msgs))
-	links := make([]trace.Link, len(msgs))
 	batchDest, batchAttr := "", attribute.KeyValue{}
 	for i := range msgs {
 		dest, destAttr := st.destination(msgs[i].Target)
@@ -165,32 +169,40 @@ func (t *Tracing) publish(ctx context.Context, name string, s sinks.Sink, msgs [
 		} else {
 			batchDest, batchAttr = "", attribute.KeyValue{} // mixed: the batch names none
 		}
-		attrs := append(common[:len(common):len(common)], semconv.MessagingOperationName(opCreate),
-			semconv.MessagingOperationTypeCreate, semconv.MessagingMessageID(msgs[i].ID))
-		if destAttr.Valid() {
-			attrs = append(attrs, destAttr)
+		_, sp := t.tracer.Start(parent(i), spanName(opCreate, dest), trace.WithSpanKind(trace.SpanKindProducer))
+		if sp.IsRecording() {
+			sp.SetAttributes(st.system, AttrSink.String(name), semconv.MessagingOperationName(opCreate),
+				semconv.MessagingOperationTypeCreate, semconv.MessagingMessageID(msgs[i].ID))
+			setValid(sp, destAttr, attempt(i))
 		}
-		if attempts != nil {
-			attrs = append(attrs, AttrAttempt.Int(attempts[i]))
+		creates[i] = sp
+		out[i].Trace = contextOf(sp)
+	}
+	_, send := t.tracer.Start(ctx, spanName(opSend, batchDest), trace.WithSpanKind(trace.SpanKindClient))
+	if send.IsRecording() {
+		send.SetAttributes(st.system, AttrSink.String(name), semconv.MessagingOperationName(opSend),
+			semconv.MessagingOperationTypeSend, semconv.MessagingBatchMessageCount(len(msgs)))
+		setValid(send, batchAttr)
+		for _, sp := range creates {
+			send.AddLink(trace.Link{SpanContext: sp.SpanContext()})
 		}
-		_, creates[i] = t.tracer.Start(parent(i), spanName(opCreate, dest), trace.WithSpanKind(trace.SpanKindProducer),
-			trace.WithAttributes(attrs...))
-		out[i].Trace = contextOf(creates[i])
-		links[i] = trace.Link{SpanContext: creates[i].SpanContext()}
 	}
-	attrs := append(common, semconv.MessagingOperationName(opSend), semconv.MessagingOperationTypeSend,
-		semconv.MessagingBatchMessageCount(len(msgs)))
-	if batchAttr.Valid() {
-		attrs = append(attrs, batchAttr)
-	}
-	_, send := t.tracer.Start(ctx, spanName(opSend, batchDest), trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithLinks(links...), trace.WithAttributes(attrs...))
 	err := s.Publish(ctx, out)
 	for i, sp := range creates {
 		endPublish(sp, sinks.MessageErr(err, i))
 	}
 	endPublish(send, err)
 	return err
+}
+
+// setValid sets those of attrs that are set: a zero KeyValue is an
+// attribute that does not apply.
+func setValid(span trace.Span, attrs ...attribute.KeyValue) {
+	for _, a := range attrs {
+		if a.Valid() {
+			span.SetAttributes(a)
+		}
+	}
 }
 
 func spanName(op, dest string) string {
@@ -255,5 +267,22 @@ func continuing(ctx context.Context, r *queue.Record) context.Context {
 	if tc.Parent == "" {
 		return ctx
 	}
-	return traceContext.Extract(ctx, propagation.MapCarrier{"traceparent": tc.Parent, "tracestate": tc.State})
+	return traceContext.Extract(ctx, w3cCarrier(tc))
 }
+
+// w3cCarrier reads a trace context to the propagator as the headers it
+// came in, without the map a MapCarrier would allocate per record.
+type w3cCarrier sinks.TraceContext
+
+func (c w3cCarrier) Get(key string) string {
+	switch key {
+	case "traceparent":
+		return c.Parent
+	case "tracestate":
+		return c.State
+	}
+	return ""
+}
+
+func (c w3cCarrier) Set(string, string) {}
+func (c w3cCarrier) Keys() []string     { return []string{"traceparent", "tracestate"} }

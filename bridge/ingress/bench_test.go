@@ -198,6 +198,13 @@ func BenchmarkIngress(b *testing.B) {
 		defer func() { _ = tp.Shutdown(context.Background()) }()
 		serial(b, true, false, tp.Tracer("bench"))
 	})
+	// Telemetry on, no webhook sampled (as most are with a low
+	// traceidratio): the spans exist but record nothing.
+	b.Run("traced-unsampled", func(b *testing.B) {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}), sdktrace.WithSampler(sdktrace.NeverSample()))
+		defer func() { _ = tp.Shutdown(context.Background()) }()
+		serial(b, true, false, tp.Tracer("bench"))
+	})
 	// Concurrent webhooks share the sync.Pools, the Verifier's pool and the
 	// replay cache's mutex.
 	b.Run("parallel", func(b *testing.B) {

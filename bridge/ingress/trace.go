@@ -87,22 +87,29 @@ func (t *tracedWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
 func (h *Handler) serveTraced(w http.ResponseWriter, r *http.Request) {
 	ctx := traceContext.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 	method, known := methodAttr(r.Method)
-	attrs := make([]attribute.KeyValue, 0, 8)
-	attrs = append(attrs, method, semconv.URLPath(clipTo(r.URL.Path, maxPathAttrs)), semconv.URLScheme(scheme(r)))
-	if v := protocolVersion(r); v != "" {
-		attrs = append(attrs, semconv.NetworkProtocolVersion(v))
-	}
 	name := "HTTP"
 	if known {
 		name = r.Method
 	}
-	if src, ok := h.sources[r.URL.Path]; ok {
+	src, isSource := h.sources[r.URL.Path]
+	if isSource {
 		// The path is the source's, from the config: a route template
 		// with no variables, so it is low-cardinality as a name must be.
 		name += " " + r.URL.Path
-		attrs = append(attrs, semconv.HTTPRoute(r.URL.Path), AttrSource.String(src.name))
 	}
-	ctx, span := h.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
+	// Attributes go only on a span that records: hookbridge's samplers
+	// decide on the trace id and the parent, never on attributes, and
+	// with a ratio most spans are not recorded.
+	ctx, span := h.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer))
+	if span.IsRecording() {
+		span.SetAttributes(method, semconv.URLPath(clipTo(r.URL.Path, maxPathAttrs)), semconv.URLScheme(scheme(r)))
+		if v := protocolVersion(r); v != "" {
+			span.SetAttributes(semconv.NetworkProtocolVersion(v))
+		}
+		if isSource {
+			span.SetAttributes(semconv.HTTPRoute(r.URL.Path), AttrSource.String(src.name))
+		}
+	}
 	tw := &tracedWriter{ResponseWriter: w, span: span}
 	defer func() {
 		for _, c := range tw.open {
@@ -118,6 +125,10 @@ func (h *Handler) serveTraced(w http.ResponseWriter, r *http.Request) {
 // error: a 4xx is the client's doing and leaves the status unset, its
 // cause in hookbridge.result.
 func endServerSpan(tw *tracedWriter) {
+	if !tw.span.IsRecording() {
+		tw.span.End()
+		return
+	}
 	if tw.status != 0 {
 		tw.span.SetAttributes(semconv.HTTPResponseStatusCode(tw.status))
 	}
@@ -158,7 +169,7 @@ func (h *Handler) startChild(w http.ResponseWriter, ctx context.Context, name st
 // task id only when telemetry.task_id_attribute is on.
 func (h *Handler) noteEvent(w http.ResponseWriter, ev *event.Event) {
 	tw, ok := w.(*tracedWriter)
-	if !ok {
+	if !ok || !tw.span.IsRecording() {
 		return
 	}
 	tw.span.SetAttributes(AttrEventID.String(ev.ID), AttrTaskStatus.String(clipTo(ev.Status, maxPathAttrs)))
@@ -169,7 +180,7 @@ func (h *Handler) noteEvent(w http.ResponseWriter, ev *event.Event) {
 
 // noteRouted adds the routing event to w's span.
 func (h *Handler) noteRouted(w http.ResponseWriter, routes, targets, failed int) {
-	if tw, ok := w.(*tracedWriter); ok {
+	if tw, ok := w.(*tracedWriter); ok && tw.span.IsRecording() {
 		tw.span.AddEvent(EventRouted, trace.WithAttributes(AttrRoutes.Int(routes), AttrTargets.Int(targets),
 			attribute.Int("hookbridge.conditions_failed", failed)))
 	}
@@ -191,7 +202,7 @@ func endChild(sp trace.Span, failed bool, res Result) {
 	if sp == nil {
 		return
 	}
-	if failed {
+	if failed && sp.IsRecording() {
 		sp.SetStatus(codes.Error, res.String())
 	}
 	sp.End()
