@@ -18,30 +18,8 @@ import (
 // receiver (here a fake one that keeps the request bodies), which hold
 // the server span's name and neither the task id nor the secret.
 func TestServiceExportsSpans(t *testing.T) {
-	var mu sync.Mutex
-	var bodies [][]byte
-	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		if r.URL.Path != "/v1/traces" || r.Header.Get("Content-Type") != "application/x-protobuf" {
-			t.Errorf("receiver got %s %s (%s)", r.Method, r.URL.Path, r.Header.Get("Content-Type"))
-		}
-		mu.Lock()
-		bodies = append(bodies, b)
-		mu.Unlock()
-	}))
-	defer receiver.Close()
-	yaml := `
-server: {listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0"}
-delivery: sync
-sources: [{name: browser-use, path: /webhook, secrets: ["` + busSecret + `"]}]
-sinks: [{name: audit, type: file, path: ` + filepath.Join(t.TempDir(), "events.jsonl") + `}]
-routes: [{name: all, status: ["*"], to: [{sink: audit}]}]
-telemetry: {endpoint: "` + receiver.URL + `", protocol: http/protobuf}
-`
-	cfg, err := config.Parse("traced.yaml", []byte(yaml), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	url, exported := otlpBodies(t)
+	cfg := tracedConfig(t, `telemetry: {endpoint: "`+url+`", protocol: http/protobuf}`)
 	svc, err := Start(context.Background(), cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -52,9 +30,7 @@ telemetry: {endpoint: "` + receiver.URL + `", protocol: http/protobuf}
 	if err := svc.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	all := bytes.Join(bodies, nil)
+	all := exported()
 	for _, want := range []string{"POST /webhook", "hookbridge.verify", "hookbridge.deliver", "hookbridge"} {
 		if !bytes.Contains(all, []byte(want)) {
 			t.Errorf("the exported spans lack %q", want)
@@ -75,56 +51,31 @@ func TestReloadSwitchesTracing(t *testing.T) {
 	// Spans stay batched until a flush, however slow the machine: what
 	// reaches the receiver is what the reloads flushed.
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
-	var mu sync.Mutex
-	var bodies [][]byte
-	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		mu.Lock()
-		bodies = append(bodies, b)
-		mu.Unlock()
-	}))
-	defer receiver.Close()
-	exported := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return bytes.Count(bytes.Join(bodies, nil), []byte("POST /webhook"))
-	}
-	base := `
-server: {listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0"}
-delivery: sync
-sources: [{name: browser-use, path: /webhook, secrets: ["` + busSecret + `"]}]
-sinks: [{name: audit, type: file, path: ` + filepath.Join(t.TempDir(), "events.jsonl") + `}]
-routes: [{name: all, status: ["*"], to: [{sink: audit}]}]
-`
-	parse := func(extra string) *config.Config {
-		cfg, err := config.Parse("reload.yaml", []byte(base+extra), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cfg
-	}
+	url, bodies := otlpBodies(t)
+	exported := func() int { return bytes.Count(bodies(), []byte("POST /webhook")) }
+	parse := func(telemetry string) *config.Config { return tracedConfig(t, telemetry) }
 	svc, err := Start(context.Background(), parse(""), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer svc.Shutdown(context.Background())
-	url := "http://" + svc.Addr().String() + "/webhook"
+	webhook := "http://" + svc.Addr().String() + "/webhook"
 	post := func(n int) {
 		t.Helper()
-		if code, _ := postEvent(t, http.DefaultClient, url, "reload-task", n); code != 200 {
+		if code, _ := postEvent(t, http.DefaultClient, webhook, "reload-task", n); code != 200 {
 			t.Fatalf("webhook %d answered %d", n, code)
 		}
 	}
 
 	post(1) // off
-	on := parse(`telemetry: {endpoint: "` + receiver.URL + `", protocol: http/protobuf}`)
+	on := parse(`telemetry: {endpoint: "` + url + `", protocol: http/protobuf}`)
 	if err := svc.Reload(context.Background(), on); err != nil {
 		t.Fatal(err)
 	}
 	post(2)
 	post(3)
 	// task_id_attribute alone keeps the provider (and its batch).
-	onWithTasks := parse(`telemetry: {endpoint: "` + receiver.URL + `", protocol: http/protobuf, task_id_attribute: true}`)
+	onWithTasks := parse(`telemetry: {endpoint: "` + url + `", protocol: http/protobuf, task_id_attribute: true}`)
 	if err := svc.Reload(context.Background(), onWithTasks); err != nil {
 		t.Fatal(err)
 	}
@@ -145,4 +96,44 @@ routes: [{name: all, status: ["*"], to: [{sink: audit}]}]
 	if got := exported(); got != 3 {
 		t.Errorf("%d server spans exported in all, want 3: webhooks 1 and 5 came while tracing was off", got)
 	}
+}
+
+// otlpBodies runs a fake OTLP/HTTP receiver that keeps every export's
+// body; exported returns them joined.
+func otlpBodies(t *testing.T) (url string, exported func() []byte) {
+	t.Helper()
+	var mu sync.Mutex
+	var bodies [][]byte
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.URL.Path != "/v1/traces" || r.Header.Get("Content-Type") != "application/x-protobuf" {
+			t.Errorf("receiver got %s %s (%s)", r.Method, r.URL.Path, r.Header.Get("Content-Type"))
+		}
+		mu.Lock()
+		bodies = append(bodies, b)
+		mu.Unlock()
+	}))
+	t.Cleanup(receiver.Close)
+	return receiver.URL, func() []byte {
+		mu.Lock()
+		defer mu.Unlock()
+		return bytes.Join(bodies, nil)
+	}
+}
+
+// tracedConfig is a sync config delivering to a file, plus extra.
+func tracedConfig(t *testing.T, extra string) *config.Config {
+	t.Helper()
+	yaml := `
+server: {listen: "127.0.0.1:0", admin_listen: "127.0.0.1:0"}
+delivery: sync
+sources: [{name: browser-use, path: /webhook, secrets: ["` + busSecret + `"]}]
+sinks: [{name: audit, type: file, path: ` + filepath.Join(t.TempDir(), "events.jsonl") + `}]
+routes: [{name: all, status: ["*"], to: [{sink: audit}]}]
+` + extra
+	cfg, err := config.Parse("traced.yaml", []byte(yaml), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
