@@ -15,9 +15,13 @@ import (
 
 	"github.com/hookbridge/hookbridge/bridge/config"
 	"github.com/hookbridge/hookbridge/bridge/event"
+	"github.com/hookbridge/hookbridge/bridge/queue"
+	"github.com/hookbridge/hookbridge/bridge/queue/jetstream"
 	"github.com/hookbridge/hookbridge/bridge/queue/local"
 	"github.com/hookbridge/hookbridge/bridge/route"
 	"github.com/hookbridge/hookbridge/sinks"
+	natssink "github.com/hookbridge/hookbridge/sinks/nats"
+	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
 
 // senderParent is a webhook's incoming traceparent: the event's
@@ -278,5 +282,56 @@ func TestUntracedPublishCarriesNoContext(t *testing.T) {
 	}
 	if h := got[0].TraceHeaders(); h[0].Value != senderParent {
 		t.Errorf("trace headers %v, want the sender's %s", h, senderParent)
+	}
+}
+
+// TestAnotherReplicaContinuesTheTrace: with the shared queue, a message
+// queued by one replica under its webhook's span and published by
+// another still joins that webhook's trace: the record carries the
+// context through the JetStream stream.
+func TestAnotherReplicaContinuesTheTrace(t *testing.T) {
+	srv := sinktest.NATS(t)
+	openQueue := func() queue.Queue {
+		cfg := jetstream.Config{Connection: natssink.Connection{URL: srv.ClientURL()}, Partitions: 4, AckWait: 3 * time.Second}
+		cfg.SetDefaults()
+		conn, err := jetstream.Dial(cfg, 5*time.Second, discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		q, err := conn.OpenQueue(context.Background(), jetstream.Limits{MaxEvents: 1000, MaxBytes: 1 << 20}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q
+	}
+	tracerA, _ := recorder(t) // replica A's provider: it only accepts
+	tracerB, exp := recorder(t)
+	sink := &faultySink{}
+	sinksOf := map[string]sinks.Sink{"bus": sink}
+	configured := []config.Sink{{Name: "bus", Retry: fastRetry}}
+	a := NewSpool(openQueue(), configured, sinksOf, Options{PublishTimeout: 5 * time.Second, Tracing: NewTracing(tracerA, tracingConfig(t, false))})
+	b := NewSpool(openQueue(), configured, sinksOf, Options{PublishTimeout: 5 * time.Second, Tracing: NewTracing(tracerB, tracingConfig(t, false))})
+
+	ctx, deliver := tracerA.Start(context.Background(), "hookbridge.deliver")
+	if err := a.Deliver(ctx, tracedEvent("a", "t-a"), []route.Delivery{{Sink: "bus", Target: "task.finished"}}); err != nil {
+		t.Fatal(err)
+	}
+	deliver.End()
+	b.Start(context.Background())
+	t.Cleanup(b.Stop)
+	sinktest.WaitFor(t, "replica B to publish", func() bool { return len(sink.snapshot()) == 1 })
+	b.Stop()
+
+	spans := exp.GetSpans()
+	if len(spans) != 1 || spans[0].Name != "send task.finished" {
+		t.Fatalf("replica B's spans %v, want one send", spans)
+	}
+	send := spans[0]
+	if send.Parent.SpanID() != deliver.SpanContext().SpanID() || send.SpanContext.TraceID() != deliver.SpanContext().TraceID() || !send.Parent.IsRemote() {
+		t.Errorf("send's parent %v, want replica A's deliver span %v", send.Parent, deliver.SpanContext())
+	}
+	if got := sink.snapshot()[0].Trace.Parent; got != w3c(send.SpanContext) {
+		t.Errorf("published with trace headers %q, want the send span's %q", got, w3c(send.SpanContext))
 	}
 }
