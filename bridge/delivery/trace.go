@@ -3,7 +3,9 @@ package delivery
 import (
 	"context"
 	"errors"
+	"net/url"
 	"regexp"
+	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -118,10 +120,25 @@ func (st *sinkTracing) destination(target string) (string, attribute.KeyValue) {
 			return p.template, semconv.MessagingDestinationTemplate(p.template)
 		}
 	}
-	if target == "" {
+	if target = shown(target); target == "" {
 		return "", attribute.KeyValue{}
 	}
 	return target, semconv.MessagingDestinationName(target)
+}
+
+// shown is a destination as a trace may show it: a URL (an http sink's
+// target, an SQS queue URL) loses its user info, query and fragment,
+// which may hold credentials; one that does not parse is not shown.
+func shown(target string) string {
+	if !strings.Contains(target, "://") {
+		return target
+	}
+	u, err := url.Parse(target)
+	if err != nil {
+		return ""
+	}
+	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+	return u.String()
 }
 
 // publish publishes msgs to s, the sink called name, inside producer

@@ -102,6 +102,7 @@ func TestSyncPublishIsAProducerSpan(t *testing.T) {
 		{"task id hidden", "by-task.t-1", false, "send by-task.{task_id}", "messaging.destination.template", "by-task.{task_id}"},
 		{"task id allowed", "by-task.t-1", true, "send by-task.t-1", "messaging.destination.name", "by-task.t-1"},
 		{"data never shown", "team.ops", true, "send team.{data.team}", "messaging.destination.template", "team.{data.team}"},
+		{"no credentials of a URL", "https://user:pw@hooks.test/in?token=abc#f", false, "send https://hooks.test/in", "messaging.destination.name", "https://hooks.test/in"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
