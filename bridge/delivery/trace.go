@@ -3,7 +3,6 @@ package delivery
 import (
 	"context"
 	"errors"
-	"net/url"
 	"regexp"
 	"strings"
 
@@ -100,7 +99,9 @@ func NewTracing(tracer trace.Tracer, cfg *config.Config) *Tracing {
 		for _, tt := range cfg.TargetTemplates(sc.Name) {
 			rt, ok := tt.(route.Template)
 			if ok && rt.Private(taskIDs) {
-				st.private = append(st.private, privateTemplate{template: rt.String(), match: regexp.MustCompile(rt.Pattern())})
+				// The template as written may hold a credential too
+				// (a token in an http target's query): shown drops it.
+				st.private = append(st.private, privateTemplate{template: shown(rt.String()), match: regexp.MustCompile(rt.Pattern())})
 			}
 		}
 		t.sinks[sc.Name] = st
@@ -116,9 +117,13 @@ func (st *sinkTracing) destination(target string) (string, attribute.KeyValue) {
 		target = st.defaultTarget
 	}
 	for _, p := range st.private {
-		if p.match.MatchString(target) {
-			return p.template, semconv.MessagingDestinationTemplate(p.template)
+		if !p.match.MatchString(target) {
+			continue
 		}
+		if p.template == "" {
+			return "", attribute.KeyValue{}
+		}
+		return p.template, semconv.MessagingDestinationTemplate(p.template)
 	}
 	if target = shown(target); target == "" {
 		return "", attribute.KeyValue{}
@@ -128,17 +133,24 @@ func (st *sinkTracing) destination(target string) (string, attribute.KeyValue) {
 
 // shown is a destination as a trace may show it: a URL (an http sink's
 // target, an SQS queue URL) loses its user info, query and fragment,
-// which may hold credentials; one that does not parse is not shown.
+// which may hold credentials. It works on the text, not a parsed URL, so
+// that a template's {variables} stay as written.
 func shown(target string) string {
-	if !strings.Contains(target, "://") {
+	scheme, rest, isURL := strings.Cut(target, "://")
+	if !isURL {
 		return target
 	}
-	u, err := url.Parse(target)
-	if err != nil {
-		return ""
+	if i := strings.IndexAny(rest, "?#"); i >= 0 {
+		rest = rest[:i]
 	}
-	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
-	return u.String()
+	authority := len(rest)
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		authority = i
+	}
+	if at := strings.LastIndexByte(rest[:authority], '@'); at >= 0 {
+		rest = rest[at+1:]
+	}
+	return scheme + "://" + rest
 }
 
 // publish publishes msgs to s, the sink called name, inside producer

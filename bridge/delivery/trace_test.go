@@ -48,6 +48,7 @@ routes:
       - {sink: bus, subject: "task.{status}"}
       - {sink: bus, subject: "by-task.{task_id}"}
       - {sink: bus, subject: "team.{data.team}"}
+      - {sink: bus, subject: "https://user:pw@hooks.test/t/{task_id}?token=abc"}
 telemetry:
   task_id_attribute: %v
 `, taskIDs)
@@ -103,6 +104,7 @@ func TestSyncPublishIsAProducerSpan(t *testing.T) {
 		{"task id allowed", "by-task.t-1", true, "send by-task.t-1", "messaging.destination.name", "by-task.t-1"},
 		{"data never shown", "team.ops", true, "send team.{data.team}", "messaging.destination.template", "team.{data.team}"},
 		{"no credentials of a URL", "https://user:pw@hooks.test/in?token=abc#f", false, "send https://hooks.test/in", "messaging.destination.name", "https://hooks.test/in"},
+		{"no credentials of a template", "https://user:pw@hooks.test/t/t-1?token=abc", false, "send https://hooks.test/t/{task_id}", "messaging.destination.template", "https://hooks.test/t/{task_id}"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
