@@ -37,9 +37,10 @@ const crashSecret = "whsec_crash"
 
 // spoolingBinary builds the binary and writes its config: a local spool
 // delivering to a nats-server in the test process, out of reach of what
-// the test does to the binary. It returns the binary, the config, the
-// webhook URL, the spool directory and the broker's JetStream.
-func spoolingBinary(t *testing.T) (bin, config, url, spoolDir string, js jetstream.JetStream) {
+// the test does to the binary, plus extra (top-level YAML keys, or "").
+// It returns the binary, the config, the webhook URL, the spool directory
+// and the broker's JetStream.
+func spoolingBinary(t *testing.T, extra string) (bin, config, url, spoolDir string, js jetstream.JetStream) {
 	t.Helper()
 	dir := t.TempDir()
 	bin = buildBinary(t, dir)
@@ -48,7 +49,7 @@ func spoolingBinary(t *testing.T) (bin, config, url, spoolDir string, js jetstre
 	_, js = sinktest.JetStream(t, nats.ClientURL())
 	webhookAddr := sinktest.FreeAddr(t)
 	config = filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(config, []byte(spoolConfig(webhookAddr, spoolDir, nats.ClientURL())), 0o600); err != nil {
+	if err := os.WriteFile(config, []byte(spoolConfig(webhookAddr, spoolDir, nats.ClientURL())+extra), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return bin, config, "http://" + webhookAddr + "/webhook", spoolDir, js
@@ -102,7 +103,7 @@ func TestKill9LosesNoAcknowledgedEvent(t *testing.T) {
 	t.Logf("seed %d, %d rounds (replay with HOOKBRIDGE_CRASH_SEED=%d HOOKBRIDGE_CRASH_ITERATIONS=%d)", seed, iterations, seed, iterations)
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 
-	bin, config, url, spoolDir, js := spoolingBinary(t)
+	bin, config, url, spoolDir, js := spoolingBinary(t, "")
 
 	var (
 		mu    sync.Mutex
@@ -133,21 +134,10 @@ func TestKill9LosesNoAcknowledgedEvent(t *testing.T) {
 		}
 		if round == iterations {
 			// The last start only delivers what the kills left.
-			sinktest.WaitFor(t, "every acknowledged event in JetStream", func() bool {
-				mu.Lock()
-				want := len(acked)
-				mu.Unlock()
-				if sinktest.StreamCount(js, "HOOKBRIDGE") < want {
-					return false
-				}
-				stored := storedIDs(t, t.Context(), js)
-				for id := range acked {
-					if stored[id] == 0 {
-						return false
-					}
-				}
-				return true
-			})
+			mu.Lock()
+			ids := slices.Collect(maps.Keys(acked))
+			mu.Unlock()
+			waitStored(t, js, ids)
 			p.stop(t)
 			break
 		}
@@ -465,6 +455,26 @@ func buildBinary(t *testing.T, dir string) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// waitStored waits until the HOOKBRIDGE stream holds every event of ids
+// and returns how many times it holds each event.
+func waitStored(t *testing.T, js jetstream.JetStream, ids []string) map[string]int {
+	t.Helper()
+	var stored map[string]int
+	sinktest.WaitFor(t, "every acknowledged event in JetStream", func() bool {
+		if sinktest.StreamCount(js, "HOOKBRIDGE") < len(ids) {
+			return false
+		}
+		stored = storedIDs(t, t.Context(), js)
+		for _, id := range ids {
+			if stored[id] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	return stored
 }
 
 // storedIDs counts the events in the HOOKBRIDGE stream by CloudEvents id.

@@ -5,9 +5,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +28,7 @@ import (
 // failure by draining the spool: a removal is a frame appended too, so
 // within a segment the log only grows and reaches the limit regardless.
 func TestDiskFullAnswers503AndRecovers(t *testing.T) {
-	bin, config, url, spoolDir, js := spoolingBinary(t)
+	bin, config, url, spoolDir, js := spoolingBinary(t, "")
 	p := startBinary(t, bin, config)
 	client := &http.Client{Timeout: 10 * time.Second}
 
@@ -121,19 +123,7 @@ func TestDiskFullAnswers503AndRecovers(t *testing.T) {
 
 	// Every event answered 200 is delivered, once; those answered 503
 	// need not be (their sender retries), and nothing else is there.
-	var stored map[string]int
-	sinktest.WaitFor(t, "every acknowledged event in JetStream", func() bool {
-		if sinktest.StreamCount(js, "HOOKBRIDGE") < len(acked) {
-			return false
-		}
-		stored = storedIDs(t, t.Context(), js)
-		for id := range acked {
-			if stored[id] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	stored := waitStored(t, js, slices.Collect(maps.Keys(acked)))
 	for id, c := range stored {
 		if c != 1 {
 			t.Errorf("event %s stored %d times", id, c)

@@ -243,7 +243,16 @@ type webhookAnswer struct {
 // whatever its status.
 func postWebhook(t *testing.T, client *http.Client, url, secret, body string) webhookAnswer {
 	t.Helper()
+	return postWebhookWith(t, client, url, secret, body, nil)
+}
+
+// postWebhookWith is postWebhook sending header too.
+func postWebhookWith(t *testing.T, client *http.Client, url, secret, body string, header http.Header) webhookAnswer {
+	t.Helper()
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, url, strings.NewReader(body))
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	if err := signature.SignRequest(req, []byte(body), []byte(secret), strconv.FormatInt(time.Now().Unix(), 10)); err != nil {
 		t.Fatal(err)
 	}

@@ -6,9 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,7 +16,6 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/hookbridge/hookbridge/bridge/signature"
 	"github.com/hookbridge/hookbridge/sinks/sinktest"
 )
 
@@ -105,25 +101,10 @@ func intAttr(s *tracepb.Span, key string) int64 {
 // without a deliver child; no span holds the body, the task id or the
 // secret.
 func TestTracesFromWebhookToBroker(t *testing.T) {
-	dir := t.TempDir()
-	bin := buildBinary(t, dir)
 	rcv, endpoint := newOTLPReceiver(t)
-	srv := sinktest.NATS(t)
-	sinktest.JetStream(t, srv.ClientURL())
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	bin, config, url, _, js := spoolingBinary(t, "telemetry:\n  endpoint: "+endpoint+"\n  protocol: http/protobuf\n")
 	consumed := make(chan *nats.Msg, 4)
-	if _, err := nc.ChanSubscribe("task.>", consumed); err != nil {
-		t.Fatal(err)
-	}
-	addr := sinktest.FreeAddr(t)
-	config := filepath.Join(dir, "config.yaml")
-	yml := spoolConfig(addr, filepath.Join(dir, "spool"), srv.ClientURL()) +
-		"telemetry:\n  endpoint: " + endpoint + "\n  protocol: http/protobuf\n"
-	if err := os.WriteFile(config, []byte(yml), 0o600); err != nil {
+	if _, err := js.Conn().ChanSubscribe("task.>", consumed); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "50") // export within 50 ms, not 5 s
@@ -139,32 +120,14 @@ func TestTracesFromWebhookToBroker(t *testing.T) {
 		bodyMarker  = "body-marker-q8"
 	)
 	senderParent := "00-" + senderTrace + "-" + senderSpan + "-01"
-	body := []byte(`{"type": "agent.task.status_update", "timestamp": "` + time.Now().UTC().Format(time.RFC3339) +
-		`", "payload": {"task_id": "` + taskID + `", "session_id": "s", "status": "finished", "note": "` + bodyMarker + `"}}`)
-	post := func(secret string, traceparent string) (int, string) {
-		req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/webhook", strings.NewReader(string(body)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := signature.SignRequest(req, body, []byte(secret), strconv.FormatInt(time.Now().Unix(), 10)); err != nil {
-			t.Fatal(err)
-		}
-		if traceparent != "" {
-			req.Header.Set("Traceparent", traceparent)
-		}
-		resp, b := roundTrip(t, http.DefaultClient, req)
-		return resp.StatusCode, b
+	body := string(envelope(taskID, "finished", 1, map[string]string{"note": bodyMarker}))
+	a := postWebhookWith(t, http.DefaultClient, url, crashSecret, body, http.Header{"Traceparent": {senderParent}})
+	if a.code != 200 {
+		t.Fatalf("answered %d %s", a.code, a.body)
 	}
-	code, answer := post(crashSecret, senderParent)
-	if code != 200 {
-		t.Fatalf("answered %d %s", code, answer)
-	}
-	var accepted struct{ ID string }
-	if err := json.Unmarshal([]byte(answer), &accepted); err != nil || accepted.ID == "" {
-		t.Fatalf("answer %s: %v", answer, err)
-	}
-	if code, answer := post("whsec_not-the-secret", ""); code != http.StatusForbidden {
-		t.Fatalf("forged webhook answered %d %s", code, answer)
+	acceptedID := a.id
+	if a := postWebhook(t, http.DefaultClient, url, "whsec_not-the-secret", body); a.code != http.StatusForbidden {
+		t.Fatalf("forged webhook answered %d %s", a.code, a.body)
 	}
 
 	var msg *nats.Msg
@@ -215,7 +178,7 @@ func TestTracesFromWebhookToBroker(t *testing.T) {
 		t.Errorf("send span: trace %x parent %x kind %v, want the sender's trace under deliver %x, producer", send.TraceId, send.ParentSpanId, send.Kind, deliver.SpanId)
 	}
 	want := map[string]string{"messaging.system": "nats", "messaging.destination.name": "task.finished",
-		"messaging.operation.type": "send", "messaging.message.id": accepted.ID, "hookbridge.sink": "bus"}
+		"messaging.operation.type": "send", "messaging.message.id": acceptedID, "hookbridge.sink": "bus"}
 	got := spanAttrs(send)
 	for k, v := range want {
 		if got[k] != v {
@@ -236,8 +199,8 @@ func TestTracesFromWebhookToBroker(t *testing.T) {
 	if err := json.Unmarshal(msg.Data, &ce); err != nil {
 		t.Fatal(err)
 	}
-	if ce["traceparent"] != senderParent || ce["id"] != accepted.ID {
-		t.Errorf("CloudEvent traceparent %v id %v, want the sender's %s and %s", ce["traceparent"], ce["id"], senderParent, accepted.ID)
+	if ce["traceparent"] != senderParent || ce["id"] != acceptedID {
+		t.Errorf("CloudEvent traceparent %v id %v, want the sender's %s and %s", ce["traceparent"], ce["id"], senderParent, acceptedID)
 	}
 
 	// The forged webhook: one server span, 403, not an error, no children.
