@@ -1,15 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math"
 	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // syncMetric is the local spool's histogram of group commits (write plus
@@ -36,35 +36,25 @@ func readSync(ctx context.Context, admin string) (s syncSample, ok bool, err err
 		return s, false, fmt.Errorf("read hookbridge's metrics: %w", err)
 	}
 	defer resp.Body.Close()
-	s.buckets = map[float64]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		name, value, found := strings.Cut(line, " ")
-		if !found || strings.HasPrefix(line, "#") {
-			continue
-		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-		if err != nil {
-			continue
-		}
-		switch {
-		case strings.HasPrefix(name, syncMetric+`_bucket{le="`):
-			le := strings.TrimSuffix(strings.TrimPrefix(name, syncMetric+`_bucket{le="`), `"}`)
-			bound, err := strconv.ParseFloat(le, 64) // "+Inf" parses as +Inf
-			if err != nil {
-				continue
-			}
-			s.buckets[bound] = v
-			ok = true
-		case name == syncMetric+"_count":
-			s.commits = v
-		case name == syncRequests:
-			s.requests = v
-		}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return s, false, fmt.Errorf("read hookbridge's metrics: %w", err)
 	}
-	return s, ok, sc.Err()
+	if f := families[syncRequests]; f != nil && len(f.GetMetric()) == 1 {
+		s.requests = f.GetMetric()[0].GetCounter().GetValue()
+	}
+	f := families[syncMetric]
+	if f == nil || len(f.GetMetric()) != 1 {
+		return s, false, nil
+	}
+	h := f.GetMetric()[0].GetHistogram()
+	s.commits = float64(h.GetSampleCount())
+	s.buckets = map[float64]float64{math.Inf(1): s.commits}
+	for _, b := range h.GetBucket() {
+		s.buckets[b.GetUpperBound()] = float64(b.GetCumulativeCount())
+	}
+	return s, true, nil
 }
 
 // diskReport is what the spool's commits did between two samples.
