@@ -180,6 +180,17 @@ func (st *state) put(ne entry) {
 	e.list.insert(e, st.loading)
 }
 
+// putNew indexes r, a new pending record whose put op the writer just
+// added to b: its record starts at buffer position at and is n bytes
+// long. r is kept as the cached record: it must not be written after.
+func (st *state) putNew(r *queue.Record, size int64, b *batch, at, n int) {
+	st.put(entry{
+		seq: r.Seq, list: st.list(r.Sink), key: r.Message.Key,
+		nextTry: unixNano(r.NextTry), size: uint32(size),
+		seg: b.seg, off: b.at(at), n: uint32(n), rec: r,
+	})
+}
+
 // drop removes a current record from the index.
 func (st *state) drop(e *entry) {
 	delete(st.recs, e.seq)

@@ -704,11 +704,7 @@ func (s *Store) Append(records []queue.Record) error {
 			rec := records[i] // the caller's copy is the caller's
 			rec.Seq = first + uint64(i)
 			at, n := b.fb.putRecord(rec.Seq, statePending, &rec, sizes[i])
-			st.put(entry{
-				seq: rec.Seq, list: st.list(rec.Sink), key: rec.Message.Key,
-				nextTry: unixNano(rec.NextTry), size: uint32(sizes[i]),
-				seg: b.seg, off: b.at(at), n: uint32(n), rec: &rec,
-			})
+			st.putNew(&rec, sizes[i], b, at, n)
 		}
 		return nil
 	})
@@ -891,10 +887,9 @@ func (s *Store) Retry(sink string, seq uint64, nextTry time.Time, lastErr string
 		r.NextTry = nextTry
 		r.LastError = lastErr
 		// The stored size stays: the counters get back what Append added.
-		val := queue.MarshalSized(&r, e.bytes())
-		at := b.fb.put(seq, statePending, val)
+		at, n := b.fb.putRecord(seq, statePending, &r, e.bytes())
 		ne := *e
-		ne.nextTry, ne.seg, ne.off, ne.n, ne.rec = unixNano(nextTry), b.seg, b.at(at), uint32(len(val)), &r
+		ne.nextTry, ne.seg, ne.off, ne.n, ne.rec = unixNano(nextTry), b.seg, b.at(at), uint32(n), &r
 		st.put(ne)
 		return nil
 	})
@@ -935,21 +930,16 @@ func (s *Store) Kill(sink string, seq uint64, reason string, forward *queue.Reco
 		}
 		r.Reason = reason
 		r.Died = died
-		val := queue.MarshalSized(&r, e.bytes())
-		at := b.fb.put(seq, stateDead, val)
+		at, n := b.fb.putRecord(seq, stateDead, &r, e.bytes())
 		ne := *e
-		ne.dead, ne.seg, ne.off, ne.n, ne.rec = true, b.seg, b.at(at), uint32(len(val)), nil
+		ne.dead, ne.seg, ne.off, ne.n, ne.rec = true, b.seg, b.at(at), uint32(n), nil
 		st.put(ne)
 		if forward != nil {
 			fwdSeq = st.next
 			fwd := *forward
 			fwd.Seq = fwdSeq
 			at := b.fb.put(fwdSeq, statePending, fwdVal)
-			st.put(entry{
-				seq: fwdSeq, list: st.list(fwd.Sink), key: fwd.Message.Key,
-				nextTry: unixNano(fwd.NextTry), size: uint32(fwdSize),
-				seg: b.seg, off: b.at(at), n: uint32(len(fwdVal)), rec: &fwd,
-			})
+			st.putNew(&fwd, fwdSize, b, at, len(fwdVal))
 		}
 		return nil
 	})
@@ -1026,15 +1016,11 @@ func (s *Store) Replay(seqs []uint64) (int, error) {
 		for _, t := range todo {
 			r := t.rec
 			r.Attempts, r.NextTry, r.LastError, r.Reason, r.Died = 0, time.Time{}, "", "", time.Time{}
-			val := queue.MarshalSized(&r, t.e.bytes())
 			b.fb.delete([]uint64{t.e.seq})
 			st.drop(t.e)
 			r.Seq = st.next
-			at := b.fb.put(r.Seq, statePending, val)
-			st.put(entry{
-				seq: r.Seq, list: st.list(r.Sink), key: r.Message.Key,
-				size: t.e.size, seg: b.seg, off: b.at(at), n: uint32(len(val)), rec: &r,
-			})
+			at, n := b.fb.putRecord(r.Seq, statePending, &r, t.e.bytes())
+			st.putNew(&r, t.e.bytes(), b, at, n)
 			moved++
 		}
 		return nil
