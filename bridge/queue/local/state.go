@@ -21,9 +21,8 @@ type state struct {
 	lists map[string]*sinkList // pending records by sink
 	segs  []*segment           // oldest first; the last one is written
 	next  uint64               // the Seq the next record gets
-	count int64                // pending records
+	count int64                // pending records; the others in recs are dead letters
 	bytes int64                // their summed Size()
-	dead  int                  // dead letters
 
 	cached     int64 // bytes of records held in memory (entry.rec)
 	cacheLimit int64
@@ -48,6 +47,10 @@ func (st *state) shrink() {
 	}
 	st.recs, st.peak = recs, n
 }
+
+// deadLetters counts the dead letters: every current record is either
+// pending or dead, so they need no counter of their own to keep right.
+func (st *state) deadLetters() int { return len(st.recs) - int(st.count) }
 
 // entry is a current record. It is kept small: a spool may index a
 // million of them (config.SpoolIndexPerMessage, held to by
@@ -76,12 +79,13 @@ func (e *entry) bytes() int64 { return int64(e.size) }
 type sinkList struct {
 	name    string
 	entries []*entry
-	live    int
-	holes   int
+	holes   int // entries that are gone
 }
 
+// live counts the list's pending records.
+func (l *sinkList) live() int { return len(l.entries) - l.holes }
+
 func (l *sinkList) insert(e *entry, unsorted bool) {
-	l.live++
 	n := len(l.entries)
 	if unsorted || n == 0 || l.entries[n-1].seq < e.seq {
 		l.entries = append(l.entries, e)
@@ -93,7 +97,6 @@ func (l *sinkList) insert(e *entry, unsorted bool) {
 
 func (l *sinkList) remove(e *entry) {
 	e.gone = true
-	l.live--
 	l.holes++
 	i := 0
 	for i < len(l.entries) && l.entries[i].gone {
@@ -172,7 +175,6 @@ func (st *state) put(ne entry) {
 	st.recs[e.seq] = e
 	st.hold(e)
 	if e.dead {
-		st.dead++
 		return
 	}
 	st.count++
@@ -196,7 +198,6 @@ func (st *state) drop(e *entry) {
 	delete(st.recs, e.seq)
 	st.release(e)
 	if e.dead {
-		st.dead--
 		return
 	}
 	st.count--
@@ -301,7 +302,7 @@ func (st *state) pending(sink string, seq uint64) (*entry, queue.Record, error) 
 func (st *state) load(rep *Recovery) error {
 	st.recs = map[uint64]*entry{}
 	st.lists = map[string]*sinkList{}
-	st.next, st.count, st.bytes, st.dead, st.cached = 0, 0, 0, 0, 0
+	st.next, st.count, st.bytes, st.cached = 0, 0, 0, 0
 	st.loading = true
 	defer func() { st.loading = false }()
 	var ops []op

@@ -309,7 +309,7 @@ func (s *Store) open() error {
 		s.recovery.Bytes += seg.size
 	}
 	s.recovery.Segments = len(s.st.segs)
-	s.recovery.Pending, s.recovery.Dead = int(s.st.count), s.st.dead
+	s.recovery.Pending, s.recovery.Dead = int(s.st.count), s.st.deadLetters()
 	return nil
 }
 
@@ -1046,12 +1046,13 @@ func (s *Store) Stats() (queue.Stats, error) {
 	st := &s.st
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	out := queue.Stats{Pending: int(st.count), PendingBytes: st.bytes, Dead: st.dead, BySink: map[string]int{}}
+	out := queue.Stats{Pending: int(st.count), PendingBytes: st.bytes, Dead: st.deadLetters(), BySink: map[string]int{}}
 	for name, l := range st.lists {
-		if l.live == 0 {
+		live := l.live()
+		if live == 0 {
 			continue
 		}
-		out.BySink[name] = l.live
+		out.BySink[name] = live
 		// Received grows with Seq except for replayed and forwarded
 		// records, which keep the original time: the first is exact for
 		// ordinary traffic, and cheap always.
