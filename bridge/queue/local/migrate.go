@@ -69,9 +69,6 @@ func migrate(dir string, timeout time.Duration) (migration, error) {
 	if len(ids) > 0 {
 		return migration{}, fmt.Errorf("%s holds both a spool file of an earlier hookbridge (%s) and a spool log: deliver what %s holds with that earlier version (it drains on shutdown; hookbridge spool ls shows what is left), or move %s out of the directory", dir, LegacyFile, LegacyFile, LegacyFile)
 	}
-	if timeout <= 0 {
-		timeout = time.Second
-	}
 	db, err := bolt.Open(legacy, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: true})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return migration{}, fmt.Errorf(legacyNotLocked, dir, legacy)

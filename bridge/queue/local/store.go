@@ -199,6 +199,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.OpenTimeout <= 0 {
+		opts.OpenTimeout = time.Second
+	}
 	if opts.SegmentBytes <= 0 {
 		opts.SegmentBytes = DefaultSegmentBytes
 	}
@@ -234,9 +237,6 @@ func Open(dir string, opts Options) (*Store, error) {
 
 // acquire takes the lock of the spool in dir, waiting up to timeout.
 func acquire(dir string, timeout time.Duration) (*os.File, error) {
-	if timeout <= 0 {
-		timeout = time.Second
-	}
 	path := filepath.Join(dir, LockName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
