@@ -48,7 +48,7 @@ type Record struct {
 const recordOverhead = 64
 
 // Size returns the approximate stored size of r: body, attributes, target,
-// key and id plus a fixed overhead. It deliberately leaves out the fields
+// key, id and trace context plus a fixed overhead. It deliberately leaves out the fields
 // that change while a record waits (LastError, Reason, Attempts) so that a
 // record's share of Options.MaxBytes stays the same from Append to Done.
 func (r *Record) Size() int64 {
@@ -228,7 +228,7 @@ func (r *reader) string(what string) string {
 	return string(r.bytes(what))
 }
 
-// header reads the fixed part shared by decodeRecord and storedSize.
+// header reads the fixed part shared by decodeRecord and Summarize.
 func (r *reader) header() (flags byte, size int64) {
 	total := len(r.b) // the header comes first: this is the whole record
 	if v := r.byte("version"); r.err == nil && v != formatV1 {
