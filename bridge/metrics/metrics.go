@@ -162,39 +162,49 @@ func (m *Metrics) Reloaded(ok bool) {
 	}
 }
 
-// WatchSpool registers gauges read from the spool at each scrape.
+// WatchSpool registers gauges read from the spool at each scrape: one
+// Stats call for all four, as it may read a record per sink.
 func (m *Metrics) WatchSpool(stats func(context.Context) (queue.Stats, error)) error {
 	if m == nil {
 		return nil
 	}
-	gauge := func(name, help string, value func(queue.Stats) float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
-			st, err := stats(context.Background())
-			if err != nil {
-				return -1
-			}
-			return value(st)
-		})
+	return m.reg.Register(&spoolCollector{
+		stats:    stats,
+		messages: prometheus.NewDesc("hookbridge_spool_messages", "Messages waiting in the spool (one per event and sink target).", nil, nil),
+		bytes:    prometheus.NewDesc("hookbridge_spool_bytes", "Bytes of the messages waiting in the spool.", nil, nil),
+		oldest:   prometheus.NewDesc("hookbridge_spool_oldest_age_seconds", "Age of the oldest message waiting in the spool; 0 when empty.", nil, nil),
+		dead:     prometheus.NewDesc("hookbridge_spool_dead_letters", "Dead letters kept in the spool (hookbridge spool ls -dead).", nil, nil),
+	})
+}
+
+// spoolCollector is the spool's gauges, from one Stats per scrape.
+type spoolCollector struct {
+	stats                         func(context.Context) (queue.Stats, error)
+	messages, bytes, oldest, dead *prometheus.Desc
+}
+
+func (c *spoolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.messages
+	ch <- c.bytes
+	ch <- c.oldest
+	ch <- c.dead
+}
+
+// Collect reports -1 for every gauge when the spool cannot be read.
+func (c *spoolCollector) Collect(ch chan<- prometheus.Metric) {
+	messages, bytes, oldest, dead := -1.0, -1.0, -1.0, -1.0
+	if st, err := c.stats(context.Background()); err == nil {
+		messages, bytes, dead, oldest = float64(st.Pending), float64(st.PendingBytes), float64(st.Dead), 0
+		if !st.Oldest.IsZero() {
+			oldest = time.Since(st.Oldest).Seconds()
+		}
 	}
-	var errs []error
-	for _, c := range []prometheus.Collector{
-		gauge("hookbridge_spool_messages", "Messages waiting in the spool (one per event and sink target).",
-			func(s queue.Stats) float64 { return float64(s.Pending) }),
-		gauge("hookbridge_spool_bytes", "Bytes of the messages waiting in the spool.",
-			func(s queue.Stats) float64 { return float64(s.PendingBytes) }),
-		gauge("hookbridge_spool_oldest_age_seconds", "Age of the oldest message waiting in the spool; 0 when empty.",
-			func(s queue.Stats) float64 {
-				if s.Oldest.IsZero() {
-					return 0
-				}
-				return time.Since(s.Oldest).Seconds()
-			}),
-		gauge("hookbridge_spool_dead_letters", "Dead letters kept in the spool (hookbridge spool ls -dead).",
-			func(s queue.Stats) float64 { return float64(s.Dead) }),
-	} {
-		errs = append(errs, m.reg.Register(c))
+	for _, g := range []struct {
+		desc  *prometheus.Desc
+		value float64
+	}{{c.messages, messages}, {c.bytes, bytes}, {c.oldest, oldest}, {c.dead, dead}} {
+		ch <- prometheus.MustNewConstMetric(g.desc, prometheus.GaugeValue, g.value)
 	}
-	return errors.Join(errs...)
 }
 
 // SpoolSynced records one group commit of the local spool: how long its

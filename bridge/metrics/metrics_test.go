@@ -41,7 +41,9 @@ func TestMetrics(t *testing.T) {
 	if err := s.Publish(context.Background(), make([]sinks.Message, 4)); err == nil {
 		t.Fatal("the failing batch reported no error")
 	}
+	statsCalls := 0
 	if err := m.WatchSpool(func(context.Context) (queue.Stats, error) {
+		statsCalls++
 		return queue.Stats{Pending: 3, PendingBytes: 300, Dead: 1, Oldest: time.Now().Add(-time.Minute)}, nil
 	}); err != nil {
 		t.Fatal(err)
@@ -68,6 +70,11 @@ hookbridge_spool_dead_letters 1
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "hookbridge_publishes_total", "hookbridge_webhooks_total",
 		"hookbridge_config_last_reload_successful", "hookbridge_spool_messages", "hookbridge_spool_dead_letters"); err != nil {
 		t.Error(err)
+	}
+	// The four spool gauges cost one Stats per scrape: it may read a
+	// record per sink.
+	if statsCalls != 1 {
+		t.Errorf("one scrape called the spool's Stats %d times, want 1", statsCalls)
 	}
 	for name, want := range map[string]float64{"hookbridge_events_total": 1, "hookbridge_spool_retries_total": 1, "hookbridge_dead_letters_total": 1,
 		"hookbridge_config_reloads_total": 1, "hookbridge_build_info": 1} {
