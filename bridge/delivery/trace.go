@@ -168,28 +168,18 @@ func (t *Tracing) publish(ctx context.Context, name string, s sinks.Sink, msgs [
 	}
 	out := make([]sinks.Message, len(msgs))
 	copy(out, msgs)
-	attempt := func(i int) attribute.KeyValue {
-		if attempts == nil {
-			return attribute.KeyValue{}
-		}
-		return AttrAttempt.Int(attempts[i])
-	}
 
+	// Every message gets a producer span, a child of its webhook's, whose
+	// context it carries: "send" when it goes alone, "create" in a batch,
+	// which then gets a send span of its own below.
+	op, opType := opCreate, semconv.MessagingOperationTypeCreate
+	var one [1]trace.Span // a lone message's span, without allocating
+	spans := one[:]
 	if len(msgs) == 1 {
-		dest, destAttr := st.destination(msgs[0].Target)
-		_, span := t.tracer.Start(parent(0), spanName(opSend, dest), trace.WithSpanKind(trace.SpanKindProducer))
-		if span.IsRecording() {
-			span.SetAttributes(st.system, AttrSink.String(name), semconv.MessagingOperationName(opSend),
-				semconv.MessagingOperationTypeSend, semconv.MessagingMessageID(msgs[0].ID))
-			setValid(span, destAttr, attempt(0))
-		}
-		out[0].Trace = contextOf(span)
-		err := s.Publish(ctx, out)
-		endPublish(span, err)
-		return err
+		op, opType = opSend, semconv.MessagingOperationTypeSend
+	} else {
+		spans = make([]trace.Span, len(msgs))
 	}
-
-	creates := make([]trace.Span, len(msgs))
 	batchDest, batchAttr := "", attribute.KeyValue{}
 	for i := range msgs {
 		dest, destAttr := st.destination(msgs[i].Target)
@@ -198,26 +188,35 @@ func (t *Tracing) publish(ctx context.Context, name string, s sinks.Sink, msgs [
 		} else {
 			batchDest, batchAttr = "", attribute.KeyValue{} // mixed: the batch names none
 		}
-		_, sp := t.tracer.Start(parent(i), spanName(opCreate, dest), trace.WithSpanKind(trace.SpanKindProducer))
+		_, sp := t.tracer.Start(parent(i), spanName(op, dest), trace.WithSpanKind(trace.SpanKindProducer))
 		if sp.IsRecording() {
-			sp.SetAttributes(st.system, AttrSink.String(name), semconv.MessagingOperationName(opCreate),
-				semconv.MessagingOperationTypeCreate, semconv.MessagingMessageID(msgs[i].ID))
-			setValid(sp, destAttr, attempt(i))
+			sp.SetAttributes(st.system, AttrSink.String(name), semconv.MessagingOperationName(op),
+				opType, semconv.MessagingMessageID(msgs[i].ID))
+			setValid(sp, destAttr)
+			if attempts != nil {
+				sp.SetAttributes(AttrAttempt.Int(attempts[i]))
+			}
 		}
-		creates[i] = sp
+		spans[i] = sp
 		out[i].Trace = contextOf(sp)
 	}
+	if len(msgs) == 1 {
+		err := s.Publish(ctx, out)
+		endPublish(spans[0], err)
+		return err
+	}
+
 	_, send := t.tracer.Start(ctx, spanName(opSend, batchDest), trace.WithSpanKind(trace.SpanKindClient))
 	if send.IsRecording() {
 		send.SetAttributes(st.system, AttrSink.String(name), semconv.MessagingOperationName(opSend),
 			semconv.MessagingOperationTypeSend, semconv.MessagingBatchMessageCount(len(msgs)))
 		setValid(send, batchAttr)
-		for _, sp := range creates {
+		for _, sp := range spans {
 			send.AddLink(trace.Link{SpanContext: sp.SpanContext()})
 		}
 	}
 	err := s.Publish(ctx, out)
-	for i, sp := range creates {
+	for i, sp := range spans {
 		endPublish(sp, sinks.MessageErr(err, i))
 	}
 	endPublish(send, err)

@@ -139,6 +139,9 @@ func TestSyncPublishIsAProducerSpan(t *testing.T) {
 					t.Errorf("%s = %q, want %q", k, a[k].AsString(), v)
 				}
 			}
+			if v, ok := a[AttrAttempt]; ok {
+				t.Errorf("a sync publish, not queued, recorded %s %v", AttrAttempt, v.String())
+			}
 			for _, k := range []attribute.Key{"messaging.destination.name", "messaging.destination.template"} {
 				if _, ok := a[k]; ok && k != tt.destKey {
 					t.Errorf("%s recorded beside %s: %v", k, tt.destKey, a[k].AsString())
