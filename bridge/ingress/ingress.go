@@ -378,25 +378,19 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 		dctx, dspan = h.startChild(w, ctx, SpanDeliver)
 	}
 	err = h.deliver(dctx, src, cl, ev, deliveries)
-	if dspan != nil {
-		res := ResultAccepted
-		if errors.Is(err, queue.ErrFull) {
-			res = ResultSpoolFull
-		} else if err != nil {
-			res = ResultUnavailable
-		}
-		endChild(dspan, err != nil, res)
+	res := ResultAccepted
+	if errors.Is(err, queue.ErrFull) {
+		res = ResultSpoolFull
+	} else if err != nil {
+		res = ResultUnavailable
 	}
+	endChild(dspan, err != nil, res) // nil when untraced: nothing to end
 	if err != nil {
 		// Never remembered: the sender's retry (or a copy waiting now)
 		// must be delivered.
 		h.settle(src, cl, ev.ID, false)
 		w.Header().Set("Retry-After", h.retryAfter)
-		if errors.Is(err, queue.ErrFull) {
-			h.count(w, src, ResultSpoolFull)
-		} else {
-			h.count(w, src, ResultUnavailable)
-		}
+		h.count(w, src, res)
 		h.log.Warn("event not delivered; answered 503 so the sender retries",
 			"source", src.name, "id", ev.ID, "status", ev.Status, "err", err)
 		WriteError(w, http.StatusServiceUnavailable, "event not delivered, retry later: "+err.Error())

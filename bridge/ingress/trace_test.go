@@ -3,6 +3,7 @@ package ingress
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/hookbridge/hookbridge/bridge/config"
 	"github.com/hookbridge/hookbridge/bridge/event"
+	"github.com/hookbridge/hookbridge/bridge/queue"
 	"github.com/hookbridge/hookbridge/bridge/route"
 	"github.com/hookbridge/hookbridge/bridge/signature"
 )
@@ -147,6 +149,9 @@ func TestTraceAccepted(t *testing.T) {
 	if server.Status().Code != codes.Unset {
 		t.Errorf("status %v", server.Status())
 	}
+	if deliver.Status().Code != codes.Unset {
+		t.Errorf("deliver span status %v, want unset", deliver.Status())
+	}
 	if ev := server.Events(); len(ev) != 1 || ev[0].Name != EventRouted {
 		t.Errorf("events %v, want %s", ev, EventRouted)
 	}
@@ -216,6 +221,8 @@ func TestTraceRejected(t *testing.T) {
 		}, nil, 404, "not_found", []string{"POST"}},
 		{"sink down", func(t *testing.T) *http.Request { return signedRequest(t, "/webhook", testSecret, ts, tracedBody) },
 			errors.New("broker at nats://user:body-marker-x9@host refused"), 503, "unavailable", []string{"POST /webhook", SpanVerify, SpanDeliver}},
+		{"spool full", func(t *testing.T) *http.Request { return signedRequest(t, "/webhook", testSecret, ts, tracedBody) },
+			fmt.Errorf("appending: %w", queue.ErrFull), 503, "spool_full", []string{"POST /webhook", SpanVerify, SpanDeliver}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -238,6 +245,11 @@ func TestTraceRejected(t *testing.T) {
 			a := attrs(server)
 			if a[AttrResult] != tt.result || a["http.response.status_code"] != strconv.Itoa(tt.status) {
 				t.Errorf("result %q status %q, want %s %d", a[AttrResult], a["http.response.status_code"], tt.result, tt.status)
+			}
+			// A failed delivery fails its deliver span, described by the
+			// result and never the error's text.
+			if d := spans[SpanDeliver]; d != nil && tt.fail != nil && (d.Status().Code != codes.Error || d.Status().Description != tt.result) {
+				t.Errorf("deliver span status %v, want Error %q", d.Status(), tt.result)
 			}
 			wantCode := codes.Unset
 			if tt.status >= 500 {
