@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -272,7 +274,8 @@ func TestUntracedPublishCarriesNoContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { q.Close() })
-	s := startSpool(t, q, fastRetry, nil, map[string]sinks.Sink{"bus": sink})
+	appended := &appendLog{Queue: q}
+	s := startSpool(t, appended, fastRetry, nil, map[string]sinks.Sink{"bus": sink})
 	ctx, span := tracer.Start(context.Background(), "a span nobody asked to continue")
 	defer span.End()
 	if err := s.Deliver(ctx, tracedEvent("a", "t"), []route.Delivery{{Sink: "bus", Target: "task.finished"}}); err != nil {
@@ -289,6 +292,33 @@ func TestUntracedPublishCarriesNoContext(t *testing.T) {
 	if h := got[0].TraceHeaders(); h[0].Value != senderParent {
 		t.Errorf("trace headers %v, want the sender's %s", h, senderParent)
 	}
+	// Were the span queued, a traced spool (after a reload turning
+	// tracing on, or another replica) would continue it.
+	for _, r := range appended.records() {
+		if r.Trace != (sinks.TraceContext{}) {
+			t.Errorf("record of %s queued with trace context %+v, want none", r.Message.ID, r.Trace)
+		}
+	}
+}
+
+// appendLog is a queue that keeps a copy of every record appended.
+type appendLog struct {
+	queue.Queue
+	mu       sync.Mutex
+	appended []queue.Record
+}
+
+func (a *appendLog) Append(ctx context.Context, recs []queue.Record) error {
+	a.mu.Lock()
+	a.appended = append(a.appended, recs...)
+	a.mu.Unlock()
+	return a.Queue.Append(ctx, recs)
+}
+
+func (a *appendLog) records() []queue.Record {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.appended)
 }
 
 // TestAnotherReplicaContinuesTheTrace: with the shared queue, a message
