@@ -8,7 +8,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
@@ -55,10 +54,6 @@ const (
 	opSend   = "send"
 	opCreate = "create"
 )
-
-// traceContext is the W3C Trace Context propagator, used explicitly
-// rather than through the global one.
-var traceContext propagation.TraceContext
 
 // Tracing makes producer spans around publishes. A nil *Tracing traces
 // nothing, and costs one nil check per publish.
@@ -292,25 +287,5 @@ func continuing(ctx context.Context, r *queue.Record) context.Context {
 		h := r.Message.TraceHeaders()
 		tc = sinks.TraceContext{Parent: h[0].Value, State: h[1].Value}
 	}
-	if tc.Parent == "" {
-		return ctx
-	}
-	return traceContext.Extract(ctx, w3cCarrier(tc))
+	return telemetry.Continue(ctx, tc.Parent, tc.State)
 }
-
-// w3cCarrier reads a trace context to the propagator as the headers it
-// came in, without the map a MapCarrier would allocate per record.
-type w3cCarrier sinks.TraceContext
-
-func (c w3cCarrier) Get(key string) string {
-	switch key {
-	case "traceparent":
-		return c.Parent
-	case "tracestate":
-		return c.State
-	}
-	return ""
-}
-
-func (c w3cCarrier) Set(string, string) {}
-func (c w3cCarrier) Keys() []string     { return []string{"traceparent", "tracestate"} }

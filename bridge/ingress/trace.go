@@ -7,7 +7,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
@@ -51,10 +50,6 @@ const (
 	maxPathAttrs = 256 // url.path is clipped to this: it is the sender's
 )
 
-// traceContext is the W3C Trace Context propagator, used explicitly
-// rather than through the global one.
-var traceContext propagation.TraceContext
-
 // tracedWriter records what a traced request was answered, for its span:
 // the status written and the result counted. Unwrap keeps
 // http.ResponseController (the body read's deadlines) working through it.
@@ -85,7 +80,7 @@ func (t *tracedWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
 
 // serveTraced serves r inside its server span.
 func (h *Handler) serveTraced(w http.ResponseWriter, r *http.Request) {
-	ctx := traceContext.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx := telemetry.Continue(r.Context(), r.Header.Get("Traceparent"), r.Header.Get("Tracestate"))
 	method, known := methodAttr(r.Method)
 	name := "HTTP"
 	if known {

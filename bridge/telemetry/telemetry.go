@@ -31,6 +31,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -132,6 +133,38 @@ func W3C(sc trace.SpanContext) (traceparent, tracestate string) {
 	}
 	return "00-" + sc.TraceID().String() + "-" + sc.SpanID().String() + "-" + sc.TraceFlags().String(), sc.TraceState().String()
 }
+
+// Continue returns ctx with the span a W3C traceparent and tracestate
+// name (what W3C writes, or what a webhook came with) as its remote
+// parent: ctx as it is when traceparent is empty or malformed.
+func Continue(ctx context.Context, traceparent, tracestate string) context.Context {
+	if traceparent == "" {
+		return ctx
+	}
+	return traceContext.Extract(ctx, w3cCarrier{traceparent, tracestate})
+}
+
+// traceContext is the W3C Trace Context propagator, used explicitly
+// rather than through the global one (see the package comment).
+var traceContext propagation.TraceContext
+
+// w3cCarrier reads a traceparent and tracestate to the propagator as the
+// headers they came in, without the map a MapCarrier would allocate per
+// call.
+type w3cCarrier struct{ parent, state string }
+
+func (c w3cCarrier) Get(key string) string {
+	switch key {
+	case "traceparent":
+		return c.parent
+	case "tracestate":
+		return c.state
+	}
+	return ""
+}
+
+func (c w3cCarrier) Set(string, string) {}
+func (c w3cCarrier) Keys() []string     { return []string{"traceparent", "tracestate"} }
 
 // Describe says what p exports, for the start-up log line.
 func (p *Provider) Describe() string {

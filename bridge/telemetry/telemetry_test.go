@@ -6,6 +6,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookbridge/hookbridge/bridge/config"
 )
@@ -205,5 +206,34 @@ func TestDescribe(t *testing.T) {
 	}
 	if _, err := Describe(config.Telemetry{}, envOf(map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"})); err == nil {
 		t.Error("an unsupported OTEL_TRACES_EXPORTER is not refused")
+	}
+}
+
+// TestW3CContinue: what W3C writes of a span, Continue reads back as that
+// span, remote, with its tracestate; no traceparent or a malformed one
+// leaves the context as it was.
+func TestW3CContinue(t *testing.T) {
+	ts, err := trace.ParseTraceState("rojo=00f067aa0ba902b7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{0x4b, 0xf9, 1}, SpanID: trace.SpanID{0xb7, 2},
+		TraceFlags: trace.FlagsSampled, TraceState: ts})
+	parent, state := W3C(sc)
+	if want := "00-4bf90100000000000000000000000000-b702000000000000-01"; parent != want || state != "rojo=00f067aa0ba902b7" {
+		t.Errorf("W3C = %q, %q; want %q and the tracestate", parent, state, want)
+	}
+	got := trace.SpanContextFromContext(Continue(context.Background(), parent, state))
+	if !got.Equal(sc.WithRemote(true)) {
+		t.Errorf("Continue read %v, want %v", got, sc.WithRemote(true))
+	}
+	if p, s := W3C(trace.SpanContext{}); p != "" || s != "" {
+		t.Errorf("W3C of an invalid span context = %q, %q", p, s)
+	}
+	ctx := context.Background()
+	for _, bad := range []string{"", "00-0-0-01", "00-00000000000000000000000000000000-b702000000000000-01"} {
+		if Continue(ctx, bad, "a=1") != ctx {
+			t.Errorf("Continue(%q) changed the context", bad)
+		}
 	}
 }
