@@ -1,8 +1,6 @@
 package deploy
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -12,8 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
-	"gopkg.in/yaml.v3"
+	"github.com/hookbridge/hookbridge/bridge/config/schematest"
 )
 
 // shippedSchema is the JSON Schema of the config file the repository
@@ -29,18 +26,7 @@ func TestConfigsPassTheSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := jsonschema.NewCompiler()
-	if err := c.AddResource("config.schema.json", doc); err != nil {
-		t.Fatal(err)
-	}
-	sch, err := c.Compile("config.schema.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sch := schematest.Compile(t, raw)
 	configs := map[string][]byte{}
 	err = filepath.WalkDir(".", func(p string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && d.Name() == "config.yaml" {
@@ -68,21 +54,7 @@ func TestConfigsPassTheSchema(t *testing.T) {
 	}
 	t.Logf("%d configs: %s", len(configs), strings.Join(slices.Sorted(maps.Keys(configs)), "; "))
 	for _, name := range slices.Sorted(maps.Keys(configs)) {
-		var v any
-		if err := yaml.Unmarshal(configs[name], &v); err != nil {
-			t.Errorf("%s: %v", name, err)
-			continue
-		}
-		j, err := json.Marshal(v)
-		if err != nil {
-			t.Errorf("%s: %v", name, err)
-			continue
-		}
-		inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(j))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sch.Validate(inst); err != nil {
+		if err := schematest.ValidateYAML(sch, configs[name]); err != nil {
 			t.Errorf("%s: the schema refuses it: %v", name, err)
 		}
 	}

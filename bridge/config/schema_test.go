@@ -2,7 +2,6 @@ package config
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,9 +11,9 @@ import (
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
-	"gopkg.in/yaml.v3"
 
 	"github.com/hookbridge/hookbridge/bridge/config/internal/refdoc"
+	"github.com/hookbridge/hookbridge/bridge/config/schematest"
 )
 
 // compileSchema compiles Schema with a real draft 2020-12 validator.
@@ -24,43 +23,7 @@ func compileSchema(t *testing.T) *jsonschema.Schema {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
-	if err != nil {
-		t.Fatalf("the schema is not JSON: %v", err)
-	}
-	c := jsonschema.NewCompiler()
-	c.DefaultDraft(jsonschema.Draft2020)
-	c.AssertFormat()
-	if err := c.AddResource("config.schema.json", doc); err != nil {
-		t.Fatal(err)
-	}
-	sch, err := c.Compile("config.schema.json")
-	if err != nil {
-		t.Fatalf("the schema does not compile: %v", err)
-	}
-	return sch
-}
-
-// yamlInstance reads YAML text as the JSON value an editor's
-// yaml-language-server validates.
-func yamlInstance(data []byte) (any, error) {
-	var v any
-	if err := yaml.Unmarshal(data, &v); err != nil {
-		return nil, err
-	}
-	j, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	return jsonschema.UnmarshalJSON(bytes.NewReader(j))
-}
-
-func validateYAML(sch *jsonschema.Schema, data []byte) error {
-	inst, err := yamlInstance(data)
-	if err != nil {
-		return err
-	}
-	return sch.Validate(inst)
+	return schematest.Compile(t, raw)
 }
 
 // TestDescriptionsUpToDate: descriptions.go is what go generate writes
@@ -99,7 +62,7 @@ func TestSchemaAcceptsRepoConfigs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := validateYAML(sch, data); err != nil {
+			if err := schematest.ValidateYAML(sch, data); err != nil {
 				t.Errorf("%s: the schema refuses a valid config: %v", f, err)
 			}
 		})
@@ -173,7 +136,7 @@ func TestSchemaRefusesInvalidConfigs(t *testing.T) {
 // of want.
 func checkRefused(t *testing.T, sch *jsonschema.Schema, data []byte, want []string) {
 	t.Helper()
-	err := validateYAML(sch, data)
+	err := schematest.ValidateYAML(sch, data)
 	if err == nil {
 		t.Fatal("the schema accepts it")
 	}
@@ -268,7 +231,7 @@ func TestSchemaEnumsAreValidations(t *testing.T) {
 				data := fmt.Appendf(nil, tc.config, v)
 				_, lerr := Parse("case.yaml", data, testEnv)
 				loaderRefuses := lerr != nil && strings.Contains(lerr.Error(), ": "+tc.errKey+": ")
-				serr := validateYAML(sch, data)
+				serr := schematest.ValidateYAML(sch, data)
 				schemaRefuses := serr != nil && strings.Contains(fmt.Sprintf("%#v", serr), "at '"+instancePath(tc.errKey)+"'")
 				switch {
 				case v == "bogus" && !loaderRefuses:
@@ -354,7 +317,7 @@ func TestSchemaRequiredAndTypes(t *testing.T) {
 			if _, err := Parse("case.yaml", []byte(cfg), env); err != nil {
 				t.Fatalf("the loader refuses it: %v", err)
 			}
-			if err := validateYAML(sch, []byte(cfg)); err != nil {
+			if err := schematest.ValidateYAML(sch, []byte(cfg)); err != nil {
 				t.Errorf("the schema refuses it: %v", err)
 			}
 		})
@@ -393,7 +356,7 @@ func TestSchemaRangesAreValidations(t *testing.T) {
 			data := fmt.Appendf(nil, tc.config, v)
 			_, lerr := Parse("case.yaml", data, testEnv)
 			loaderRefuses := lerr != nil && strings.Contains(lerr.Error(), ": "+tc.errKey+": ")
-			schemaRefuses := validateYAML(sch, data) != nil
+			schemaRefuses := schematest.ValidateYAML(sch, data) != nil
 			if loaderRefuses == inside || schemaRefuses == inside {
 				t.Errorf("%s: %d: the loader refuses it: %t, the schema: %t; want %t for both (%v)", key, v, loaderRefuses, schemaRefuses, !inside, lerr)
 			}
