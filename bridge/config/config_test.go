@@ -532,7 +532,8 @@ func TestSpoolMemory(t *testing.T) {
 		{"max_bytes binds", spooled(func(c *Config) { c.Spool.MaxBytes = 64 << 20 }), (64<<20)/spoolMessageFloor*SpoolIndexPerMessage + cache,
 			"worst-case spool index memory: 52 MiB (262144 waiting messages × 176 B + 8 MiB kept whole)"},
 		{"only max_bytes", spooled(func(c *Config) { c.Spool.MaxEvents = 0; c.Spool.MaxBytes = 1 << 20 }), 4096*SpoolIndexPerMessage + cache, ""},
-		{"unbounded", spooled(func(c *Config) { c.Spool.MaxEvents, c.Spool.MaxBytes = 0, 0 }), -1, ""},
+		{"unbounded", spooled(func(c *Config) { c.Spool.MaxEvents, c.Spool.MaxBytes = 0, 0 }), -1,
+			"worst-case spool index memory: unbounded (neither spool.max_events nor spool.max_bytes is set): about 176 B per waiting message"},
 		{"jetstream spool", spooled(func(c *Config) { c.Spool.Backend = SpoolJetStream }), 0, ""},
 		{"sync delivery", spooled(func(c *Config) { c.Routes[0].Delivery = DeliverySync }), 0, ""},
 	}

@@ -198,6 +198,26 @@ func formatDefault(v reflect.Value) string {
 	return fmt.Sprint(v.Interface())
 }
 
+// TestDocsQuoteSpoolIndexCost: the docs quote the local spool's memory
+// per waiting message and its cache as SpoolIndexPerMessage and
+// SpoolCacheBytes are (bridge/queue/local's TestIndexMemory asks for the
+// constant to be raised should the index grow; the docs then follow).
+func TestDocsQuoteSpoolIndexCost(t *testing.T) {
+	quotes := map[string]string{
+		reference:                fmt.Sprintf("each waiting message in memory, about %d B", SpoolIndexPerMessage),
+		"../../docs/delivery.md": fmt.Sprintf("(`spool.max_events` × %d B + %s)", SpoolIndexPerMessage, bytesHuman(SpoolCacheBytes)),
+	}
+	for file, quote := range quotes {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(strings.Join(strings.Fields(string(data)), " "), quote) {
+			t.Errorf("%s does not say %q", file, quote)
+		}
+	}
+}
+
 func TestShortDuration(t *testing.T) {
 	for d, want := range map[time.Duration]string{0: "0s", 200 * time.Millisecond: "200ms", 2 * time.Minute: "2m",
 		168 * time.Hour: "168h", 90 * time.Second: "1m30s", 30 * time.Second: "30s", time.Hour + time.Minute: "1h1m"} {

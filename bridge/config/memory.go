@@ -150,7 +150,7 @@ func (c *Config) DescribeSpoolMemory() string {
 	case m == 0:
 		return ""
 	case m < 0:
-		return "worst-case spool index memory: unbounded (neither spool.max_events nor spool.max_bytes is set): about 176 B per waiting message"
+		return fmt.Sprintf("worst-case spool index memory: unbounded (neither spool.max_events nor spool.max_bytes is set): about %d B per waiting message", SpoolIndexPerMessage)
 	default:
 		return fmt.Sprintf("worst-case spool index memory: %s (%d waiting messages × %d B + %s kept whole)",
 			bytesHuman(m), (m-SpoolCacheBytes)/SpoolIndexPerMessage, SpoolIndexPerMessage, bytesHuman(SpoolCacheBytes))
