@@ -72,9 +72,11 @@ type hbConfig struct {
 	SpoolURL       string // spool.url (jetstream)
 	SpoolCredsFile string // spool.creds_file (jetstream)
 
-	// WorstCaseMemory is what hookbridge check adds up against the memory
-	// limit: the requests' worst case and the local spool's full index.
-	WorstCaseMemory int64
+	// MemoryWarnings is what hookbridge check warns of under a memory
+	// limit of that many bytes (config.Config.MemoryWarnings): the
+	// requests' worst case and a full local spool's index exceeding it,
+	// or an unbounded local spool.
+	MemoryWarnings func(limit string, bytes int64) []string
 
 	SecretFiles [][]string // sources[i].secret_files
 	Sinks       []hbSink   // sinks, in order
@@ -118,10 +120,9 @@ func parseConfig(name string, data []byte, lookupEnv func(string) (string, bool)
 		SpoolReplicas:   c.Spool.JetStream.Replicas,
 		SpoolURL:        c.Spool.JetStream.URL,
 		SpoolCredsFile:  c.Spool.JetStream.CredsFile,
-		WorstCaseMemory: c.Server.WorstCaseMemory() + max(c.SpoolMemory(), 0),
-	}
-	if c.SpoolMemory() < 0 {
-		cfg.WorstCaseMemory = -1 // unbounded
+		MemoryWarnings: func(limit string, bytes int64) []string {
+			return c.MemoryWarnings([]config.MemoryLimit{{Name: limit, Bytes: bytes}})
+		},
 	}
 	for _, src := range c.Sources {
 		cfg.SecretFiles = append(cfg.SecretFiles, src.SecretFiles)

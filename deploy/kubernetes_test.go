@@ -783,11 +783,8 @@ func checkSecretRefs(t *testing.T, w workload) {
 func checkResources(t *testing.T, w workload, cfg *hbConfig) {
 	t.Helper()
 	if lim, ok := w.hb.Resources.Limits[corev1.ResourceMemory]; ok {
-		switch {
-		case cfg.WorstCaseMemory < 0:
-			t.Errorf("%v: the local spool is unbounded (no spool.max_events or max_bytes) under limits.memory %s: set spool.max_events", w, lim.String())
-		case cfg.WorstCaseMemory > lim.Value():
-			t.Errorf("%v: worst-case memory %d MiB (requests and a full spool index, as hookbridge check prints) exceeds limits.memory %s: lower spool.max_events or server.max_connections, or raise the limit", w, cfg.WorstCaseMemory>>20, lim.String())
+		for _, warn := range cfg.MemoryWarnings("limits.memory", lim.Value()) {
+			t.Errorf("%v: %s", w, warn)
 		}
 	}
 	for _, c := range containers(w.pod) {
