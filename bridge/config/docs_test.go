@@ -19,26 +19,21 @@ import (
 // the page cannot drift from it.
 const reference = "../../docs/configuration.md"
 
-// referenceRow is one `| key | default | meaning |` row.
-type referenceRow struct {
-	line         int
-	key, deflt   string
-	literalDeflt bool // the default cell is one `literal`
-}
-
-func readReference(t *testing.T) map[string]referenceRow {
+// readReference returns the reference's rows by key, read with the
+// parser descriptions.go is generated with.
+func readReference(t *testing.T) map[string]refdoc.Row {
 	t.Helper()
 	md, err := os.ReadFile(reference)
 	if err != nil {
 		t.Fatal(err)
 	}
-	parsed, err := refdoc.Parse(md) // the parser descriptions.go is generated with
+	parsed, err := refdoc.Parse(md)
 	if err != nil {
 		t.Fatalf("%s: %v", reference, err)
 	}
-	rows := map[string]referenceRow{}
+	rows := map[string]refdoc.Row{}
 	for _, r := range parsed {
-		rows[r.Key] = referenceRow{line: r.Line, key: r.Key, deflt: strings.Trim(r.Default, "`"), literalDeflt: r.LiteralDefault}
+		rows[r.Key] = r
 	}
 	return rows
 }
@@ -91,7 +86,7 @@ func TestConfigReferenceListsEveryKey(t *testing.T) {
 	}
 	for k, r := range rows {
 		if !slices.Contains(keys, k) {
-			t.Errorf("%s:%d: %s is not a key of the config", reference, r.line, k)
+			t.Errorf("%s:%d: %s is not a key of the config", reference, r.Line, k)
 		}
 	}
 }
@@ -110,10 +105,10 @@ func TestConfigReferenceDefaults(t *testing.T) {
 	}
 	checked := 0
 	for _, r := range readReference(t) {
-		if !r.literalDeflt {
+		if !r.LiteralDefault {
 			continue
 		}
-		path := strings.Split(r.key, ".")
+		path := strings.Split(r.Key, ".")
 		var v reflect.Value
 		switch {
 		case slices.Contains(setKeys(reflect.ValueOf(shared.Spool.JetStream)), path[len(path)-1]) && path[0] == "spool":
@@ -122,11 +117,11 @@ func TestConfigReferenceDefaults(t *testing.T) {
 			v = lookupConfig(t, local, path)
 		}
 		if !v.IsValid() {
-			t.Errorf("%s:%d: %s: no such key in a loaded config", reference, r.line, r.key)
+			t.Errorf("%s:%d: %s: no such key in a loaded config", reference, r.Line, r.Key)
 			continue
 		}
-		if got := formatDefault(v); got != r.deflt {
-			t.Errorf("%s:%d: %s: the reference says `%s`, Load fills in `%s`", reference, r.line, r.key, r.deflt, got)
+		if got, want := formatDefault(v), strings.Trim(r.Default, "`"); got != want {
+			t.Errorf("%s:%d: %s: the reference says `%s`, Load fills in `%s`", reference, r.Line, r.Key, want, got)
 		}
 		checked++
 	}
