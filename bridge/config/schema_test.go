@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -125,7 +127,9 @@ func TestSchemaRefusesInvalidConfigs(t *testing.T) {
 			checkRefused(t, sch, data, want)
 		})
 	}
-	for file := range refused {
+	// A name left in either list after its file went would hide nothing,
+	// but says a case is covered that is not.
+	for _, file := range append(slices.Collect(maps.Keys(refused)), loaderOnly...) {
 		if _, err := os.Stat(filepath.Join("testdata/config", file)); err != nil {
 			t.Errorf("%s: %v", file, err)
 		}
@@ -321,6 +325,34 @@ func TestSchemaRequiredAndTypes(t *testing.T) {
 				t.Errorf("the schema refuses it: %v", err)
 			}
 		})
+	}
+}
+
+// TestSchemaRequiredKindKeys: each key the schema requires of a sink
+// kind (or one of each group) is one the loader requires too: a sink of
+// that kind without it is refused by both, naming it.
+func TestSchemaRequiredKindKeys(t *testing.T) {
+	sch := compileSchema(t)
+	checked := 0
+	for _, k := range kinds() {
+		for _, group := range schemaRequired[k.Name] {
+			cfg := withSink(k.Name, "")
+			var want []string
+			for _, key := range group {
+				cfg = regexp.MustCompile(`, `+key+`: (\[[^\]]*\]|[^,}]*)`).ReplaceAllString(cfg, "")
+				want = append(want, "'"+key+"'")
+			}
+			t.Run(k.Name+"/"+strings.Join(group, ","), func(t *testing.T) {
+				if _, err := Parse("case.yaml", []byte(cfg), testEnv); err == nil {
+					t.Fatalf("the loader takes it:\n%s", cfg)
+				}
+				checkRefused(t, sch, []byte(cfg), want)
+			})
+			checked++
+		}
+	}
+	if checked < 6 {
+		t.Errorf("only %d required keys of sink kinds checked", checked)
 	}
 }
 
