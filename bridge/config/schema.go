@@ -407,6 +407,11 @@ func (g *schemaGen) sink() *jsonSchema {
 	typ.Type, typ.MinLength = "string", nil
 	for _, k := range ks {
 		opts := k.NewConfig()
+		// A nats sink's embedded keys apply, and are defaulted, only
+		// with url: embedded: their defaults are those of such a sink.
+		if o, ok := opts.(*natssink.Config); ok {
+			o.URL = natssink.Embedded
+		}
 		opts.SetDefaults()
 		own := g.object(reflect.TypeOf(opts).Elem(), reflect.ValueOf(opts).Elem(), k.Name)
 		own.Type, own.AdditionalProperties = nil, nil

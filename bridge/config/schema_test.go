@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -46,6 +47,80 @@ func TestDescriptionsUpToDate(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Errorf("descriptions.go is out of date with %s: run go generate ./bridge/config", reference)
 	}
+}
+
+// TestSchemaDefaultsAreTheReferences: each default the schema gives is
+// the reference's literal for that key (which TestConfigReferenceDefaults
+// holds to what Load fills in), and each literal has its default.
+func TestSchemaDefaultsAreTheReferences(t *testing.T) {
+	raw, err := Schema()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // numbers as written: 1000000, not 1e+06
+	if err := dec.Decode(&root); err != nil {
+		t.Fatal(err)
+	}
+	defaults := map[string]any{}
+	// walk collects the defaults under node, whose key is key; a sink
+	// type's branch holds that kind's keys, under its name.
+	var walk func(node any, key string)
+	walk = func(node any, key string) {
+		m, ok := node.(map[string]any)
+		if !ok {
+			return
+		}
+		if d, ok := m["default"]; ok {
+			defaults[key] = d
+		}
+		props, _ := m["properties"].(map[string]any)
+		for name, p := range props {
+			walk(p, joinKey(key, name))
+		}
+		walk(m["items"], key+"[]")
+		for _, list := range []string{"allOf", "anyOf"} {
+			subs, _ := m[list].([]any)
+			for _, sub := range subs {
+				walk(sub, key)
+			}
+		}
+		if kind, ok := jsonAt(m, "if", "properties", "type", "const").(string); ok {
+			walk(m["then"], kind)
+		} else {
+			walk(m["then"], key)
+		}
+	}
+	walk(root, "")
+	rows := readReference(t)
+	for key, d := range defaults {
+		r, ok := rows[key]
+		if !ok || !r.LiteralDefault {
+			t.Errorf("the schema gives %s the default %v, the reference no literal", key, d)
+			continue
+		}
+		if got, want := fmt.Sprint(d), strings.Trim(r.Default, "`"); got != want {
+			t.Errorf("the schema gives %s the default %q, the reference %q", key, got, want)
+		}
+	}
+	for key, r := range rows {
+		if _, ok := defaults[key]; r.LiteralDefault && !ok {
+			t.Errorf("the reference gives %s the default %s, the schema none", key, r.Default)
+		}
+	}
+	if len(defaults) < 50 {
+		t.Errorf("only %d defaults in the schema", len(defaults))
+	}
+}
+
+// jsonAt is the value at path under v, nil if there is none.
+func jsonAt(v any, path ...string) any {
+	for _, k := range path {
+		m, _ := v.(map[string]any)
+		v = m[k]
+	}
+	return v
 }
 
 // TestSchemaAcceptsRepoConfigs: the repository's config.yaml and every
