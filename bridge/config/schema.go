@@ -44,7 +44,7 @@ const SchemaDraft = "https://json-schema.org/draft/2020-12/schema"
 // Schema returns the JSON Schema of the configuration file, indented, with
 // a final newline.
 func Schema() ([]byte, error) {
-	g := &schemaGen{}
+	g := &schemaGen{enums: schemaEnums()}
 	root := g.root()
 	if len(g.missing) > 0 {
 		return nil, fmt.Errorf("docs/configuration.md has no row for %s: add one and run go generate ./bridge/config", strings.Join(g.missing, ", "))
@@ -198,7 +198,8 @@ var schemaRanges = map[string][2]int64{
 var schemaMinItems = map[string]bool{"sources": true, "routes": true, "routes[].to": true}
 
 type schemaGen struct {
-	missing []string // keys without a row in the reference
+	enums   map[string][]string // schemaEnums, built once per schema
+	missing []string            // keys without a row in the reference
 }
 
 func (g *schemaGen) root() *jsonSchema {
@@ -339,7 +340,7 @@ func (g *schemaGen) value(t reflect.Type, v reflect.Value, key string, required 
 			s.MinItems = ptr(1)
 		}
 	case t.Kind() == reflect.String:
-		values := schemaEnums()[key]
+		values := g.enums[key]
 		if t == reflect.TypeFor[sinks.ContentMode]() {
 			values = contentModes
 		}
