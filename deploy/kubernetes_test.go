@@ -739,7 +739,9 @@ func checkVolumes(t *testing.T, w workload, cfg *hbConfig, cfgPath string) {
 			return fmt.Errorf("is under volume %s, which is not an emptyDir or a PersistentVolumeClaim (ConfigMaps and Secrets are read-only)", m.Name)
 		}
 		// The log holds what waits at most 1.5 times over, plus two
-		// segments, while it reclaims (docs/delivery.md, The local log).
+		// segments, while its oldest segment drains (docs/delivery.md,
+		// The local log); an outage's traffic on top is the operator's
+		// to size for, and no manifest can state it.
 		if need := cfg.SpoolMaxBytes + cfg.SpoolMaxBytes/2 + 2*local.DefaultSegmentBytes; size != nil && cfg.LocalSpool && dir == cfg.SpoolDir && size.Value() < need {
 			return fmt.Errorf("is on volume %s of %s (%d bytes), smaller than a full spool's log can grow (1.5 × spool.max_bytes %d + two segments = %d): a full spool would fill the volume (an emptyDir over its sizeLimit gets the pod evicted); lower max_bytes or grow the volume", m.Name, size, size.Value(), cfg.SpoolMaxBytes, need)
 		}

@@ -620,9 +620,13 @@ func (s *Store) reclaim() {
 
 // compact writes the current records of the oldest segment again at the
 // end of the log, a chunk at a time, when at least two more segments
-// follow it and at most two thirds of it are current: the log then holds
-// what waits at most 1.5 times over, plus two segments, for writing at
-// most three bytes again per byte it frees.
+// follow it and at most two thirds of it are current, writing at most
+// three bytes again per byte it frees. With the oldest segment sparse,
+// the log holds what waits at most 1.5 times over, plus two segments. An
+// oldest segment that is mostly current (a backlog) is left, and so are
+// the segments after it, however empty: only the front of the log can go,
+// as a later segment may hold the removals of an earlier one's records
+// (docs/delivery.md, The local log).
 func (s *Store) compact() bool {
 	st := &s.st
 	st.mu.Lock()
